@@ -1,0 +1,42 @@
+# dystress: the two commands a newcomer needs are `make book` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DYSTRESS_PROFILE ?= quick
+export DYSTRESS_DATA ?= $(CURDIR)/data
+export DYSTRESS_RUNS ?= $(CURDIR)/runs
+# An offline CIFAR-10 copy beside the checkout (development and CI machines); elsewhere the library downloads.
+OFFLINE_CIFAR10 ?= $(CURDIR)/../shared/data/make_cifar10.py
+
+.PHONY: setup data book test lint clean-book
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+data: setup
+	@if [ -f "$(DYSTRESS_DATA)/cifar-10-batches-py/test_batch" ]; then \
+	  echo "CIFAR-10 found in $(DYSTRESS_DATA)"; \
+	elif [ -f "$(OFFLINE_CIFAR10)" ]; then \
+	  $(PY) "$(OFFLINE_CIFAR10)" "$(DYSTRESS_DATA)"; \
+	else \
+	  echo "CIFAR-10 will be downloaded into $(DYSTRESS_DATA) on first use"; \
+	fi
+
+book: data
+	$(VENV)/bin/jupyter-book build book/ -W -n --keep-going
+	@echo "Book: $(CURDIR)/_build/html/index.html (profile $(DYSTRESS_PROFILE))"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: data lint
+	$(VENV)/bin/pytest -q
+
+clean-book:
+	rm -rf _build
