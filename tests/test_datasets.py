@@ -1,0 +1,308 @@
+from __future__ import annotations
+
+import math
+import pickle
+import shutil
+import urllib.error
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets
+from PIL import Image
+
+from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
+from dystress.data.longtail import longtail_counts, longtail_indices
+from dystress.data.transforms import NORMALIZATION
+
+# ---------------------------------------------------------------------------------------------- CIFAR
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_cifar10_reads_pickles(fake_cifar10, train):
+    with pytest.warns(UserWarning, match="md5"):
+        ds = load_dataset("cifar10", fake_cifar10.root, train=train, download=False)
+    images = fake_cifar10.train_images if train else fake_cifar10.test_images
+    labels = fake_cifar10.train_labels if train else fake_cifar10.test_labels
+    assert ds.images.dtype == torch.uint8 and ds.labels.dtype == torch.int64
+    assert np.array_equal(ds.images.numpy(), images)
+    assert np.array_equal(ds.labels.numpy(), labels)
+    assert ds.classes == fake_cifar10.classes and ds.num_classes == 10 and len(ds) == len(labels)
+    assert ds.name == "cifar10" and (ds.mean, ds.std) == NORMALIZATION["cifar10"]
+
+
+def test_cifar100_fine_labels(fake_cifar100):
+    with pytest.warns(UserWarning, match="md5"):
+        ds = load_dataset("cifar100", fake_cifar100.root, train=True, download=False)
+    assert np.array_equal(ds.images.numpy(), fake_cifar100.train_images)
+    assert np.array_equal(ds.labels.numpy(), fake_cifar100.train_labels)
+    assert ds.num_classes == 100 and ds.classes == fake_cifar100.classes
+    assert (ds.mean, ds.std) == NORMALIZATION["cifar100"]
+
+
+def test_md5_mismatch_names_files_and_match_is_silent(fake_cifar10, monkeypatch):
+    with pytest.warns(UserWarning) as record:
+        load_dataset("cifar10", fake_cifar10.root, train=False, download=False)
+    message = str(record[0].message)
+    assert str(fake_cifar10.folder / "test_batch") in message
+    assert str(fake_cifar10.folder / "batches.meta") in message and "data_batch_1" not in message
+
+    def md5(name):
+        import hashlib
+
+        return hashlib.md5((fake_cifar10.folder / name).read_bytes()).hexdigest()
+
+    class Official(torchvision.datasets.CIFAR10):
+        train_list = [[f"data_batch_{k}", md5(f"data_batch_{k}")] for k in range(1, 6)]
+        test_list = [["test_batch", md5("test_batch")]]
+        meta = {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")}
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Official)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_dataset("cifar10", fake_cifar10.root, train=True, download=False)
+    assert len(ds) == 40
+
+
+def test_missing_without_download_says_where_and_how(tmp_path, monkeypatch):
+    class MustNotDownload(torchvision.datasets.CIFAR10):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("download attempted")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", MustNotDownload)
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("cifar10", tmp_path, download=False)
+    text = str(err.value)
+    assert str(tmp_path / "cifar-10-batches-py") in text and "data_batch_1" in text
+    assert "cifar-10-python.tar.gz" in text and "make_cifar10.py" in text
+
+
+def test_download_failure_is_file_not_found(tmp_path, monkeypatch):
+    class Offline(torchvision.datasets.CIFAR100):
+        def __init__(self, *args, **kwargs):
+            raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", Offline)
+    with pytest.raises(FileNotFoundError, match="download failed.*no network") as err:
+        load_dataset("cifar100", tmp_path, download=True)
+    assert str(tmp_path / "cifar-100-python") in str(err.value)
+    assert "cifar-100-python.tar.gz" in str(err.value)
+
+
+def test_download_uses_torchvision_then_reads_pickles(tmp_path, monkeypatch, make_fake_cifar):
+    calls = []
+
+    class FakeDownload(torchvision.datasets.CIFAR10):
+        def __init__(self, root, train=True, download=False):
+            calls.append((root, train, download))
+            calls.append(make_fake_cifar("cifar10", root, train_per_class=3))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeDownload)
+    with pytest.warns(UserWarning, match="md5"):
+        ds = load_dataset("cifar10", tmp_path, train=True, download=True)
+    assert calls[0] == (str(tmp_path), True, True)
+    assert np.array_equal(ds.images.numpy(), calls[1].train_images)
+
+
+def test_real_lossless_subset_in_official_layout(tmp_path, lossless_cifar10_path, shared_data_dir):
+    """Real pixels written in the official row layout (1024 R, 1024 G, 1024 B) come back as NCHW."""
+    z = np.load(lossless_cifar10_path)
+    x = z["x_train"][:100]  # [N, 32, 32, 3]
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rows = np.concatenate([x[..., c].reshape(len(x), 1024) for c in range(3)], axis=1)
+    for k in range(1, 6):
+        part = slice((k - 1) * 20, k * 20)
+        with open(folder / f"data_batch_{k}", "wb") as f:
+            pickle.dump({"data": rows[part], "labels": z["y_train"][part].tolist()}, f)
+    shutil.copyfile(shared_data_dir / "batches.meta", folder / "batches.meta")  # the official file
+    with pytest.warns(UserWarning) as record:
+        ds = load_dataset("cifar10", tmp_path, download=False)
+    assert "batches.meta" not in str(record[0].message)  # the real meta file has the official md5
+    for i, y, xx, c in [(0, 0, 0, 0), (3, 5, 17, 1), (99, 31, 31, 2), (42, 30, 2, 2)]:
+        assert ds.images[i, c, y, xx] == x[i, y, xx, c]
+    assert ds.labels[:2].tolist() == [6, 9]  # official train images 0 and 1: frog, truck
+    assert ds.classes == ["airplane", "automobile", "bird", "cat", "deer"] + [
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+
+
+# ------------------------------------------------------------------------------------------ long tail
+
+
+@pytest.mark.parametrize(("per_class", "num_classes", "expected"), [(5000, 10, 12406), (500, 100, 10847)])
+def test_longtail_published_sizes(per_class, num_classes, expected):
+    labels = torch.arange(num_classes).repeat_interleave(per_class)[torch.randperm(per_class * num_classes)]
+    idx = longtail_indices(labels, 0.01, seed=0)
+    assert len(idx) == expected == sum(longtail_counts(per_class, num_classes, 0.01))
+
+
+@pytest.mark.parametrize("ratio", [0.01, 0.02, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("num_classes", [2, 10, 37])
+def test_longtail_profile_and_determinism(ratio, num_classes):
+    per_class = 200
+    g = torch.Generator().manual_seed(num_classes)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)[
+        torch.randperm(per_class * num_classes, generator=g)
+    ]
+    idx = longtail_indices(labels, ratio, seed=3)
+    counts = torch.bincount(labels[idx], minlength=num_classes).tolist()
+    assert counts == [int(per_class * ratio ** (c / (num_classes - 1))) for c in range(num_classes)]
+    assert counts == sorted(counts, reverse=True)  # natural order: class 0 is the head
+    assert torch.equal(idx, idx.unique())  # ascending, no repeats
+    assert torch.equal(idx, longtail_indices(labels, ratio, seed=3))
+    if ratio < 1:
+        assert not torch.equal(idx, longtail_indices(labels, ratio, seed=4))
+
+
+def test_longtail_uses_smallest_class_count():
+    labels = torch.tensor([0] * 10 + [1] * 7 + [2] * 9)
+    idx = longtail_indices(labels, 0.25, seed=0)
+    assert torch.bincount(labels[idx]).tolist() == [7, math.floor(7 * 0.5), math.floor(7 * 0.25)]
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, "0.1"])
+def test_longtail_rejects_ratio(bad):
+    with pytest.raises(ValueError, match="imbalance_ratio"):
+        longtail_indices(torch.tensor([0, 1]), bad)
+
+
+def test_cifar10_lt_dataset(tmp_path, make_fake_cifar):
+    fake = make_fake_cifar("cifar10", tmp_path, train_per_class=100, test_per_class=3)
+    with pytest.warns(UserWarning):
+        lt = load_dataset("cifar10_lt", tmp_path, train=True, download=False, imbalance_ratio=0.1, seed=1)
+        test = load_dataset("cifar10_lt", tmp_path, train=False, download=False, imbalance_ratio=0.1)
+    expected = [int(100 * 0.1 ** (c / 9)) for c in range(10)]
+    assert torch.bincount(lt.labels).tolist() == expected and lt.name == "cifar10_lt"
+    idx = longtail_indices(torch.from_numpy(fake.train_labels), 0.1, seed=1)
+    assert np.array_equal(lt.images.numpy(), fake.train_images[idx.numpy()])
+    assert len(test) == 30 and torch.bincount(test.labels).tolist() == [3] * 10
+
+
+# ---------------------------------------------------------------------------------- API and validation
+
+
+def test_unknown_name_lists_known(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_dataset("svhn", tmp_path)
+    assert all(name in str(err.value) for name in DATASETS)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"imbalance_ratio": 0.0}, "imbalance_ratio"),
+        ({"seed": -1}, "seed"),
+        ({"image_size": 0}, "image_size"),
+        ({"image_size": 64}, "image_size"),
+        ({"train": "yes"}, "train"),
+    ],
+)
+def test_load_dataset_validates(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_dataset("cifar10", tmp_path, **kwargs)
+
+
+def _toy(n=6):
+    return ImageDataset(
+        images=torch.arange(n * 3 * 2 * 2, dtype=torch.int64).remainder(256).to(torch.uint8).view(n, 3, 2, 2),
+        labels=torch.arange(n) % 3,
+        classes=["a", "b", "c"],
+        name="toy",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.2, 0.2, 0.2),
+    )
+
+
+def test_image_dataset_subset_and_to():
+    ds = _toy()
+    sub = ds.subset(torch.tensor([4, 1, 1]))
+    assert torch.equal(sub.images, ds.images[[4, 1, 1]]) and sub.labels.tolist() == [1, 1, 1]
+    assert len(sub) == 3 and sub.num_classes == 3 and sub.name == "toy" and sub.mean == ds.mean
+    moved = ds.to("cpu")
+    assert torch.equal(moved.images, ds.images) and moved.classes == ds.classes
+    with pytest.raises(ValueError, match="indices"):
+        ds.subset([6])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("images", torch.zeros(6, 3, 2, 2)),
+        ("images", torch.zeros(6, 1, 2, 2, dtype=torch.uint8)),
+        ("labels", torch.zeros(5, dtype=torch.int64)),
+        ("labels", torch.zeros(6, dtype=torch.int32)),
+        ("std", (0.1, 0.0, 0.1)),
+    ],
+)
+def test_image_dataset_validates(field, value):
+    kwargs = {k: getattr(_toy(), k) for k in ("images", "labels", "classes", "name", "mean", "std")}
+    kwargs[field] = value
+    with pytest.raises(ValueError, match=field):
+        ImageDataset(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------ imagefolder
+
+
+def _save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_imagefolder_resize_crop_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (16, 40, 3), dtype=np.uint8)  # H 16, W 40: no resize, center crop x 12..28
+    tall = rng.integers(0, 256, (21, 16, 3), dtype=np.uint8)  # H 21: crop rows round(2.5) = 2..18
+    flat = np.full((48, 64, 3), (10, 200, 30), dtype=np.uint8)  # resized: a constant stays constant
+    _save(tmp_path / "train" / "zebra" / "a.png", wide)
+    _save(tmp_path / "train" / "ant" / "b.png", tall)
+    _save(tmp_path / "train" / "ant" / "c.PNG", flat)
+    (tmp_path / "train" / "ant" / "notes.txt").write_text("ignored")
+    _save(tmp_path / "val" / "zebra" / "d.png", flat)
+    ds = load_dataset("imagefolder", tmp_path, train=True, image_size=16)
+    assert ds.classes == ["ant", "zebra"] and ds.labels.tolist() == [0, 0, 1]
+    assert ds.images.shape == (3, 3, 16, 16) and ds.images.dtype == torch.uint8
+    assert np.array_equal(ds.images[0].permute(1, 2, 0).numpy(), tall[2:18])
+    assert np.array_equal(ds.images[1].permute(1, 2, 0).numpy(), np.broadcast_to(flat[:16, :16], (16, 16, 3)))
+    assert np.array_equal(ds.images[2].permute(1, 2, 0).numpy(), wide[:, 12:28])
+    assert (ds.mean, ds.std) == NORMALIZATION["imagenet"]
+    val = load_dataset("imagefolder", tmp_path, train=False, image_size=16)
+    assert val.classes == ["ant", "zebra"] and val.labels.tolist() == [1]
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(ValueError, match="image_size"):
+        load_dataset("imagefolder", tmp_path)
+    with pytest.raises(FileNotFoundError, match="train"):
+        load_dataset("imagefolder", tmp_path, image_size=8)
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no .*images"):
+        load_dataset("imagefolder", tmp_path, image_size=8)
+    _save(tmp_path / "train" / "cat" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(FileNotFoundError, match="val"):
+        load_dataset("imagefolder", tmp_path, train=False, image_size=8)
+    _save(tmp_path / "val" / "dog" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="dog"):
+        load_dataset("imagefolder", tmp_path, train=False, image_size=8)
+
+
+@pytest.mark.slow
+def test_offline_full_copy_against_lossless(offline_cifar10_root, lossless_cifar10):
+    """The full JPEG-decoded copy: official sizes and order, labels exact, pixels within the JPEG error."""
+    with pytest.warns(UserWarning, match="md5"):
+        train = load_dataset("cifar10", offline_cifar10_root, download=False)
+    with pytest.warns(UserWarning, match="md5"):
+        test = load_dataset("cifar10", offline_cifar10_root, train=False, download=False)
+    assert (len(train), len(test)) == (50000, 10000)
+    assert torch.bincount(train.labels).tolist() == [5000] * 10
+    assert torch.equal(train.labels[:4000], lossless_cifar10["train_labels"])
+    assert torch.equal(test.labels[:1000], lossless_cifar10["test_labels"])
+    err = (train.images[:4000].float() - lossless_cifar10["train_images"].float()).abs().mean()
+    assert 4.0 < float(err) < 8.0  # README: mean absolute error 5.8 / 255 (JPEG quality 75)
+    assert train.classes == lossless_cifar10["classes"]
