@@ -1,0 +1,106 @@
+"""Shared input checks for the metrics: every public metric validates its arguments here first.
+
+Each check raises ``ValueError`` naming the offending parameter and what is allowed, before any
+expensive work. The checks that look at values (finite entries, zero rows, label range) cost one host
+synchronisation each; they run once per metric call, never inside a chunk loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Accumulation dtype for features ``x``: float64 stays float64, everything else runs in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int after checking ``minimum <= value (<= maximum)``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"{name} must be >= {minimum}{upper}, got {value}")
+    return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as a float after checking it is finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a positive number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_features(name: str, x: object, *, min_rows: int = 1, dim: int | None = None) -> torch.Tensor:
+    """Check a finite float feature matrix [N, D] with N >= ``min_rows`` (and D == ``dim`` if given)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor [N, D], got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor [N, D], got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(x.shape)}")
+    if x.shape[0] < min_rows or x.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have at least {min_rows} row(s) and 1 column, got shape {tuple(x.shape)}"
+        )
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} must have {dim} columns, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def check_same_device(name: str, x: torch.Tensor, reference_name: str, reference: torch.Tensor) -> None:
+    """Check that ``x`` lives on the same device as ``reference``."""
+    if x.device != reference.device:
+        raise ValueError(f"{name} is on {x.device} but {reference_name} is on {reference.device}")
+
+
+def check_labels(name: str, labels: object, n: int, like: torch.Tensor, like_name: str) -> torch.Tensor:
+    """Check integer labels [n] on the device of ``like``; return them as int64."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor [N] of integers, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must have an integer dtype, got {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D [N], got shape {tuple(labels.shape)}")
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} entries but {like_name} has {n} rows")
+    check_same_device(name, labels, like_name, like)
+    return labels.long()
+
+
+def check_class_range(name: str, labels: torch.Tensor, num_classes: int | None, *others: torch.Tensor) -> int:
+    """Check labels lie in [0, num_classes); infer ``num_classes`` as max label + 1 when it is None."""
+    lo = min(int(t.min()) for t in (labels, *others))
+    hi = max(int(t.max()) for t in (labels, *others))
+    if lo < 0:
+        raise ValueError(f"{name} must be >= 0, got a label {lo}")
+    if num_classes is None:
+        return hi + 1
+    check_int("num_classes", num_classes, 1)
+    if hi >= num_classes:
+        raise ValueError(f"labels must be < num_classes={num_classes}, got a label {hi}")
+    return num_classes
+
+
+def normalize_rows(name: str, x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the rows of a checked feature matrix in its compute dtype; zero rows raise."""
+    x = x.to(compute_dtype(x))
+    norms = torch.linalg.vector_norm(x, dim=1)
+    zero = norms == 0
+    if bool(zero.any()):
+        row = int(zero.nonzero()[0, 0])
+        raise ValueError(f"{name} has a zero vector (row {row}) that cannot be L2-normalised")
+    return F.normalize(x, dim=1)
+
+
+def checked_normalized(name: str, x: object, *, min_rows: int = 1) -> torch.Tensor:
+    """``check_features`` followed by ``normalize_rows``: the common entry of the cosine metrics."""
+    return normalize_rows(name, check_features(name, x, min_rows=min_rows))

@@ -1,0 +1,162 @@
+"""k-nearest-neighbour evaluation on frozen features (cosine similarity, exact, chunked).
+
+- ``knn_accuracy``: the weighted kNN of InstDisc (Wu et al., CVPR 2018), used by SimCLR / solo-learn /
+  lightly and by DySTreSS for CIFAR (k = 200, t = 0.1): each of the k nearest bank features votes
+  exp(s / t) for its class.
+- ``knn_class_averaged_accuracy``: plain majority-vote k-NN (k = 1 or 10 in the long-tailed setups of
+  Kukleva et al. 2023 and DySTreSS), reported as the mean of the per-class accuracies.
+
+Features are L2-normalised inside (zero rows raise). Memory is O(chunk_size x N_train).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dystress.metrics._neighbours import cosine_scores, score_chunks
+from dystress.metrics._validation import (
+    check_class_range,
+    check_features,
+    check_int,
+    check_labels,
+    check_positive,
+    check_same_device,
+    normalize_rows,
+)
+
+DEFAULT_CHUNK_SIZE = 1024
+
+
+def _prepare(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int,
+    num_classes: int | None,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Validate the four inputs; return normalised bank and queries (common dtype), labels, num_classes."""
+    check_features("train_features", train_features)
+    check_features("test_features", test_features, dim=train_features.shape[1])
+    check_same_device("test_features", test_features, "train_features", train_features)
+    y_train = check_labels(
+        "train_labels", train_labels, train_features.shape[0], train_features, "train_features"
+    )
+    y_test = check_labels("test_labels", test_labels, test_features.shape[0], test_features, "test_features")
+    check_int("k", k, 1, train_features.shape[0])
+    check_int("chunk_size", chunk_size, 1)
+    num_classes = check_class_range("train_labels/test_labels", y_train, num_classes, y_test)
+    bank = normalize_rows("train_features", train_features)
+    queries = normalize_rows("test_features", test_features)
+    dtype = torch.promote_types(bank.dtype, queries.dtype)
+    return bank.to(dtype), queries.to(dtype), y_train, y_test, num_classes
+
+
+def true_class_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Rank [B] of the target class in class scores [B, C]: 0 = predicted.
+
+    Deterministic tie rule: classes with a higher score rank before the target, and so do classes
+    with an equal score and a smaller index (the rule of ``argmax``). Top-m correct <=> rank < m.
+    """
+    target_score = scores.gather(1, target[:, None])
+    classes = torch.arange(scores.shape[1], device=scores.device)
+    ahead = (scores > target_score) | ((scores == target_score) & (classes[None, :] < target[:, None]))
+    return ahead.sum(1)
+
+
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 200,
+    t: float = 0.1,
+    num_classes: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, float | int]:
+    """Weighted kNN accuracy (InstDisc): top-k cosine neighbours vote exp(s / t) for their class.
+
+    Args:
+        train_features: bank features [N_train, D] (float, any device).
+        train_labels: bank labels [N_train] in [0, num_classes).
+        test_features: query features [N_test, D], same device.
+        test_labels: query labels [N_test].
+        k: neighbours per query, 1 <= k <= N_train.
+        t: vote temperature > 0.
+        num_classes: defaults to max label + 1 over both label sets.
+        chunk_size: queries per chunk (memory chunk_size x N_train).
+
+    Returns:
+        ``{"top1", "top5", "k", "t", "num_classes", "n_train", "n_test"}``, accuracies in percent;
+        ``top5`` only when num_classes >= 5. Vote ties go to the smaller class index. The weights are
+        computed as exp((s - s_max) / t) per query, the same ranking as exp(s / t) without overflow.
+    """
+    t = check_positive("t", t)
+    bank, queries, y_train, y_test, num_classes = _prepare(
+        train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size
+    )
+    ranks = []
+    for start, stop, sims in score_chunks(cosine_scores(queries, bank), queries.shape[0], chunk_size, False):
+        top_sims, top_idx = sims.topk(k, dim=1, largest=True, sorted=True)
+        weights = torch.exp((top_sims - top_sims[:, :1]) / t)
+        votes = torch.zeros(stop - start, num_classes, dtype=weights.dtype, device=weights.device)
+        votes.scatter_add_(1, y_train[top_idx], weights)
+        ranks.append(true_class_rank(votes, y_test[start:stop]))
+    rank = torch.cat(ranks)
+    result: dict[str, float | int] = {"top1": float((rank < 1).double().mean()) * 100.0}
+    if num_classes >= 5:
+        result["top5"] = float((rank < 5).double().mean()) * 100.0
+    result.update(k=k, t=t, num_classes=num_classes, n_train=int(bank.shape[0]), n_test=int(queries.shape[0]))
+    return result
+
+
+def knn_class_averaged_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 1,
+    num_classes: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, object]:
+    """Majority-vote k-NN (cosine), reported as the mean of per-class accuracies (long-tailed setups).
+
+    Each of the k nearest bank features casts one vote. Ties between classes with the same number of
+    votes go to the tied class whose nearest member is closest to the query (for k = 1 this is plain
+    1-NN); exact ties in similarity keep ``torch.topk``'s order.
+
+    Returns:
+        ``{"accuracy", "per_class", "k", "num_classes", "n_train", "n_test"}``: ``accuracy`` is the
+        mean, in percent, of the per-class accuracies over the classes present in ``test_labels``;
+        ``per_class`` maps each such class to its accuracy in percent.
+    """
+    bank, queries, y_train, y_test, num_classes = _prepare(
+        train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size
+    )
+    predictions = []
+    rank_bonus = torch.arange(k, 0, -1, device=bank.device)  # k for the nearest neighbour ... 1 for the k-th
+    for start, stop, sims in score_chunks(cosine_scores(queries, bank), queries.shape[0], chunk_size, False):
+        top_idx = sims.topk(k, dim=1, largest=True, sorted=True).indices
+        neighbour_labels = y_train[top_idx]
+        counts = torch.zeros(stop - start, num_classes, dtype=torch.long, device=bank.device)
+        counts.scatter_add_(1, neighbour_labels, torch.ones_like(neighbour_labels))
+        nearest = torch.zeros_like(counts).scatter_reduce_(
+            1, neighbour_labels, rank_bonus.expand_as(neighbour_labels), reduce="amax"
+        )
+        # integer score: the count dominates, the nearest member's rank (distinct per class) breaks ties
+        predictions.append((counts * (k + 1) + nearest).argmax(1))
+    correct = (torch.cat(predictions) == y_test).long()
+    per_class_total = torch.bincount(y_test, minlength=num_classes)
+    per_class_correct = torch.bincount(y_test, weights=correct.double(), minlength=num_classes)
+    present = per_class_total > 0
+    per_class_acc = per_class_correct[present] / per_class_total[present] * 100.0
+    classes = present.nonzero().flatten().tolist()
+    return {
+        "accuracy": float(per_class_acc.mean()),
+        "per_class": dict(zip(classes, per_class_acc.tolist(), strict=True)),
+        "k": k,
+        "num_classes": num_classes,
+        "n_train": int(bank.shape[0]),
+        "n_test": int(queries.shape[0]),
+    }

@@ -1,0 +1,89 @@
+"""extract_features: equals a manual eval-mode forward, restores modes, validates input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dystress.data.transforms import NORMALIZATION, normalize
+from dystress.metrics import extract_features
+
+MEAN, STD = NORMALIZATION["cifar10"]
+
+
+def _backbone() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1),  # output [B, 8, 1, 1]: flattened to [B, 8]
+    )
+
+
+def _images(n: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 512])
+def test_matches_manual_eval_forward(batch_size):
+    model, images = _backbone(), _images(7)
+    model[1].running_mean.uniform_(-0.5, 0.5)  # non-trivial BN statistics: eval mode must use them
+    with torch.no_grad():
+        ref = model.eval()(normalize(images, MEAN, STD)).flatten(1)
+    model.train()
+    feats = extract_features(model, images, MEAN, STD, batch_size=batch_size)
+    assert feats.shape == (7, 8) and feats.dtype == torch.float32
+    torch.testing.assert_close(feats, ref, rtol=1e-5, atol=1e-6)
+    assert not feats.requires_grad
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_restores_mixed_modes_even_on_error():
+    model = _backbone().train()
+    model[1].eval()  # a frozen BN inside a training model
+    extract_features(model, _images(4), MEAN, STD)
+    assert model.training and not model[1].training and model[3].training
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    broken = nn.Sequential(nn.Identity(), Boom()).train()
+    with pytest.raises(RuntimeError, match="boom"):
+        extract_features(broken, _images(2), MEAN, STD)
+    assert all(m.training for m in broken.modules())
+
+
+def test_features_can_feed_autograd():
+    feats = extract_features(_backbone(), _images(5), MEAN, STD)
+    w = torch.zeros(8, 2, requires_grad=True)
+    (feats @ w).sum().backward()  # inference-mode tensors would fail here
+    torch.testing.assert_close(w.grad, feats.sum(0)[:, None].expand(8, 2))
+
+
+def test_bf16_autocast_is_close_to_fp32():
+    model, images = _backbone(), _images(6)
+    fp32 = extract_features(model, images, MEAN, STD)
+    bf16 = extract_features(model, images, MEAN, STD, amp=True)
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "match"),
+    [
+        (torch.zeros(2, 3, 4, 4), {}, "uint8"),
+        (torch.zeros(2, 1, 4, 4, dtype=torch.uint8), {}, "images"),
+        (torch.zeros(0, 3, 4, 4, dtype=torch.uint8), {}, "images"),
+        (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), {"batch_size": 0}, "batch_size"),
+        (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), {"std": (0.2, 0.0, 0.2)}, "std"),
+        (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), {"mean": (0.5, 0.5)}, "mean"),
+    ],
+)
+def test_invalid_input_raises(images, kwargs, match):
+    args = {"mean": MEAN, "std": STD, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        extract_features(_backbone(), images, **args)

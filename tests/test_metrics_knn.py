@@ -1,0 +1,185 @@
+"""kNN metrics against brute-force float64 loop references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dystress.metrics import knn_accuracy, knn_class_averaged_accuracy
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.sqrt((x * x).sum(1, keepdims=True))
+
+
+def _sorted_neighbours(bank: np.ndarray, q: np.ndarray, k: int) -> list[tuple[float, int]]:
+    sims = [(float(np.dot(q, bank[b])), b) for b in range(bank.shape[0])]
+    return sorted(sims, key=lambda sb: -sb[0])[:k]
+
+
+def _ref_weighted(bank, ybank, queries, yq, k, t, num_classes):
+    bank, queries = _unit(bank), _unit(queries)
+    top1 = top5 = 0
+    for q in range(queries.shape[0]):
+        votes = [0.0] * num_classes
+        for s, b in _sorted_neighbours(bank, queries[q], k):
+            votes[ybank[b]] += math.exp(s / t)
+        target = yq[q]
+        rank = sum(
+            1
+            for c in range(num_classes)
+            if votes[c] > votes[target] or (votes[c] == votes[target] and c < target)
+        )
+        top1 += rank < 1
+        top5 += rank < 5
+    n = queries.shape[0]
+    return 100.0 * top1 / n, 100.0 * top5 / n
+
+
+def _ref_class_averaged(bank, ybank, queries, yq, k, num_classes):
+    bank, queries = _unit(bank), _unit(queries)
+    correct = [0] * num_classes
+    total = [0] * num_classes
+    for q in range(queries.shape[0]):
+        neighbours = _sorted_neighbours(bank, queries[q], k)
+        counts: dict[int, int] = {}
+        first: dict[int, int] = {}
+        for position, (_, b) in enumerate(neighbours):
+            c = int(ybank[b])
+            counts[c] = counts.get(c, 0) + 1
+            first.setdefault(c, position)
+        best = max(counts.values())
+        prediction = min((c for c in counts if counts[c] == best), key=lambda c: first[c])
+        total[yq[q]] += 1
+        correct[yq[q]] += prediction == yq[q]
+    accs = [100.0 * correct[c] / total[c] for c in range(num_classes) if total[c] > 0]
+    return sum(accs) / len(accs)
+
+
+@pytest.mark.parametrize("k", [1, 4, 17, 40])
+@pytest.mark.parametrize("t", [0.07, 0.5])
+@pytest.mark.parametrize("chunk_size", [1, 3, 1000])
+@pytest.mark.parametrize("num_classes", [3, 7])
+def test_weighted_knn_matches_loop_reference(k, t, chunk_size, num_classes):
+    rng = np.random.default_rng(k * 100 + num_classes)
+    bank, queries = rng.normal(size=(40, 6)), rng.normal(size=(13, 6))
+    ybank, yq = rng.integers(0, num_classes, 40), rng.integers(0, num_classes, 13)
+    res = knn_accuracy(
+        torch.tensor(bank, dtype=torch.float32),
+        torch.tensor(ybank),
+        torch.tensor(queries, dtype=torch.float32),
+        torch.tensor(yq),
+        k=k,
+        t=t,
+        num_classes=num_classes,
+        chunk_size=chunk_size,
+    )
+    top1, top5 = _ref_weighted(bank, ybank, queries, yq, k, t, num_classes)
+    assert res["top1"] == pytest.approx(top1)
+    if num_classes >= 5:
+        assert res["top5"] == pytest.approx(top5)
+    else:
+        assert "top5" not in res
+    assert (res["k"], res["t"], res["num_classes"], res["n_train"], res["n_test"]) == (
+        k,
+        t,
+        num_classes,
+        40,
+        13,
+    )
+
+
+def test_weighted_knn_small_temperature_does_not_overflow():
+    rng = np.random.default_rng(0)
+    bank, queries = rng.normal(size=(30, 5)), rng.normal(size=(9, 5))
+    ybank, yq = rng.integers(0, 6, 30), rng.integers(0, 6, 9)
+    res = knn_accuracy(
+        torch.tensor(bank, dtype=torch.float32),
+        torch.tensor(ybank),
+        torch.tensor(queries),
+        torch.tensor(yq),
+        k=10,
+        t=0.005,
+    )
+    # with t -> 0 the nearest neighbour dominates: the reference is 1-NN
+    nn1 = [int(ybank[_sorted_neighbours(_unit(bank), q, 1)[0][1]]) for q in _unit(queries)]
+    assert res["top1"] == pytest.approx(100.0 * np.mean(np.array(nn1) == yq))
+
+
+def _clusters(n_per_class: int, num_classes: int, dim: int, seed: int, noise: float = 0.05):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.eye(dim)[:num_classes] * 3
+    y = torch.arange(num_classes).repeat_interleave(n_per_class)
+    return centres[y] + noise * torch.randn(len(y), dim, generator=g), y
+
+
+@pytest.mark.parametrize("num_classes", [2, 5, 10])
+def test_separated_clusters_give_100_percent(num_classes):
+    xtr, ytr = _clusters(30, num_classes, 16, 0)
+    xte, yte = _clusters(10, num_classes, 16, 1)
+    res = knn_accuracy(xtr, ytr, xte, yte, k=20, chunk_size=7)
+    assert res["top1"] == 100.0
+    assert res.get("top5", 100.0) == 100.0
+    avg = knn_class_averaged_accuracy(xtr, ytr, xte, yte, k=10, chunk_size=7)
+    assert avg["accuracy"] == 100.0
+    assert avg["per_class"] == {c: 100.0 for c in range(num_classes)}
+
+
+def test_vote_tie_goes_to_smaller_class_index():
+    # query at angle 0, two bank points at +-45 degrees with classes 1 and 0: equal weights
+    bank = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    query = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    res = knn_accuracy(bank, torch.tensor([1, 0]), query, torch.tensor([0]), k=2)
+    assert res["top1"] == 100.0
+    res = knn_accuracy(bank, torch.tensor([1, 0]), query, torch.tensor([1]), k=2)
+    assert res["top1"] == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 10])
+@pytest.mark.parametrize("chunk_size", [1, 4, 500])
+def test_class_averaged_matches_loop_reference(k, chunk_size):
+    rng = np.random.default_rng(k + 7 * chunk_size)
+    # long-tailed bank: class c has 24 / 2^c samples, balanced queries
+    ybank = np.concatenate([np.full(max(1, 24 >> c), c) for c in range(4)])
+    bank = rng.normal(size=(len(ybank), 5)) + np.eye(5)[ybank] * 0.8
+    yq = np.repeat(np.arange(4), 6)
+    queries = rng.normal(size=(len(yq), 5)) + np.eye(5)[yq] * 0.8
+    res = knn_class_averaged_accuracy(
+        torch.tensor(bank),
+        torch.tensor(ybank),
+        torch.tensor(queries),
+        torch.tensor(yq),
+        k=k,
+        chunk_size=chunk_size,
+    )
+    assert res["accuracy"] == pytest.approx(_ref_class_averaged(bank, ybank, queries, yq, k, 4))
+
+
+def test_class_averaged_tie_goes_to_nearest_member_and_skips_absent_classes():
+    bank = torch.tensor([[1.0, 0.2], [1.0, -0.5], [0.0, 1.0], [-1.0, 0.0]])
+    ybank = torch.tensor([2, 0, 0, 2])
+    query = torch.tensor([[1.0, 0.0], [1.0, -0.3]])
+    # query 0: neighbours bank0 (class 2), bank1 (class 0): 1-1 tie, nearest is class 2
+    # query 1: nearest is bank1 (class 0), then bank0 (class 2)
+    res = knn_class_averaged_accuracy(bank, ybank, query, torch.tensor([2, 2]), k=2, num_classes=3)
+    assert res["per_class"] == {2: 50.0}
+    assert res["accuracy"] == 50.0
+
+
+def test_class_averaged_differs_from_overall_accuracy():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ybank = torch.tensor([0, 1])
+    queries = torch.tensor([[1.0, 0.1], [1.0, 0.2], [1.0, 0.3], [0.1, 1.0], [1.0, 0.05]])
+    yq = torch.tensor([0, 0, 0, 1, 1])  # class 0: 3/3, class 1: 1/2
+    res = knn_class_averaged_accuracy(bank, ybank, queries, yq, k=1)
+    assert res["accuracy"] == pytest.approx(75.0)
+
+
+def test_duplicate_points_and_float64():
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1])
+    res = knn_accuracy(x, y, x, y, k=1)
+    assert res["top1"] == 100.0
