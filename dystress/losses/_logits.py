@@ -1,0 +1,180 @@
+"""Shared core of the contrastive losses: per-pair-temperature logits, reduced to two numbers per anchor.
+
+Every loss here (InfoNCE, its MoCo-queue form, DCL) needs, for each anchor i, the positive logit
+l_ip = s_ip / tau(s_ip) and the log-sum-exp of its negative logits l_ik = s_ik / tau(s_ik); they differ
+only in how they combine the two. :func:`contrastive_terms` computes both from one [A, C] similarity
+matrix, by log-sum-exp (never exp, sum, log), in float32 or wider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dystress.distributed import all_gather_no_grad, gather_with_grad, rank, world_size
+from dystress.temperature import TemperatureFunction
+
+
+@dataclass(frozen=True)
+class ContrastiveTerms:
+    """Per-anchor terms: ``positive`` [A] = l_ip; ``negative_lse`` [A] = log sum_k exp(l_ik), k negative."""
+
+    positive: Tensor
+    negative_lse: Tensor
+    diagnostics: dict[str, Tensor]
+
+
+@contextlib.contextmanager
+def full_precision(reference: Tensor) -> Iterator[None]:
+    """Disable autocast on ``reference``'s device: the loss runs in float32 (or float64) under AMP."""
+    with torch.autocast(device_type=reference.device.type, enabled=False):
+        yield
+
+
+def normalized(z: Tensor) -> Tensor:
+    """Projections z [N, D] (validated by :func:`check_pair`), L2-normalised and upcast to >= float32."""
+    return F.normalize(z.to(torch.promote_types(z.dtype, torch.float32)), dim=1)
+
+
+def check_pair(z0: Tensor, z1: Tensor, names: tuple[str, str] = ("z0", "z1")) -> None:
+    """Raise ValueError unless both are floating-point [N, D] (N, D >= 1) of the same shape."""
+    for z, name in zip((z0, z1), names, strict=True):
+        if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
+            raise ValueError(f"{name} must have shape [N, D] with N, D >= 1, got {tuple(z.shape)}")
+        if not z.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {z.dtype}")
+    if z0.shape != z1.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
+        )
+
+
+def contrastive_terms(
+    anchors: Tensor,
+    candidates: Tensor,
+    positive_similarity: Tensor,
+    temperature: TemperatureFunction,
+    *,
+    excluded: Tensor | None = None,
+    detach_temperature: bool = True,
+    gather_statistics: bool = False,
+) -> ContrastiveTerms:
+    """Positive logits and negatives' log-sum-exp with a per-pair temperature.
+
+    Args:
+        anchors: normalised anchors [A, D].
+        candidates: normalised candidates [C, D]; the negatives of anchor i are all candidates except
+            the columns ``excluded[i]``.
+        positive_similarity: s_ip [A], each anchor's cosine similarity with its positive.
+        temperature: tau(s). Pairwise functions are evaluated on every entry of the [A, C] matrix;
+            global ones give a single tau (from the positive similarities for MACL).
+        excluded: [A, E] column indices that are not negatives (the anchor itself, its positive).
+        detach_temperature: compute tau from detached similarities (no gradient through tau).
+        gather_statistics: gather the positive similarities from all ranks for batch statistics (MACL).
+
+    Returns:
+        :class:`ContrastiveTerms` with detached 0-dim diagnostics tau_pos, tau_neg, sim_pos, sim_neg.
+    """
+    sim = anchors @ candidates.T  # [A, C]
+    s_pos_d = positive_similarity.detach()
+    if temperature.pairwise:
+        tau = temperature(sim.detach() if detach_temperature else sim)
+        tau_pos = temperature(s_pos_d if detach_temperature else positive_similarity)
+    else:
+        if temperature.needs_positive_statistics:
+            stats = all_gather_no_grad(s_pos_d) if gather_statistics else s_pos_d
+            tau = temperature.from_positive_similarity(stats)
+        else:
+            tau = temperature(sim.new_zeros(()))
+        tau_pos = tau
+    logits = sim / tau
+    if excluded is not None:
+        logits.scatter_(1, excluded, torch.finfo(logits.dtype).min)  # finite: no NaN when a row is empty
+    negative_lse = torch.logsumexp(logits, dim=1)
+    positive = positive_similarity / tau_pos
+    diagnostics = _diagnostics(anchors, candidates, sim, tau, tau_pos, s_pos_d, excluded)
+    return ContrastiveTerms(positive, negative_lse, diagnostics)
+
+
+def _diagnostics(
+    anchors: Tensor,
+    candidates: Tensor,
+    sim: Tensor,
+    tau: Tensor,
+    tau_pos: Tensor,
+    s_pos: Tensor,
+    excluded: Tensor | None,
+) -> dict[str, Tensor]:
+    """Mean tau and similarity over positives and negatives, from tensors at hand (no host sync)."""
+    with torch.no_grad():
+        n_anchors, n_candidates = sim.shape
+        n_excluded = 0 if excluded is None else excluded.shape[1]
+        count = n_anchors * (n_candidates - n_excluded)
+        # sum_ij a_i . c_j = (sum_i a_i) . (sum_j c_j): O((A + C) D) instead of a pass over [A, C].
+        sim_sum = anchors.detach().sum(0) @ candidates.detach().sum(0)
+        if excluded is not None:
+            sim_sum = sim_sum - sim.detach().gather(1, excluded).sum()
+        tau_d = tau.detach()
+        if count == 0:  # no negatives (N = 1 in one process): nothing to average
+            tau_neg, sim_neg = torch.full_like(sim_sum, float("nan")), torch.full_like(sim_sum, float("nan"))
+        else:
+            if tau_d.ndim == 0:
+                tau_neg = tau_d.clone()
+            else:
+                tau_sum = tau_d.sum() - (tau_d.gather(1, excluded).sum() if excluded is not None else 0.0)
+                tau_neg = tau_sum / count
+            sim_neg = sim_sum / count
+        return {
+            "tau_pos": tau_pos.detach().mean(),
+            "tau_neg": tau_neg,
+            "sim_pos": s_pos.mean(),
+            "sim_neg": sim_neg,
+        }
+
+
+def two_view_terms(
+    z0: Tensor,
+    z1: Tensor,
+    temperature: TemperatureFunction,
+    *,
+    detach_temperature: bool,
+    gather_distributed: bool,
+) -> tuple[ContrastiveTerms, Tensor]:
+    """SimCLR layout: anchors [z0; z1] (2n local), negatives = all other views of the (gathered) batch.
+
+    Anchor i's positive is the other view of the same sample; its negatives are the 2N - 2 other
+    samples' views, N = n x world size when gathering across ranks. Returns the terms for the 2n
+    local anchors and the n positive-pair similarities [n] (grad attached).
+    """
+    check_pair(z0, z1)
+    a0, a1 = normalized(z0), normalized(z1)
+    n = a0.shape[0]
+    anchors = torch.cat([a0, a1], dim=0)
+    distributed = gather_distributed and world_size() > 1
+    candidates = gather_with_grad(anchors) if distributed else anchors
+    offset = 2 * n * rank() if distributed else 0
+    index = torch.arange(2 * n, device=anchors.device)
+    excluded = torch.stack([index + offset, (index + n) % (2 * n) + offset], dim=1)
+    pair_similarity = (a0 * a1).sum(dim=1)
+    terms = contrastive_terms(
+        anchors,
+        candidates,
+        torch.cat([pair_similarity, pair_similarity]),
+        temperature,
+        excluded=excluded,
+        detach_temperature=detach_temperature,
+        gather_statistics=distributed,
+    )
+    return terms, pair_similarity
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Raise ValueError unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value

@@ -1,0 +1,78 @@
+"""InfoNCE / NT-Xent (SimCLR) with a per-pair temperature: the DySTreSS loss."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dystress.losses._logits import check_flag, full_precision, two_view_terms
+from dystress.temperature import TemperatureFunction, as_temperature
+
+# softplus(x) = log(1 + e^x) is returned as x above the threshold: 50 keeps it exact in float64.
+_SOFTPLUS_THRESHOLD = 50.0
+
+
+class InfoNCELoss(nn.Module):
+    """NT-Xent over the 2N views with tau = tau(s_ij) on the positive and on every negative.
+
+    For anchor i with positive p and negatives k (the 2N - 2 other views)::
+
+        l_ij = s_ij / tau(s_ij),   loss_i = -log exp(l_ip) / (exp(l_ip) + sum_k exp(l_ik))
+
+    averaged over all 2N anchors (symmetric in the views). A float gives plain SimCLR (Chen et al.
+    2020); ``CosineTemperature`` gives DySTreSS (Manna et al., arXiv 2308.01140); ``MACLTemperature``
+    gives MACL (Huang et al., ICML 2023), including its stop-grad 1 / (1 - P_pos) anchor weights.
+    Computed as log-sum-exp in float32 (float64 stays float64), with autocast disabled.
+
+    Args:
+        temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction`.
+        detach_temperature: compute tau from detached similarities (the method); False keeps the
+            gradient through tau, for analysis.
+        gather_distributed: under ``torch.distributed`` (world size > 1), take negatives from every
+            rank; each rank's loss is the mean over its local anchors.
+
+    After each call ``diagnostics`` holds detached 0-dim tensors ``tau_pos``, ``tau_neg``, ``sim_pos``,
+    ``sim_neg`` (means over positives / negatives of the local anchors).
+
+    Example:
+        >>> from dystress.temperature import CosineTemperature
+        >>> criterion = InfoNCELoss(CosineTemperature(tau_min=0.1, tau_max=0.2))
+        >>> z0, z1 = model(view0), model(view1)  # [N, D] each
+        >>> loss = criterion(z0, z1)
+    """
+
+    def __init__(
+        self,
+        temperature: float | TemperatureFunction = 0.5,
+        detach_temperature: bool = True,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        self.temperature = as_temperature(temperature)
+        self.detach_temperature = check_flag("detach_temperature", detach_temperature)
+        self.gather_distributed = check_flag("gather_distributed", gather_distributed)
+        self.diagnostics: dict[str, Tensor] = {}
+
+    def forward(self, z0: Tensor, z1: Tensor) -> Tensor:
+        """Loss (0-dim, float32 or wider) for projections of two views z0, z1 [N, D]."""
+        with full_precision(z0):
+            terms, _ = two_view_terms(
+                z0,
+                z1,
+                self.temperature,
+                detach_temperature=self.detach_temperature,
+                gather_distributed=self.gather_distributed,
+            )
+            nll = F.softplus(terms.negative_lse - terms.positive, threshold=_SOFTPLUS_THRESHOLD)
+            weights = self.temperature.anchor_weights(-nll)
+            if weights is not None:
+                nll = nll * weights
+            loss = nll.mean()
+        self.diagnostics = terms.diagnostics
+        return loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature!r}, detach_temperature={self.detach_temperature}, "
+            f"gather_distributed={self.gather_distributed}"
+        )

@@ -1,0 +1,103 @@
+"""MoCo-style InfoNCE against a FIFO queue of negatives, with a per-pair temperature."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dystress.distributed import all_gather_no_grad, world_size
+from dystress.losses._logits import check_flag, check_pair, contrastive_terms, full_precision, normalized
+from dystress.temperature import TemperatureFunction, as_temperature
+
+_SOFTPLUS_THRESHOLD = 50.0
+
+
+class QueueInfoNCELoss(nn.Module):
+    """InfoNCE of queries against their keys (positives) and a queue of K past keys (negatives).
+
+    MoCo (He et al., CVPR 2020; v2: Chen et al. 2020, tau 0.2, K = 65536). For query i::
+
+        l_ij = s_ij / tau(s_ij),   loss_i = -log exp(l_ik_i) / (exp(l_ik_i) + sum_{j in queue} exp(l_ij))
+
+    averaged over the local queries; keys are detached. In training mode the (normalised, gathered
+    across ranks) keys are enqueued after the loss, first in first out. The queue and its write pointer
+    are buffers: they move with ``.to(device)`` and are saved in ``state_dict``. The queue starts as
+    random unit vectors, as in MoCo.
+
+    Args:
+        temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction`.
+        queue_size: K >= 1 negatives.
+        dim: projection dimension D >= 1.
+        detach_temperature: compute tau from detached similarities.
+        gather_distributed: enqueue the keys of every rank.
+
+    Example:
+        >>> criterion = QueueInfoNCELoss(CosineTemperature(0.1, 0.2), queue_size=4096, dim=128)
+        >>> loss = criterion(model(view0), momentum_model(view1))
+    """
+
+    queue: Tensor
+    queue_ptr: Tensor
+
+    def __init__(
+        self,
+        temperature: float | TemperatureFunction = 0.2,
+        queue_size: int = 65536,
+        dim: int = 128,
+        detach_temperature: bool = True,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        self.temperature = as_temperature(temperature)
+        for name, value in (("queue_size", queue_size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.detach_temperature = check_flag("detach_temperature", detach_temperature)
+        self.gather_distributed = check_flag("gather_distributed", gather_distributed)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.diagnostics: dict[str, Tensor] = {}
+
+    def forward(self, query: Tensor, key: Tensor) -> Tensor:
+        """Loss (0-dim) for queries [N, D] and their keys [N, D] (key is detached)."""
+        check_pair(query, key, ("query", "key"))
+        if query.shape[1] != self.queue.shape[1]:
+            dim = self.queue.shape[1]
+            raise ValueError(f"query must have D = {dim} (the queue dim), got {tuple(query.shape)}")
+        with full_precision(query):
+            q = normalized(query)
+            k = normalized(key.detach())
+            # A copy: the enqueue below must not modify a tensor saved for backward.
+            negatives = self.queue.to(dtype=q.dtype, copy=True)
+            terms = contrastive_terms(
+                q,
+                negatives,
+                (q * k).sum(dim=1),
+                self.temperature,
+                detach_temperature=self.detach_temperature,
+                gather_statistics=self.gather_distributed and world_size() > 1,
+            )
+            nll = F.softplus(terms.negative_lse - terms.positive, threshold=_SOFTPLUS_THRESHOLD)
+            weights = self.temperature.anchor_weights(-nll)
+            if weights is not None:
+                nll = nll * weights
+            loss = nll.mean()
+        self.diagnostics = terms.diagnostics
+        if self.training:
+            self._enqueue(all_gather_no_grad(k) if self.gather_distributed else k)
+        return loss
+
+    @torch.no_grad()
+    def _enqueue(self, keys: Tensor) -> None:
+        """Write keys [B, D] at the pointer (wrapping around), oldest first out; no host sync."""
+        size, count = self.queue.shape[0], keys.shape[0]
+        kept = keys[-size:]  # more keys than slots: the first ones would be overwritten anyway
+        start = self.queue_ptr + (count - kept.shape[0])
+        index = (start + torch.arange(kept.shape[0], device=self.queue.device)) % size
+        self.queue.index_copy_(0, index, kept.to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + count) % size)
+
+    def extra_repr(self) -> str:
+        size, dim = self.queue.shape
+        return f"temperature={self.temperature!r}, queue_size={size}, dim={dim}"

@@ -1,0 +1,329 @@
+"""Temperature functions tau(s): from cosine similarities to temperatures.
+
+A :class:`TemperatureFunction` maps a tensor of cosine similarities (any shape) to temperatures of the
+same shape, dtype and device. *Pairwise* functions (DySTreSS and its ablations) give every pair its
+own temperature; *global* ones (a constant, the TS schedule, MACL) give one temperature to the whole
+batch and get their state explicitly: ``set_epoch(epoch)`` for TS, the batch's positive similarities
+(``from_positive_similarity``) for MACL. Nothing is read from globals.
+
+References:
+    - DySTreSS: Manna et al., "Dynamically Scaled Temperature in Self-Supervised Contrastive
+      Learning", arXiv 2308.01140.
+    - TS: Kukleva et al., "Temperature Schedules for Self-Supervised Contrastive Methods on
+      Long-Tail Data", ICLR 2023.
+    - MACL: Huang et al., "Model-Aware Contrastive Learning: Towards Escaping the Dilemmas", ICML 2023.
+
+Example:
+    >>> tau = build_temperature("cosine", tau_min=0.1, tau_max=0.2)
+    >>> tau(torch.tensor([-1.0, 0.0, 1.0]))
+    tensor([0.2000, 0.1000, 0.2000])
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "TEMPERATURES",
+    "ConstantTemperature",
+    "CosineScheduleTemperature",
+    "CosineTemperature",
+    "ExponentialTemperature",
+    "LinearTemperature",
+    "MACLTemperature",
+    "OneSidedCosineTemperature",
+    "ShiftedCosineTemperature",
+    "TemperatureFunction",
+    "as_temperature",
+    "build_temperature",
+]
+
+
+def _check_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return float(value)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    value = _check_number(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _check_range(
+    tau_min: Any, tau_max: Any, low: str = "tau_min", high: str = "tau_max"
+) -> tuple[float, float]:
+    tau_min = _check_positive(low, tau_min)
+    tau_max = _check_number(high, tau_max)
+    if tau_max < tau_min:
+        raise ValueError(f"{high} must be >= {low} = {tau_min}, got {tau_max}")
+    return tau_min, tau_max
+
+
+class TemperatureFunction(ABC):
+    """Base class: ``tau = temperature(similarity)``, same shape, dtype and device as ``similarity``.
+
+    Attributes:
+        pairwise: True when tau depends on the pair's similarity (the loss then evaluates the function
+            on the whole similarity matrix); False for one temperature per batch.
+        needs_positive_statistics: True when the loss must get the batch temperature from
+            :meth:`from_positive_similarity` (MACL) instead of calling the function.
+    """
+
+    pairwise: bool = True
+    needs_positive_statistics: bool = False
+
+    @abstractmethod
+    def __call__(self, similarity: Tensor) -> Tensor:
+        """Temperatures for cosine similarities ``similarity`` (any shape)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Advance an epoch-dependent schedule (no-op unless overridden)."""
+        return None
+
+    def from_positive_similarity(self, positive_similarity: Tensor) -> Tensor:
+        """Batch temperature (0-dim) from the positive pairs' similarities [P] (MACL only)."""
+        raise NotImplementedError(f"{type(self).__name__} does not use positive-pair statistics")
+
+    def anchor_weights(self, log_prob_positive: Tensor) -> Tensor | None:
+        """Detached per-anchor loss weights from log P(positive) [A], or None for no reweighting."""
+        return None
+
+    @abstractmethod
+    def params(self) -> dict[str, float]:
+        """Constructor parameters, for configs and plot labels."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v:g}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class ConstantTemperature(TemperatureFunction):
+    """One fixed temperature for every pair: plain SimCLR / NT-Xent (Chen et al. 2020)."""
+
+    pairwise = False
+
+    def __init__(self, tau: float = 0.5) -> None:
+        self.tau = _check_positive("tau", tau)
+
+    def __call__(self, similarity: Tensor) -> Tensor:
+        return torch.full_like(similarity, self.tau)
+
+    def params(self) -> dict[str, float]:
+        return {"tau": self.tau}
+
+
+class CosineTemperature(TemperatureFunction):
+    """DySTreSS: tau(s) = tau_min + 0.5 (tau_max - tau_min)(1 + cos(pi (1 + s))).
+
+    Equivalently tau_min + (tau_max - tau_min) sin^2(pi s / 2): tau_max at s = +-1, tau_min at s = 0,
+    symmetric in s (Manna et al., arXiv 2308.01140).
+    """
+
+    def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2) -> None:
+        self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
+
+    def __call__(self, similarity: Tensor) -> Tensor:
+        # 1 + cos(pi (1 + s)) = 1 - cos(pi s): one transcendental pass, the rest fused in place.
+        half = 0.5 * (self.tau_max - self.tau_min)
+        return torch.cos(similarity * math.pi).mul_(-half).add_(self.tau_min + half)
+
+    def params(self) -> dict[str, float]:
+        return {"tau_min": self.tau_min, "tau_max": self.tau_max}
+
+
+class ShiftedCosineTemperature(TemperatureFunction):
+    """DySTreSS*: tau_max for s > -offset, else a cosine with period 2 scale.
+
+    tau(s) = tau_min + 0.5 (tau_max - tau_min)(1 + cos(pi (s + offset) / scale)) for s <= -offset.
+
+    Continuous at s = -offset (tau_max), tau_min at s = -offset - scale, tau_max again at
+    s = -offset - 2 scale. One formula for both signs of ``offset`` (the authors' code mis-indexes the
+    positive branch). Best reported (offset, scale) = (-0.4, 0.7): tau_max at s = -1, tau_min at
+    s = -0.3, tau_max from s = 0.4 up.
+    """
+
+    def __init__(
+        self, tau_min: float = 0.1, tau_max: float = 0.2, offset: float = -0.4, scale: float = 0.7
+    ) -> None:
+        self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
+        self.offset = _check_number("offset", offset)
+        if not -1.0 <= self.offset <= 1.0:
+            raise ValueError(f"offset must be in [-1, 1] (the knee -offset is a cosine), got {self.offset}")
+        self.scale = _check_positive("scale", scale)
+
+    def __call__(self, similarity: Tensor) -> Tensor:
+        # cos(min(phase, 0)): the phase is > 0 exactly where s > -offset, and cos(0) gives tau_max
+        # there; a clamp instead of a boolean mask saves a pass and an allocation.
+        half, rate = 0.5 * (self.tau_max - self.tau_min), math.pi / self.scale
+        phase = (similarity * rate).add_(self.offset * rate).clamp_max_(0.0)
+        return torch.cos(phase).mul_(half).add_(self.tau_min + half)
+
+    def params(self) -> dict[str, float]:
+        return {"tau_min": self.tau_min, "tau_max": self.tau_max, "offset": self.offset, "scale": self.scale}
+
+
+class OneSidedCosineTemperature(ShiftedCosineTemperature):
+    """ "cosconst": tau_max for s > -knee, cosine ramp from tau_min at s = -1 up to tau_max at s = -knee.
+
+    tau(s) = tau_min + 0.5 (tau_max - tau_min)(1 - cos(pi (s + 1) / (1 - knee))) for s <= -knee, which
+    is exactly :class:`ShiftedCosineTemperature` with offset = knee and scale = 1 - knee.
+    """
+
+    def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2, knee: float = 0.2) -> None:
+        knee = _check_number("knee", knee)
+        if not -1.0 <= knee < 1.0:
+            raise ValueError(f"knee must be in [-1, 1) (tau_max for s > -knee), got {knee}")
+        super().__init__(tau_min, tau_max, offset=knee, scale=1.0 - knee)
+        self.knee = knee
+
+    def params(self) -> dict[str, float]:
+        return {"tau_min": self.tau_min, "tau_max": self.tau_max, "knee": self.knee}
+
+
+class LinearTemperature(TemperatureFunction):
+    """Linear ablation (our form; the paper gives none): tau(s) = tau_min + (tau_max - tau_min) |s|.
+
+    Like the cosine: symmetric in s, tau_min at s = 0, tau_max at |s| = 1.
+    """
+
+    def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2) -> None:
+        self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
+
+    def __call__(self, similarity: Tensor) -> Tensor:
+        return similarity.abs().mul_(self.tau_max - self.tau_min).add_(self.tau_min)
+
+    def params(self) -> dict[str, float]:
+        return {"tau_min": self.tau_min, "tau_max": self.tau_max}
+
+
+class ExponentialTemperature(TemperatureFunction):
+    """Exponential ablation (our form; the paper gives none): tau(s) = tau_min (tau_max / tau_min)^|s|.
+
+    Like the cosine: symmetric in s, tau_min at s = 0, tau_max at |s| = 1 (log-linear in between).
+    """
+
+    def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2) -> None:
+        self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
+
+    def __call__(self, similarity: Tensor) -> Tensor:
+        rate = math.log(self.tau_max / self.tau_min)
+        return similarity.abs().mul_(rate).add_(math.log(self.tau_min)).exp_()
+
+    def params(self) -> dict[str, float]:
+        return {"tau_min": self.tau_min, "tau_max": self.tau_max}
+
+
+class CosineScheduleTemperature(TemperatureFunction):
+    """TS (Kukleva et al., ICLR 2023): one global tau per epoch t, with period T.
+
+    tau(t) = tau_minus + 0.5 (tau_plus - tau_minus)(1 + cos(2 pi t / T)).
+
+    Starts at tau_plus (t = 0), reaches tau_minus at t = T / 2; advance it with :meth:`set_epoch`.
+    """
+
+    pairwise = False
+
+    def __init__(self, tau_plus: float = 1.0, tau_minus: float = 0.1, period: float = 400) -> None:
+        self.tau_minus, self.tau_plus = _check_range(tau_minus, tau_plus, "tau_minus", "tau_plus")
+        self.period = _check_positive("period", period)
+        self.epoch = 0
+
+    @property
+    def value(self) -> float:
+        """The current epoch's temperature."""
+        cos = math.cos(2.0 * math.pi * self.epoch / self.period)
+        return self.tau_minus + 0.5 * (self.tau_plus - self.tau_minus) * (1.0 + cos)
+
+    def set_epoch(self, epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        self.epoch = epoch
+
+    def __call__(self, similarity: Tensor) -> Tensor:
+        return torch.full_like(similarity, self.value)
+
+    def params(self) -> dict[str, float]:
+        return {"tau_plus": self.tau_plus, "tau_minus": self.tau_minus, "period": self.period}
+
+
+class MACLTemperature(TemperatureFunction):
+    """MACL (Huang et al., ICML 2023): tau_A = tau_0 (1 + alpha (A - A_0)), plus loss reweighting.
+
+    A is the batch mean of the detached positive similarities; the loss gets it through
+    :meth:`from_positive_similarity`. Called directly, the function maps values of A (any shape) to
+    tau_A (for plots). :meth:`anchor_weights` gives MACL's stop-grad weights 1 / (1 - P_pos), which
+    InfoNCE-type losses apply per anchor. The factor 1 + alpha (A - A_0) is floored at 0.01 so tau
+    stays positive (it can reach 0 only for A <= A_0 - 1 / alpha, i.e. collapsed-apart positives).
+    """
+
+    pairwise = False
+    needs_positive_statistics = True
+
+    def __init__(self, tau_0: float = 0.1, alpha: float = 0.5, a_0: float = 0.0) -> None:
+        self.tau_0 = _check_positive("tau_0", tau_0)
+        self.alpha = _check_number("alpha", alpha)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        self.a_0 = _check_number("a_0", a_0)
+        if not 0.0 <= self.a_0 <= 1.0:
+            raise ValueError(f"a_0 must be in [0, 1], got {self.a_0}")
+
+    def __call__(self, similarity: Tensor) -> Tensor:
+        return ((similarity - self.a_0) * self.alpha + 1.0).clamp_min(0.01) * self.tau_0
+
+    def from_positive_similarity(self, positive_similarity: Tensor) -> Tensor:
+        return self(positive_similarity.detach().mean())
+
+    def anchor_weights(self, log_prob_positive: Tensor) -> Tensor:
+        # 1 - P = -expm1(log P), exact near P -> 1; the floor keeps 0 * weight finite without negatives.
+        one_minus_p = torch.expm1(log_prob_positive.detach()).neg_()
+        return one_minus_p.clamp_min_(torch.finfo(one_minus_p.dtype).tiny).reciprocal_()
+
+    def params(self) -> dict[str, float]:
+        return {"tau_0": self.tau_0, "alpha": self.alpha, "a_0": self.a_0}
+
+
+#: Registry used by :func:`build_temperature` (and configs).
+TEMPERATURES: dict[str, type[TemperatureFunction]] = {
+    "constant": ConstantTemperature,
+    "cosine": CosineTemperature,
+    "shifted_cosine": ShiftedCosineTemperature,
+    "linear": LinearTemperature,
+    "exponential": ExponentialTemperature,
+    "one_sided_cosine": OneSidedCosineTemperature,
+    "ts_schedule": CosineScheduleTemperature,
+    "macl": MACLTemperature,
+}
+
+
+def build_temperature(name: str, **params: Any) -> TemperatureFunction:
+    """Build a registered temperature function: ``build_temperature("cosine", tau_min=0.1, tau_max=0.2)``."""
+    if name not in TEMPERATURES:
+        raise ValueError(f"unknown temperature function {name!r}; known: {sorted(TEMPERATURES)}")
+    cls = TEMPERATURES[name]
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown} for temperature {name!r}; allowed: {sorted(allowed)}")
+    return cls(**params)
+
+
+def as_temperature(temperature: float | TemperatureFunction) -> TemperatureFunction:
+    """A number becomes :class:`ConstantTemperature`; a :class:`TemperatureFunction` passes through."""
+    if isinstance(temperature, TemperatureFunction):
+        return temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(
+            "temperature must be a positive number or a TemperatureFunction, "
+            f"got {type(temperature).__name__}"
+        )
+    return ConstantTemperature(temperature)

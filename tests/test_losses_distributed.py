@@ -1,0 +1,151 @@
+"""Two gloo processes on the CPU give the same loss and gradients as one process on the whole batch."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from dystress.distributed import gather_with_grad, rank, world_size
+from dystress.losses import DCLLoss, InfoNCELoss, QueueInfoNCELoss
+from dystress.temperature import CosineTemperature, MACLTemperature, ShiftedCosineTemperature
+
+WORLD, N, D = 2, 3, 5  # per-rank batch N; the whole batch is WORLD * N
+
+CASES: dict[str, Callable[[], nn.Module]] = {
+    "infonce-fixed": lambda: InfoNCELoss(0.2),
+    "infonce-cosine": lambda: InfoNCELoss(CosineTemperature(0.1, 0.2)),
+    "infonce-cosine-grad-tau": lambda: InfoNCELoss(CosineTemperature(0.05, 0.5), detach_temperature=False),
+    "infonce-macl": lambda: InfoNCELoss(MACLTemperature(0.1, 0.5, 0.0)),
+    "dcl-shifted": lambda: DCLLoss(ShiftedCosineTemperature(0.1, 0.2, -0.4, 0.7)),
+    "dclw-cosine": lambda: DCLLoss(CosineTemperature(0.1, 0.2), weighted=True, sigma=0.3),
+}
+
+
+def full_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(WORLD * N, D, generator=gen, dtype=torch.float64)
+    return z0, z0 + 0.8 * torch.randn(WORLD * N, D, generator=gen, dtype=torch.float64)
+
+
+def rank_input(r: int) -> torch.Tensor:
+    return torch.randn(N, D, dtype=torch.float64, generator=torch.Generator().manual_seed(r))
+
+
+def new_queue() -> QueueInfoNCELoss:
+    torch.manual_seed(123)  # the same initial queue in every process
+    return QueueInfoNCELoss(CosineTemperature(0.1, 0.2), queue_size=8, dim=D).double()
+
+
+def run(criterion: nn.Module, z0: torch.Tensor, z1: torch.Tensor) -> dict[str, object]:
+    a, b = z0.clone().requires_grad_(), z1.clone().requires_grad_()
+    loss = criterion(a, b)
+    loss.backward()
+    return {"loss": loss.detach(), "g0": a.grad, "g1": b.grad, "diagnostics": criterion.diagnostics}
+
+
+def worker(rank_: int, port: int, out: str) -> None:
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank_,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        torch.set_num_threads(1)
+        assert (world_size(), rank()) == (WORLD, rank_)
+        z0, z1 = full_batch()
+        local = slice(rank_ * N, (rank_ + 1) * N)
+        results: dict[str, object] = {name: run(make(), z0[local], z1[local]) for name, make in CASES.items()}
+        results["local-only"] = run(InfoNCELoss(0.2, gather_distributed=False), z0[local], z1[local])
+        queue = new_queue()
+        results["queue"] = [run(queue, z0[local], z1[local]) for _ in range(2)]
+        results["queue-state"] = queue.state_dict()
+        # gather_with_grad alone: rank r's loss sum(y * c_r); x_r's gradient is sum_q c_q[slice r]
+        x = rank_input(rank_).requires_grad_()
+        y = gather_with_grad(x)
+        c = torch.arange(WORLD * N * D, dtype=torch.float64).view(WORLD * N, D) * (rank_ + 1)
+        (y * c).sum().backward()
+        results["gather"] = {"y": y.detach(), "grad": x.grad}
+        torch.save(results, Path(out) / f"rank{rank_}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_loss_and_gradients_equal_one_process(ranks: list[dict], name: str) -> None:
+    z0, z1 = full_batch()
+    single = run(CASES[name](), z0, z1)
+    # the mean of the ranks' losses (what DDP reports) is the whole-batch loss
+    mean = sum(r[name]["loss"] for r in ranks) / WORLD
+    assert mean.item() == pytest.approx(single["loss"].item(), rel=1e-12)
+    # DDP averages the ranks' gradients: rank r's gradient / WORLD is the whole-batch gradient of its slice
+    for r, result in enumerate(ranks):
+        local = slice(r * N, (r + 1) * N)
+        torch.testing.assert_close(result[name]["g0"] / WORLD, single["g0"][local], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(result[name]["g1"] / WORLD, single["g1"][local], rtol=1e-10, atol=1e-12)
+    # equal local batches: the mean of the ranks' diagnostics is the whole-batch diagnostic
+    for key, value in single["diagnostics"].items():
+        got = sum(r[name]["diagnostics"][key] for r in ranks) / WORLD
+        assert got.item() == pytest.approx(value.item(), rel=1e-10), key
+
+
+def test_without_gathering_each_rank_uses_its_local_negatives(ranks: list[dict]) -> None:
+    z0, z1 = full_batch()
+    for r, result in enumerate(ranks):
+        local = slice(r * N, (r + 1) * N)
+        alone = run(InfoNCELoss(0.2), z0[local], z1[local])
+        assert result["local-only"]["loss"].item() == pytest.approx(alone["loss"].item(), rel=1e-12)
+        torch.testing.assert_close(result["local-only"]["g0"], alone["g0"])
+
+
+def test_queue_matches_one_process(ranks: list[dict]) -> None:
+    z0, z1 = full_batch()
+    queue = new_queue()
+    for step in range(2):
+        single = run(queue, z0, z1)
+        mean = sum(r["queue"][step]["loss"] for r in ranks) / WORLD
+        assert mean.item() == pytest.approx(single["loss"].item(), rel=1e-12)
+        for r, result in enumerate(ranks):
+            local = slice(r * N, (r + 1) * N)
+            torch.testing.assert_close(result["queue"][step]["g0"] / WORLD, single["g0"][local])
+    for result in ranks:  # every rank enqueued the keys of all ranks, in rank order
+        torch.testing.assert_close(result["queue-state"]["queue"], queue.queue)
+        assert result["queue-state"]["queue_ptr"].item() == queue.queue_ptr.item() == (2 * WORLD * N) % 8
+
+
+def test_gather_with_grad_routes_every_slice(ranks: list[dict]) -> None:
+    xs = [rank_input(r) for r in range(WORLD)]
+    c = torch.arange(WORLD * N * D, dtype=torch.float64).view(WORLD * N, D)
+    total = sum(c * (q + 1) for q in range(WORLD))
+    for r, result in enumerate(ranks):
+        torch.testing.assert_close(result["gather"]["y"], torch.cat(xs))
+        torch.testing.assert_close(result["gather"]["grad"], total[r * N : (r + 1) * N])
+
+
+def test_single_process_is_the_identity() -> None:
+    x = torch.randn(4, 3, requires_grad=True)
+    assert gather_with_grad(x) is x and world_size() == 1 and rank() == 0
