@@ -3,6 +3,63 @@
 A reproducible study of Manna et al., "Dynamically Scaled Temperature in Self-Supervised Contrastive
 Learning", arXiv 2308.01140: exact temperature-scaled contrastive losses, a GPU-first pretraining
 engine, feature-space metrics and the papermill-driven ablations behind the book.
+
+Example:
+    >>> import torch, dystress
+    >>> loss_fn = dystress.InfoNCELoss(temperature=dystress.CosineTemperature(tau_min=0.1, tau_max=0.2))
+    >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
 """
 
+from dystress.data.augment import SimCLRAugmentation
+from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
+from dystress.data.loader import DeviceBatchLoader
+from dystress.losses import DCLLoss, InfoNCELoss, QueueInfoNCELoss, build_loss
+from dystress.metrics import alignment, knn_accuracy, linear_probe, tolerance, uniformity
+from dystress.models import BACKBONES, ContrastiveModel, Projector, build_backbone
+from dystress.temperature import (
+    ConstantTemperature,
+    CosineScheduleTemperature,
+    CosineTemperature,
+    ExponentialTemperature,
+    LinearTemperature,
+    MACLTemperature,
+    OneSidedCosineTemperature,
+    ShiftedCosineTemperature,
+    TemperatureFunction,
+    as_temperature,
+    build_temperature,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "BACKBONES",
+    "DATASETS",
+    "ConstantTemperature",
+    "ContrastiveModel",
+    "CosineScheduleTemperature",
+    "CosineTemperature",
+    "DCLLoss",
+    "DeviceBatchLoader",
+    "ExponentialTemperature",
+    "ImageDataset",
+    "InfoNCELoss",
+    "LinearTemperature",
+    "MACLTemperature",
+    "OneSidedCosineTemperature",
+    "Projector",
+    "QueueInfoNCELoss",
+    "ShiftedCosineTemperature",
+    "SimCLRAugmentation",
+    "TemperatureFunction",
+    "alignment",
+    "as_temperature",
+    "build_backbone",
+    "build_loss",
+    "build_temperature",
+    "knn_accuracy",
+    "linear_probe",
+    "load_dataset",
+    "tolerance",
+    "uniformity",
+]
