@@ -10,9 +10,11 @@ Example:
     >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
 """
 
+from dystress.config import PretrainConfig, get_profile
 from dystress.data.augment import SimCLRAugmentation
 from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
 from dystress.data.loader import DeviceBatchLoader
+from dystress.evaluate import evaluate_checkpoint
 from dystress.losses import DCLLoss, InfoNCELoss, QueueInfoNCELoss, build_loss
 from dystress.metrics import alignment, knn_accuracy, linear_probe, tolerance, uniformity
 from dystress.models import BACKBONES, ContrastiveModel, Projector, build_backbone
@@ -29,6 +31,7 @@ from dystress.temperature import (
     as_temperature,
     build_temperature,
 )
+from dystress.train import pretrain
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,7 @@ __all__ = [
     "LinearTemperature",
     "MACLTemperature",
     "OneSidedCosineTemperature",
+    "PretrainConfig",
     "Projector",
     "QueueInfoNCELoss",
     "ShiftedCosineTemperature",
@@ -57,9 +61,12 @@ __all__ = [
     "build_backbone",
     "build_loss",
     "build_temperature",
+    "evaluate_checkpoint",
+    "get_profile",
     "knn_accuracy",
     "linear_probe",
     "load_dataset",
+    "pretrain",
     "tolerance",
     "uniformity",
 ]

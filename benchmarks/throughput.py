@@ -1,0 +1,215 @@
+"""Training throughput (two-view pairs per second) of three pipelines feeding the same model.
+
+    python benchmarks/throughput.py                     # GPU scale: ResNet-18 / CIFAR, batch 512
+    python benchmarks/throughput.py --backbone small_cnn --batch-size 256 --precision bf16 --steps 10  # CPU
+
+- ``engine``: this project's loop: uint8 images resident on the device (DeviceBatchLoader), batched
+  per-sample SimCLR augmentation on the device (SimCLRAugmentation), model forward/backward, loss and
+  optimizer step (``dystress.train.train_step``);
+- ``pil``: the conventional pipeline: torchvision's PIL transforms of the SimCLR recipe
+  (RandomResizedCrop, flip, ColorJitter p 0.8, grayscale p 0.2, ToTensor, Normalize), two views per
+  image, in DataLoader worker processes, copied to the device, then the same step;
+- ``model``: the same step on pre-made normalised tensors already on the device (compute bound).
+
+Data: the CIFAR-10 training images under ``--data-root`` when present, else random uint8 images.
+Timings exclude ``--warmup`` steps and synchronise the device; they are printed as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dystress.config import PretrainConfig  # noqa: E402
+from dystress.data.augment import SimCLRAugmentation  # noqa: E402
+from dystress.data.loader import DeviceBatchLoader  # noqa: E402
+from dystress.data.transforms import NORMALIZATION  # noqa: E402
+from dystress.losses import build_loss  # noqa: E402
+from dystress.train import build_model, build_optimizer, resolve_device, train_step, uses_bf16  # noqa: E402
+
+MEAN, STD = NORMALIZATION["cifar10"]
+
+
+def _images(data_root: str | None, n: int) -> torch.Tensor:
+    """uint8 [n, 3, 32, 32]: CIFAR-10 training images when available, else random pixels."""
+    if data_root and (Path(data_root) / "cifar-10-batches-py").is_dir():
+        from dystress.data.datasets import load_dataset
+
+        images = load_dataset("cifar10", data_root, train=True, download=False).images
+        return (
+            images[:n]
+            if n <= len(images)
+            else images.repeat((n + len(images) - 1) // len(images), 1, 1, 1)[:n]
+        )
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+
+
+class _PILPairs(torch.utils.data.Dataset):
+    """Two PIL-augmented views of each uint8 HWC image (the conventional SimCLR data pipeline)."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        from torchvision import transforms as T
+
+        self.images = images
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(32, scale=(0.08, 1.0)),
+                T.RandomHorizontalFlip(),
+                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                T.RandomGrayscale(p=0.2),
+                T.ToTensor(),
+                T.Normalize(MEAN, STD),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i])
+        return self.transform(img), self.transform(img)
+
+
+def _cycle(make: Callable[[], Iterator]) -> Iterator:
+    while True:
+        yield from make()
+
+
+def _time(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "small_cnn"]
+    )
+    p.add_argument("--batch-size", type=int, default=512, help="pairs per step (default 512)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per pipeline")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers (pil)"
+    )
+    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--data-root", default="data", help="CIFAR-10 root (random images when absent)")
+    p.add_argument("--modes", default="engine,pil,model", help="comma-separated subset of engine,pil,model")
+    args = p.parse_args(argv)
+    modes = args.modes.split(",")
+    if not set(modes) <= {"engine", "pil", "model"}:
+        p.error(f"--modes must name engine, pil or model, got {args.modes!r}")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+
+    config = PretrainConfig(
+        profile="benchmark",
+        backbone=args.backbone,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        device=args.device,
+        lr=0.01,
+        momentum=0.9,
+        temperature="cosine",
+        temperature_params={"tau_min": 0.1, "tau_max": 0.2},
+    )
+    device = resolve_device(config.device)
+    bf16 = uses_bf16(config, device)
+    channels_last = config.channels_last and (bf16 or device.type == "cuda")
+    torch.manual_seed(0)
+    model = build_model(config).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(config.loss, config.build_temperature()).to(device)
+    optimizer = build_optimizer(model, config)
+    n_images = max(4 * args.batch_size, args.batch_size * (args.steps + args.warmup))
+    images = _images(args.data_root, min(n_images, 50_000))
+    bs = args.batch_size
+
+    def run_step(v0: torch.Tensor, v1: torch.Tensor) -> None:
+        train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+
+    results: dict[str, float] = {}
+    if "engine" in modes:
+        dev_images = images.to(device)
+        loader = DeviceBatchLoader(
+            dev_images, torch.zeros(len(dev_images), dtype=torch.long, device=device), bs, device=device
+        )
+        aug = SimCLRAugmentation(32, mean=MEAN, std=STD).to(device)
+        g = torch.Generator(device=device).manual_seed(0)
+        batches = _cycle(lambda: iter(loader))
+
+        def engine_step() -> None:
+            x = next(batches)[0]
+            run_step(*aug.two_views(x, g))
+
+        results["engine (device data + batched aug)"] = _time(engine_step, args.steps, args.warmup, device)
+    if "pil" in modes:
+        ds = _PILPairs(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()))
+        dl = torch.utils.data.DataLoader(
+            ds,
+            batch_size=bs,
+            shuffle=True,
+            drop_last=True,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=args.workers > 0,
+            prefetch_factor=4 if args.workers > 0 else None,
+        )
+        pairs = _cycle(lambda: iter(dl))
+
+        def pil_step() -> None:
+            v0, v1 = next(pairs)
+            run_step(v0.to(device, non_blocking=True), v1.to(device, non_blocking=True))
+
+        results[f"PIL transforms, {args.workers} DataLoader workers"] = _time(
+            pil_step, args.steps, args.warmup, device
+        )
+    if "model" in modes:
+        g = torch.Generator(device=device).manual_seed(0)
+        v0 = torch.randn(bs, 3, 32, 32, device=device, generator=g)
+        v1 = torch.randn(bs, 3, 32, 32, device=device, generator=g)
+        results["model only (pre-made tensors)"] = _time(
+            lambda: run_step(v0, v1), args.steps, args.warmup, device
+        )
+
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"\n{args.backbone}, batch {bs} pairs, {'bf16' if bf16 else 'fp32'}"
+        f"{' + channels_last' if channels_last else ''}, {name}, torch {torch.__version__}, "
+        f"{args.steps} timed steps\n"
+    )
+    print("| pipeline | pairs/s | ms/step |")
+    print("| --- | ---: | ---: |")
+    for label, seconds in results.items():
+        print(f"| {label} | {args.steps * bs / seconds:,.0f} | {1000 * seconds / args.steps:,.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Atomic, weights-only checkpoints of a pretraining run.
+
+A checkpoint is one ``torch.save``-d dict written atomically (:func:`dystress.io.atomic_torch_save`)
+and read back with ``torch.load(..., weights_only=True)`` only: it holds tensors and plain Python
+values, nothing that unpickles code. Contents (format :data:`FORMAT_VERSION`)::
+
+    format            "dystress-checkpoint"
+    format_version    int
+    config            the run's config dict
+    epoch             completed epochs
+    step              completed optimizer steps
+    model             ContrastiveModel state_dict (backbone + projector)
+    optimizer         optimizer state_dict
+    loss              loss state_dict (e.g. a MoCo queue)
+    temperature       {"name", "params", "epoch"} of the temperature function
+    rng               every RNG state: torch CPU, CUDA (all devices), numpy, python, named generators
+    extra             free-form plain data
+
+A truncated or foreign file, an unknown format version, or a config that differs from the run's
+(fields of ``PretrainConfig.identity()``) raises :class:`CheckpointError` naming the file, so a run
+never starts from a wrong state.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dystress.config import NON_IDENTITY_FIELDS
+from dystress.io import atomic_torch_save
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+FORMAT = "dystress-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for this run (unreadable, foreign, or another config)."""
+
+
+def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every RNG state as tensors and plain values (weights-only loadable).
+
+    Args:
+        generators: extra named generators (augmentation, loader), stored by name.
+    """
+    version, mt_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)  # noqa: NPY002
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(mt_state, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+    }
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    """Inverse of :func:`capture_rng_state` (CUDA states only when CUDA is available here)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    np_state = state["numpy"]
+    np.random.set_state(  # noqa: NPY002 (the legacy global state is what we save)
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    for name, g in (generators or {}).items():
+        if name not in state["generators"]:
+            raise KeyError(f"checkpoint holds no state for generator {name!r}")
+        g.set_state(state["generators"][name])
+
+
+def _state_dict(obj: Any) -> dict[str, Any]:
+    return obj.state_dict() if hasattr(obj, "state_dict") else {}
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    config: dict[str, Any],
+    epoch: int,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.nn.Module | None = None,
+    temperature: Any = None,
+    temperature_name: str | None = None,
+    generators: dict[str, torch.Generator] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically to ``path`` (see the module docstring for the contents)."""
+    temp_state = None
+    if temperature is not None:
+        temp_state = {
+            "name": temperature_name,
+            "params": dict(temperature.params()),
+            "epoch": int(getattr(temperature, "epoch", epoch)),
+        }
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "epoch": int(epoch),
+        "step": int(step),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "loss": _state_dict(loss) if loss is not None else {},
+        "temperature": temp_state,
+        "rng": capture_rng_state(generators),
+        "extra": extra or {},
+    }
+    return atomic_torch_save(path, payload)
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in NON_IDENTITY_FIELDS}
+
+
+def load_checkpoint(
+    path: str | Path,
+    config: dict[str, Any] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` and check it.
+
+    Args:
+        path: the checkpoint file.
+        config: when given, the run's config dict; every identity field must match the stored one.
+        map_location: where tensors are loaded.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable/truncated, not a dystress checkpoint, another format version, or a
+            different config (the message names the file and the differing fields).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, ...: all mean "unusable"
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read (truncated or not a checkpoint): {err}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dystress checkpoint (no format marker {FORMAT!r})")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {payload.get('format_version')!r}; "
+            f"this code reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in ("config", "epoch", "step", "model", "optimizer", "rng") if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks the entries {missing}")
+    if config is not None:
+        stored, wanted = _identity(payload["config"]), _identity(config)
+        diff = sorted(
+            k for k in set(stored) | set(wanted) if stored.get(k, "<absent>") != wanted.get(k, "<absent>")
+        )
+        if diff:
+            details = ", ".join(
+                f"{k}: checkpoint {stored.get(k, '<absent>')!r} vs run {wanted.get(k, '<absent>')!r}"
+                for k in diff
+            )
+            raise CheckpointError(f"checkpoint {path} belongs to another config ({details})")
+    return payload

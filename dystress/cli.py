@@ -1,0 +1,179 @@
+"""Command line: ``dystress pretrain | evaluate | study | config``.
+
+    dystress pretrain [--profile P] [--config FILE] [--set key=value ...] [--run-dir DIR] [--no-progress]
+    dystress evaluate CHECKPOINT [--out FILE] [--data-root DIR] [--device D] [--batch-size N]
+    dystress study ...                    (forwarded to dystress.study.main)
+    dystress config show [--profile P] [--config FILE] [--set key=value ...]
+
+Errors in the user's input (bad values, unknown keys or profiles, missing files, a run dir or
+checkpoint of another config) print one line on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dystress.config import FIELD_HELP, PROFILES, PretrainConfig, get_profile
+
+__all__ = ["build_parser", "main", "resolve_config"]
+
+DEFAULT_PROFILE = "quick"
+
+
+class _UserError(Exception):
+    """An error in the user's input: reported on stderr with exit status 2."""
+
+
+def _fields_epilog() -> str:
+    lines = [
+        "config fields (default value; set with --set key=value, nested: temperature_params.tau_min=0.05):"
+    ]
+    for f in dataclasses.fields(PretrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  {f.name} = {json.dumps(default)}\n      {FIELD_HELP.get(f.name, '')}")
+    lines.append(f"profiles: {', '.join(PROFILES)} (see `dystress config show --profile P`)")
+    return "\n".join(lines)
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=None,
+        help=f"start from this profile (default {DEFAULT_PROFILE} unless --config is given)",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML or JSON file of config fields, applied over the profile"
+    )
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one field (value parsed as YAML); repeatable",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dystress`` command."""
+    parser = argparse.ArgumentParser(
+        prog="dystress", description="DySTreSS study: pretraining, evaluation, ablations."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain one model (resumes from RUN_DIR/checkpoints/last.pt)",
+        description="Pretrain one model. Config = profile, then --config FILE, then --set overrides.",
+        epilog=_fields_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_options(p)
+    p.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<profile>/<run_id>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint into one JSON record")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/last.pt file")
+    p.add_argument("--out", metavar="FILE", help="write the metrics there as JSON (atomically)")
+    p.add_argument(
+        "--data-root", metavar="DIR", help="dataset folder (default: the one in the checkpoint's config)"
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto")
+    p.add_argument("--batch-size", type=int, metavar="N", help="feature-extraction batch size")
+
+    p = sub.add_parser(
+        "study",
+        help="run the ablation study (arguments forwarded to dystress.study.main)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    p.add_argument("study_args", nargs=argparse.REMAINDER, help="e.g. run --profile quick")
+
+    p = sub.add_parser("config", help="show a resolved config as YAML")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = config_sub.add_parser("show", help="print the resolved config (YAML)")
+    _add_config_options(show)
+    return parser
+
+
+def resolve_config(profile: str | None, config_file: str | None, overrides: Sequence[str]) -> PretrainConfig:
+    """Profile (default ``quick`` without a file; the dataclass defaults with a file and no profile),
+    then the file's fields, then the ``key=value`` overrides."""
+    if profile is None and config_file is None:
+        profile = DEFAULT_PROFILE
+    config = get_profile(profile) if profile is not None else PretrainConfig()
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise _UserError(f"config file {path} does not exist")
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise _UserError(f"config file {path} is not valid YAML/JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise _UserError(f"config file {path} must hold a mapping of config fields")
+        config = config.updated(data)
+    return config.with_overrides(list(overrides))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "pretrain":
+        config = resolve_config(args.profile, args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.profile / config.run_id()
+        from dystress.train import TrainingDiverged, pretrain
+
+        try:
+            metrics = pretrain(config, run_dir, progress=not args.no_progress)
+        except TrainingDiverged as err:
+            print(f"dystress pretrain: {err}", file=sys.stderr)
+            return 1
+        if metrics:
+            print(f"{run_dir}: kNN top-1 {metrics['knn_top1']:.2f} %")
+        return 0
+    if args.command == "evaluate":
+        from dystress.evaluate import evaluate_checkpoint
+
+        metrics = evaluate_checkpoint(
+            args.checkpoint,
+            data_root=args.data_root,
+            out=args.out,
+            device=args.device,
+            batch_size=args.batch_size,
+        )
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return 0
+    if args.command == "study":
+        import dystress.study
+
+        result = dystress.study.main(list(args.study_args))
+        return int(result or 0)
+    if args.command == "config":
+        config = resolve_config(args.profile, args.config, args.overrides)
+        sys.stdout.write(config.to_yaml())
+        return 0
+    raise AssertionError(args.command)  # argparse guarantees a known command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dystress`` command; returns the exit status."""
+    from dystress.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return _run(args)
+    except (_UserError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"dystress {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

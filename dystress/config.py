@@ -1,0 +1,449 @@
+"""One dataclass per pretraining run, and the named profiles (smoke, quick, paper).
+
+A :class:`PretrainConfig` holds everything a run depends on. It validates itself on construction
+(every bad value raises ``ValueError`` naming the field and what is allowed, before any work), round
+trips through plain dicts, JSON and YAML, takes ``key=value`` overrides (values parsed with
+``yaml.safe_load``, nested keys with a dot: ``temperature_params.tau_min=0.05``) and hashes to a short
+stable :meth:`PretrainConfig.run_id`.
+
+Fields that only say *where* or *how fast* a run executes (``data_root``, ``download``,
+``num_threads``) are left out of the run identity (:data:`NON_IDENTITY_FIELDS`): the same run moved to
+another machine or data folder keeps its id and can resume its checkpoints.
+
+Profiles (:data:`PROFILES`, :func:`get_profile`):
+
+- ``smoke``: seconds on a CPU (512 CIFAR-10 training images, a 4-layer CNN, 2 epochs, evaluated on a
+  fixed 1,000-image test subset); for tests and CI.
+- ``quick``: the CPU default, about 1.5 minutes on 2 cores: a fixed 10k-image CIFAR-10 subset, the
+  small CNN, bf16 autocast (AMX), SGD momentum 0.9 lr 0.015 batch 256 cosine, 6 epochs (the settings
+  measured best for this network in TOOLCHAIN.md), evaluated on the full test set with the 10k
+  training images as the kNN bank. Sized so that the quick book (about nine runs) builds in under
+  20 minutes on 2 cores.
+- ``paper``: the CIFAR-10 setup of Manna et al. (arXiv 2308.01140) as in the authors' CIFAR script:
+  ResNet-18 with the CIFAR stem, 512-512-128 projector, SGD lr 0.2, no momentum, weight decay 5e-4,
+  cosine schedule, 200 epochs, batch 128 (the script's value; the paper does not state its batch),
+  DySTreSS with (tau_min, tau_max) = (0.07, 0.2) (the script's CIFAR range; the paper's CIFAR range is
+  not stated), bf16 autocast on GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DATASETS",
+    "FIELD_HELP",
+    "NON_IDENTITY_FIELDS",
+    "PROFILES",
+    "PretrainConfig",
+    "get_profile",
+]
+
+DATASETS = ("cifar10", "cifar100", "cifar10_lt", "cifar100_lt", "imagefolder")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "small_cnn")
+STEMS = ("cifar", "imagenet")
+LOSSES = ("infonce", "dcl", "dclw")
+OPTIMIZERS = ("sgd", "lars")
+PRECISIONS = ("fp32", "bf16", "auto")
+DEVICES = ("auto", "cpu", "cuda")
+
+#: Fields that do not change what a run computes; excluded from :meth:`PretrainConfig.run_id` and
+#: from the check that a checkpoint belongs to the run.
+NON_IDENTITY_FIELDS = ("data_root", "download", "num_threads")
+
+#: One line of documentation per field (used by ``dystress pretrain --help``).
+FIELD_HELP: dict[str, str] = {
+    "profile": "name of the profile this config started from (recorded, not interpreted)",
+    "dataset": f"one of {', '.join(DATASETS)}",
+    "data_root": "folder holding the datasets (e.g. data/cifar-10-batches-py)",
+    "download": "download the dataset when missing",
+    "train_subset": "null, or train on a fixed subset of this many training images (drawn with subset_seed)",
+    "test_subset": "null (the whole test set), or evaluate on a fixed subset of this many test images",
+    "subset_seed": "seed of every data subset (train_subset, monitor subsets, long-tail sampling)",
+    "imbalance_ratio": "n_min / n_max of the long-tailed datasets, in (0, 1]",
+    "image_size": "null (dataset native) or the side images are resized to (imagefolder)",
+    "backbone": f"one of {', '.join(BACKBONES)}",
+    "stem": "cifar (3x3 conv, no max-pool) or imagenet (7x7 conv + max-pool)",
+    "projector_hidden_dim": "projector hidden width",
+    "projector_out_dim": "projector output width (the contrastive space)",
+    "loss": f"one of {', '.join(LOSSES)}",
+    "temperature": "temperature function: constant, cosine (DySTreSS), shifted_cosine, linear, exponential, "
+    "one_sided_cosine, ts_schedule, macl",
+    "temperature_params": "keyword arguments of the temperature function, e.g. {tau_min: 0.07, tau_max: 0.2}",
+    "optimizer": "sgd or lars (LARS excludes biases and norm parameters from adaptation and weight decay)",
+    "lr": "peak learning rate (not scaled with the batch size)",
+    "momentum": "SGD/LARS momentum in [0, 1) (0: plain SGD as in the authors' CIFAR script)",
+    "weight_decay": "L2 weight decay >= 0",
+    "lars_eta": "LARS trust coefficient eta > 0",
+    "warmup_epochs": "linear warm-up epochs (may be fractional) before the per-step cosine decay",
+    "epochs": "training epochs >= 0 (0: evaluate the random initialisation)",
+    "batch_size": "global batch size (pairs per step, over all ranks)",
+    "seed": "seed of initialisation, shuffling and augmentation",
+    "precision": "fp32, bf16 (autocast, also on CPU) or auto (bf16 on CUDA, fp32 on CPU)",
+    "channels_last": "channels-last memory format where bf16 autocast runs",
+    "compile": "torch.compile the model",
+    "device": "auto, cpu or cuda",
+    "crop_scale_min": "lower bound of the random-resized-crop area scale, in (0, 1]",
+    "blur_prob": "Gaussian blur probability in [0, 1] (0 for CIFAR)",
+    "checkpoint_every": "write checkpoints/last.pt every this many epochs (and at the end)",
+    "snapshot_epochs": "epochs whose monitor features are saved (0: before training; needs a monitor)",
+    "monitor_size": "size of the fixed test subset (and train bank) of the per-epoch monitor; 0 = off",
+    "knn_k": "neighbours of the weighted kNN evaluation",
+    "knn_t": "vote temperature of the weighted kNN evaluation",
+    "linear_probe": "also train a linear probe on frozen features at the end",
+    "eval_batch_size": "batch size of feature extraction",
+    "num_threads": "null (torch default) or the number of CPU threads",
+}
+
+
+def _fail(name: str, allowed: str, value: Any) -> None:
+    raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run depends on (see :data:`FIELD_HELP` for each field)."""
+
+    profile: str = "custom"
+    # data
+    dataset: str = "cifar10"
+    data_root: str = "data"
+    download: bool = True
+    train_subset: int | None = None
+    test_subset: int | None = None
+    subset_seed: int = 0
+    imbalance_ratio: float = 0.01
+    image_size: int | None = None
+    # model
+    backbone: str = "resnet18"
+    stem: str = "cifar"
+    projector_hidden_dim: int = 512
+    projector_out_dim: int = 128
+    # loss
+    loss: str = "infonce"
+    temperature: str = "cosine"
+    temperature_params: dict[str, float] = field(default_factory=lambda: {"tau_min": 0.07, "tau_max": 0.2})
+    # optimisation
+    optimizer: str = "sgd"
+    lr: float = 0.2
+    momentum: float = 0.0
+    weight_decay: float = 5e-4
+    lars_eta: float = 0.001
+    warmup_epochs: float = 0.0
+    epochs: int = 200
+    batch_size: int = 128
+    seed: int = 0
+    # execution
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    num_threads: int | None = None
+    # augmentation
+    crop_scale_min: float = 0.08
+    blur_prob: float = 0.0
+    # bookkeeping and evaluation
+    checkpoint_every: int = 1
+    snapshot_epochs: list[int] = field(default_factory=list)
+    monitor_size: int = 1000
+    knn_k: int = 200
+    knn_t: float = 0.1
+    linear_probe: bool = False
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        self._coerce()
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def _coerce(self) -> None:
+        """Accept ints for float fields and numeric strings that YAML 1.1 leaves as text (``1e-3``)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, str):
+                try:
+                    setattr(self, f.name, float(value))
+                except ValueError:
+                    pass
+            elif f.type == "float" and _is_int(value):
+                setattr(self, f.name, float(value))
+        if isinstance(self.temperature_params, dict):
+            params = {}
+            for k, v in self.temperature_params.items():
+                if isinstance(v, str):
+                    try:
+                        v = float(v)
+                    except ValueError:
+                        pass
+                params[k] = v
+            self.temperature_params = params
+        if isinstance(self.snapshot_epochs, tuple):
+            self.snapshot_epochs = list(self.snapshot_epochs)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field and what it allows."""
+        for name, choices in (
+            ("dataset", DATASETS),
+            ("backbone", BACKBONES),
+            ("stem", STEMS),
+            ("loss", LOSSES),
+            ("optimizer", OPTIMIZERS),
+            ("precision", PRECISIONS),
+            ("device", DEVICES),
+        ):
+            if getattr(self, name) not in choices:
+                _fail(name, f"one of {list(choices)}", getattr(self, name))
+        for name in ("profile", "data_root"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                _fail(name, "a non-empty string", getattr(self, name))
+        for name in ("download", "channels_last", "compile", "linear_probe"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, "true or false", getattr(self, name))
+        for name, low in (
+            ("projector_hidden_dim", 1),
+            ("projector_out_dim", 1),
+            ("epochs", 0),
+            ("batch_size", 2),
+            ("seed", 0),
+            ("subset_seed", 0),
+            ("checkpoint_every", 1),
+            ("monitor_size", 0),
+            ("knn_k", 1),
+            ("eval_batch_size", 1),
+        ):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                _fail(name, f"an integer >= {low}", value)
+        for name, low in (("train_subset", 2), ("test_subset", 2), ("image_size", 8), ("num_threads", 1)):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < low):
+                _fail(name, f"null or an integer >= {low}", value)
+        for name in ("lr", "knn_t", "lars_eta"):
+            value = getattr(self, name)
+            if not _is_real(value) or value <= 0:
+                _fail(name, "a finite number > 0", value)
+        if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            _fail("momentum", "a number in [0, 1)", self.momentum)
+        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+            _fail("weight_decay", "a finite number >= 0", self.weight_decay)
+        if not _is_real(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs:
+            _fail("warmup_epochs", f"a number in [0, epochs = {self.epochs}]", self.warmup_epochs)
+        if not _is_real(self.imbalance_ratio) or not 0 < self.imbalance_ratio <= 1:
+            _fail("imbalance_ratio", "a number in (0, 1]", self.imbalance_ratio)
+        if not _is_real(self.crop_scale_min) or not 0 < self.crop_scale_min <= 1:
+            _fail("crop_scale_min", "a number in (0, 1]", self.crop_scale_min)
+        if not _is_real(self.blur_prob) or not 0 <= self.blur_prob <= 1:
+            _fail("blur_prob", "a number in [0, 1]", self.blur_prob)
+        if not isinstance(self.snapshot_epochs, list) or not all(
+            _is_int(e) and 0 <= e <= self.epochs for e in self.snapshot_epochs
+        ):
+            _fail(
+                "snapshot_epochs", f"a list of integers in [0, epochs = {self.epochs}]", self.snapshot_epochs
+            )
+        if self.snapshot_epochs and self.monitor_size == 0:
+            _fail(
+                "snapshot_epochs",
+                "empty when monitor_size = 0 (snapshots hold monitor features)",
+                self.snapshot_epochs,
+            )
+        if self.train_subset is not None and self.train_subset < self.batch_size:
+            _fail("train_subset", f"null or >= batch_size = {self.batch_size}", self.train_subset)
+        if not isinstance(self.temperature_params, dict) or not all(
+            isinstance(k, str) for k in self.temperature_params
+        ):
+            _fail("temperature_params", "a mapping from parameter names to numbers", self.temperature_params)
+        self.build_temperature()
+
+    def build_temperature(self):  # noqa: ANN201 (TemperatureFunction; import kept lazy)
+        """The run's temperature function (raises ``ValueError`` naming ``temperature``/its params)."""
+        from dystress.temperature import build_temperature
+
+        try:
+            return build_temperature(self.temperature, **self.temperature_params)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"temperature={self.temperature!r} with temperature_params={self.temperature_params!r}: {err}"
+            ) from None
+
+    # ------------------------------------------------------------------ conversions
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data dict of every field (a deep copy)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        """Build from a dict of fields; unknown keys raise ``ValueError`` listing them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a mapping of fields, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PretrainConfig:
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=True, default_flow_style=None)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> PretrainConfig:
+        return cls.from_dict(yaml.safe_load(text) or {})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PretrainConfig:
+        """Read a ``.json`` or ``.yaml``/``.yml`` file (a missing file raises ``FileNotFoundError``)."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            return cls.from_json(text)
+        return cls.from_yaml(text)
+
+    def updated(self, updates: dict[str, Any]) -> PretrainConfig:
+        """A new config with ``updates`` (a dict of fields) applied; validated once at the end."""
+        data = self.to_dict()
+        data.update(updates)
+        return type(self).from_dict(data)
+
+    def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> PretrainConfig:
+        """Apply ``["key=value", "temperature_params.tau_min=0.05", ...]`` (values parsed as YAML)."""
+        data = self.to_dict()
+        known = {f.name for f in dataclasses.fields(self)}
+        for item in overrides:
+            if not isinstance(item, str) or "=" not in item:
+                raise ValueError(f"override {item!r} must have the form key=value")
+            key, text = item.split("=", 1)
+            key = key.strip()
+            try:
+                value = yaml.safe_load(text) if text.strip() else None
+            except yaml.YAMLError as err:
+                raise ValueError(f"override {item!r}: value is not valid YAML ({err})") from None
+            head, _, sub = key.partition(".")
+            if head not in known:
+                raise ValueError(
+                    f"override {item!r}: unknown config key {head!r}; known keys: {sorted(known)}"
+                )
+            if sub:
+                if not isinstance(data[head], dict):
+                    raise ValueError(f"override {item!r}: {head!r} is not a mapping")
+                data[head] = {**data[head], sub: value}
+            else:
+                data[head] = value
+        return type(self).from_dict(data)
+
+    # ------------------------------------------------------------------ identity
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine what the run computes (all but :data:`NON_IDENTITY_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
+
+    def run_id(self) -> str:
+        """Short stable hash (12 hex digits) of the canonical JSON of :meth:`identity`."""
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def _smoke() -> PretrainConfig:
+    return PretrainConfig(
+        profile="smoke",
+        dataset="cifar10",
+        train_subset=512,
+        test_subset=1000,
+        backbone="small_cnn",
+        projector_hidden_dim=128,
+        projector_out_dim=64,
+        temperature="cosine",
+        temperature_params={"tau_min": 0.1, "tau_max": 0.2},
+        lr=0.015,
+        momentum=0.9,
+        weight_decay=5e-4,
+        epochs=2,
+        batch_size=128,
+        precision="fp32",
+        checkpoint_every=1,
+        snapshot_epochs=[0, 1, 2],
+        monitor_size=128,
+        knn_k=20,
+        eval_batch_size=256,
+    )
+
+
+def _quick() -> PretrainConfig:
+    return PretrainConfig(
+        profile="quick",
+        dataset="cifar10",
+        train_subset=10_000,
+        backbone="small_cnn",
+        projector_hidden_dim=512,
+        projector_out_dim=128,
+        temperature="cosine",
+        temperature_params={"tau_min": 0.07, "tau_max": 0.2},
+        lr=0.015,
+        momentum=0.9,
+        weight_decay=5e-4,
+        epochs=6,
+        batch_size=256,
+        precision="bf16",
+        checkpoint_every=1,
+        snapshot_epochs=[0, 1, 2, 4, 6],
+        monitor_size=1000,
+        knn_k=200,
+        eval_batch_size=1000,
+    )
+
+
+def _paper() -> PretrainConfig:
+    return PretrainConfig(
+        profile="paper",
+        dataset="cifar10",
+        backbone="resnet18",
+        stem="cifar",
+        projector_hidden_dim=512,
+        projector_out_dim=128,
+        temperature="cosine",
+        temperature_params={"tau_min": 0.07, "tau_max": 0.2},
+        optimizer="sgd",
+        lr=0.2,
+        momentum=0.0,
+        weight_decay=5e-4,
+        epochs=200,
+        batch_size=128,
+        precision="auto",
+        checkpoint_every=10,
+        snapshot_epochs=[0, 1, 10, 50, 100, 200],
+        monitor_size=1000,
+        knn_k=200,
+        linear_probe=True,
+        eval_batch_size=1024,
+    )
+
+
+#: Named profiles; :func:`get_profile` returns a fresh copy.
+PROFILES: dict[str, PretrainConfig] = {"smoke": _smoke(), "quick": _quick(), "paper": _paper()}
+
+
+def get_profile(name: str) -> PretrainConfig:
+    """A fresh copy of profile ``name`` (one of :data:`PROFILES`)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known profiles: {sorted(PROFILES)}")
+    return PretrainConfig.from_dict(PROFILES[name].to_dict())

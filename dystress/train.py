@@ -1,0 +1,638 @@
+"""The pretraining loop: two-view contrastive learning with device-resident data.
+
+``pretrain(config, run_dir)`` trains a :class:`~dystress.models.ContrastiveModel` with the configured
+loss and temperature function and leaves in ``run_dir``::
+
+    config.json              written first
+    records.jsonl            one record per epoch, appended as it happens
+    checkpoints/last.pt      every ``checkpoint_every`` epochs and at the end (weights-only, atomic)
+    snapshots/epoch_XXXX.pt  monitor-subset features at ``snapshot_epochs`` (0 = before training)
+    final_metrics.json       written last: its presence means the run is complete
+
+Data stay on the device as uint8 (:class:`~dystress.data.loader.DeviceBatchLoader`); both views are
+drawn by :class:`~dystress.data.augment.SimCLRAugmentation` from a generator seeded from
+(seed, epoch, rank), the shuffling from (seed, epoch), so a run killed at any moment and restarted
+with the same command resumes from its last checkpoint and ends, on the CPU, with bit-identical
+weights to an uninterrupted run. Both views go through the network as one batch (as in SimCLR);
+the loss runs in float32 on the projections; bf16 autocast (+ channels-last) is used on CUDA, and on
+the CPU when ``precision="bf16"``. The learning rate follows a linear warm-up then a cosine decay to 0,
+per step. A non-finite loss stops the run at the end of its epoch with :class:`TrainingDiverged`
+naming the epoch and the first bad step (checked once per epoch on a device-side flag: no per-step
+host sync); the last good checkpoint is kept.
+
+Records hold epoch means of loss, tau_pos, tau_neg, sim_pos and sim_neg (accumulated on the device),
+the last step's lr, ``images_per_second`` (two-view pairs per second of training, monitor excluded),
+``epoch_seconds`` and the monitor's statistics (``monitor_*``).
+
+The per-epoch monitor is a cheap stand-in for the final evaluation: weighted kNN (k, t of the config,
+k capped by the bank size) with a bank of ``monitor_size`` fixed training images and queries
+``monitor_size`` fixed test images (both test transform), plus uniformity, tolerance and inter-class
+uniformity of the query features and the alignment of two augmented views of them (fixed generator).
+The final evaluation (:func:`dystress.evaluate.evaluate_backbone`) uses the backbone of the last epoch;
+nothing is ever selected on the test set.
+
+Several processes (DistributedDataParallel)
+-------------------------------------------
+Launch with torchrun; the process group is initialised from its environment variables when
+``WORLD_SIZE > 1`` (nccl on CUDA, gloo on CPU)::
+
+    torchrun --standalone --nproc_per_node 4 -m dystress.cli pretrain --profile paper
+
+``batch_size`` is the global batch: every rank takes its own slice of each global batch of the shared
+(seed, epoch) permutation, the loss gathers the negatives from all ranks, and BatchNorm is synchronised
+on CUDA. Only rank 0 writes files. On Slurm, one task per node running
+``torchrun --nnodes $SLURM_NNODES --nproc_per_node $GPUS --rdzv_backend c10d
+--rdzv_endpoint $MASTER_HOST:29500 -m dystress.cli pretrain ...`` (with ``MASTER_HOST`` the first
+host of ``scontrol show hostnames``); on Kubernetes, the same command in every replica of a
+PyTorchJob / JobSet (or a StatefulSet with a headless service as the rendezvous endpoint). Resuming
+needs only the same command again: every rank reads ``checkpoints/last.pt`` from the shared run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from dystress.checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
+from dystress.config import PretrainConfig
+from dystress.data.augment import SimCLRAugmentation
+from dystress.data.datasets import ImageDataset, load_dataset
+from dystress.data.loader import DeviceBatchLoader
+from dystress.evaluate import embed_views, evaluate_backbone, extract
+from dystress.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from dystress.losses import build_loss
+from dystress.metrics import alignment as alignment_metric
+from dystress.metrics import inter_class_uniformity, knn_accuracy, tolerance, uniformity
+from dystress.models import ContrastiveModel, Projector, build_backbone
+
+__all__ = [
+    "LARS",
+    "TrainingDiverged",
+    "build_model",
+    "build_optimizer",
+    "load_data",
+    "lr_at",
+    "pretrain",
+    "resolve_device",
+    "train_step",
+    "uses_bf16",
+]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------- optimiser
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al. 2017) as used by SimCLR: SGD with a layer-wise trust ratio.
+
+    For a parameter w with gradient g and weight decay wd, ``d = g + wd w`` is scaled by the trust
+    ratio ``eta ||w|| / (||g|| + wd ||w||)`` (1 when either norm is 0), then heavy-ball momentum
+    ``buf = momentum buf + d`` and ``w -= lr buf``. Parameter groups with ``lars_exclude=True`` (biases
+    and normalisation parameters, see :func:`build_optimizer`) get neither adaptation nor weight decay.
+    """
+
+    def __init__(
+        self, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if not eta > 0:
+            raise ValueError(f"eta must be > 0, got {eta}")
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "eta": eta,
+            "lars_exclude": False,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # noqa: D102
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad
+                if not group["lars_exclude"]:
+                    wd = group["weight_decay"]
+                    w_norm = torch.linalg.vector_norm(p)
+                    g_norm = torch.linalg.vector_norm(d)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0),
+                        group["eta"] * w_norm / (g_norm + wd * w_norm),
+                        torch.ones_like(w_norm),
+                    )
+                    d = d.add(p, alpha=wd).mul_(trust)
+                if group["momentum"] > 0:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = d.clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(d)
+                    d = state["momentum_buffer"]
+                p.add_(d, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+    """SGD (nesterov off; weight decay on every parameter, as in the authors' CIFAR script) or LARS
+    (biases and normalisation parameters, i.e. tensors with ndim <= 1, excluded from adaptation and
+    weight decay, as in SimCLR / solo-learn)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    adapted = [p for p in model.parameters() if p.ndim > 1]
+    excluded = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": adapted}, {"params": excluded, "lars_exclude": True, "weight_decay": 0.0}]
+    return LARS(
+        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, eta=config.lars_eta
+    )
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up to ``base_lr`` over
+    ``warmup_steps`` (step s gets base_lr (s + 1) / warmup_steps), then cosine decay to 0 at
+    ``total_steps``."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, decay_steps) / decay_steps))
+
+
+# ---------------------------------------------------------------------------------------- building
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA (this rank's GPU) when available, else CPU."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but CUDA is not available here")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def uses_bf16(config: PretrainConfig, device: torch.device) -> bool:
+    """bf16 autocast: always for ``bf16``, on CUDA for ``auto``."""
+    return config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+
+
+def build_model(config: PretrainConfig) -> ContrastiveModel:
+    """Backbone + projector of the config (initialised from the global torch RNG)."""
+    backbone = build_backbone(config.backbone, stem=config.stem)
+    projector = Projector(backbone.feature_dim, config.projector_hidden_dim, config.projector_out_dim)
+    return ContrastiveModel(backbone, projector)
+
+
+@dataclass
+class RunData:
+    """The run's training set (after ``train_subset``) and the full test set, on the CPU."""
+
+    train: ImageDataset
+    test: ImageDataset
+
+
+def _fixed_subset(n: int, size: int, seed: int) -> Tensor:
+    """Sorted indices of a seeded random subset of ``size`` out of ``n`` (int64, CPU)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:size].sort().values
+
+
+def load_data(config: PretrainConfig) -> RunData:
+    """Load the training split and the test split, reduced to the fixed ``train_subset``/``test_subset``."""
+    kwargs = {
+        "root": config.data_root,
+        "download": config.download,
+        "imbalance_ratio": config.imbalance_ratio,
+        "seed": config.subset_seed,
+        "image_size": config.image_size,
+    }
+    train = load_dataset(config.dataset, train=True, **kwargs)
+    test = load_dataset(config.dataset, train=False, **kwargs)
+    if config.train_subset is not None:
+        if config.train_subset > len(train):
+            raise ValueError(f"train_subset = {config.train_subset} exceeds the {len(train)} training images")
+        train = train.subset(_fixed_subset(len(train), config.train_subset, config.subset_seed))
+    if config.test_subset is not None:
+        if config.test_subset > len(test):
+            raise ValueError(f"test_subset = {config.test_subset} exceeds the {len(test)} test images")
+        test = test.subset(_fixed_subset(len(test), config.test_subset, config.subset_seed))
+    return RunData(train=train, test=test)
+
+
+def build_augmentation(
+    config: PretrainConfig, dataset: ImageDataset, device: torch.device | str = "cpu"
+) -> SimCLRAugmentation:
+    """The SimCLR augmentation of the config for ``dataset``'s image size and statistics, on ``device``."""
+    return SimCLRAugmentation(
+        image_size=int(dataset.images.shape[-1]),
+        crop_scale=(config.crop_scale_min, 1.0),
+        blur_prob=config.blur_prob,
+        mean=dataset.mean,
+        std=dataset.std,
+    ).to(device)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Well-mixed 63-bit seed of the augmentation generator for (seed, epoch, rank)."""
+    return int(
+        np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)
+    )
+
+
+# ---------------------------------------------------------------------------------------- distributed
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+
+def _init_distributed(device_name: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    owns = False
+    if not dist.is_initialized():
+        use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        owns = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+# ---------------------------------------------------------------------------------------- the loop
+def train_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    v0: Tensor,
+    v1: Tensor,
+    bf16: bool,
+    channels_last: bool,
+) -> Tensor:
+    """One optimizer step on two views [B, 3, H, W]; returns the detached float32 loss (0-dim)."""
+    x = torch.cat([v0, v1])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        _, z = model(x)
+    z0, z1 = z.float().chunk(2)
+    loss = loss_fn(z0, z1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+_DIAGNOSTICS = ("tau_pos", "tau_neg", "sim_pos", "sim_neg")
+
+
+@dataclass
+class _Monitor:
+    """Fixed monitor subsets (on the device) and the fixed seed of their augmented views."""
+
+    bank_images: Tensor
+    bank_labels: Tensor
+    query_images: Tensor
+    query_labels: Tensor
+    query_indices: Tensor
+    view_seed: int
+
+
+def _make_monitor(config: PretrainConfig, data: RunData, device: torch.device) -> _Monitor | None:
+    if config.monitor_size == 0:
+        return None
+    n_bank = min(config.monitor_size, len(data.train))
+    n_query = min(config.monitor_size, len(data.test))
+    bank_idx = _fixed_subset(len(data.train), n_bank, config.subset_seed + 1)
+    query_idx = _fixed_subset(len(data.test), n_query, config.subset_seed + 2)
+    return _Monitor(
+        bank_images=data.train.images[bank_idx].to(device),
+        bank_labels=data.train.labels[bank_idx].to(device),
+        query_images=data.test.images[query_idx].to(device),
+        query_labels=data.test.labels[query_idx].to(device),
+        query_indices=query_idx,
+        view_seed=config.subset_seed + 3,
+    )
+
+
+def _monitor_features(
+    backbone: nn.Module,
+    monitor: _Monitor,
+    aug: SimCLRAugmentation,
+    data: RunData,
+    config: PretrainConfig,
+    amp: bool,
+) -> dict[str, Tensor]:
+    device = monitor.query_images.device
+    bs = config.eval_batch_size
+    feats = extract(backbone, monitor.query_images, data.test, bs, device, amp)
+    v0, v1 = embed_views(backbone, monitor.query_images, aug, monitor.view_seed, bs, amp)
+    return {"features": feats, "view0": v0, "view1": v1}
+
+
+def _monitor_record(
+    backbone: nn.Module,
+    monitor: _Monitor,
+    aug: SimCLRAugmentation,
+    data: RunData,
+    config: PretrainConfig,
+    amp: bool,
+) -> tuple[dict[str, float], dict[str, Tensor]]:
+    f = _monitor_features(backbone, monitor, aug, data, config, amp)
+    device = monitor.bank_images.device
+    bank = extract(backbone, monitor.bank_images, data.train, config.eval_batch_size, device, amp)
+    knn = knn_accuracy(
+        bank,
+        monitor.bank_labels,
+        f["features"],
+        monitor.query_labels,
+        k=min(config.knn_k, bank.shape[0]),
+        t=config.knn_t,
+        num_classes=data.train.num_classes,
+    )
+    record = {
+        "monitor_knn_top1": knn["top1"],
+        "monitor_uniformity": uniformity(f["features"]),
+        "monitor_tolerance": tolerance(f["features"], monitor.query_labels),
+        "monitor_inter_class_uniformity": inter_class_uniformity(f["features"], monitor.query_labels),
+        "monitor_alignment": alignment_metric(f["view0"], f["view1"]),
+    }
+    return record, f
+
+
+def _write_snapshot(run_dir: Path, epoch: int, feats: dict[str, Tensor], monitor: _Monitor) -> None:
+    atomic_torch_save(
+        run_dir / "snapshots" / f"epoch_{epoch:04d}.pt",
+        {
+            "epoch": epoch,
+            "features": feats["features"].float().cpu(),
+            "labels": monitor.query_labels.cpu(),
+            "indices": monitor.query_indices.cpu(),
+            "view0": feats["view0"].float().cpu(),
+            "view1": feats["view1"].float().cpu(),
+        },
+    )
+
+
+def _check_run_dir_config(run_dir: Path, config: PretrainConfig) -> None:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    try:
+        stored = PretrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} holds no valid config ({err}); use another run dir") from None
+    if stored.identity() != config.identity():
+        diff = sorted(k for k, v in config.identity().items() if stored.identity().get(k) != v)
+        raise ValueError(f"{path} belongs to another run (differs in {diff}); use another run dir")
+
+
+def _set_epoch_all(loader: DeviceBatchLoader, temperature: Any, epoch: int) -> None:
+    """Give the shuffling and the temperature (TS schedule) the 0-based index of the epoch to train."""
+    loader.set_epoch(epoch)
+    temperature.set_epoch(epoch)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu ({line.split(':', 1)[1].strip()}, {torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def pretrain(config: PretrainConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Pretrain according to ``config`` in ``run_dir`` (resuming from ``checkpoints/last.pt`` when it
+    exists) and return the final metrics (also written to ``final_metrics.json``).
+
+    A run dir whose ``final_metrics.json`` exists is returned as is, without training. Under torchrun,
+    ranks other than 0 return an empty dict.
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    final_path = run_dir / "final_metrics.json"
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    _check_run_dir_config(run_dir, config)
+    if final_path.exists():
+        return json.loads(final_path.read_text(encoding="utf-8"))
+
+    ddp = _init_distributed(config.device)
+    try:
+        return _pretrain(config, run_dir, progress, ddp, final_path, ckpt_path)
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()
+
+
+def _pretrain(
+    config: PretrainConfig, run_dir: Path, progress: bool, ddp: _Dist, final_path: Path, ckpt_path: Path
+) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    is_main = ddp.rank == 0
+    if config.batch_size % ddp.world_size:
+        raise ValueError(
+            f"batch_size = {config.batch_size} must be divisible by the world size {ddp.world_size}"
+        )
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device, ddp.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    bf16 = uses_bf16(config, device)
+    channels_last = config.channels_last and (bf16 or device.type == "cuda")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+
+    data = load_data(config)
+    train_images = data.train.images.to(device)
+    train_labels = data.train.labels.to(device)
+    local_batch = config.batch_size // ddp.world_size
+    loader = DeviceBatchLoader(
+        train_images,
+        train_labels,
+        config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        device=device,
+    )
+    steps_per_epoch = len(train_images) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    aug = build_augmentation(config, data.train, device)
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)  # noqa: NPY002 (the legacy global RNG, for third-party code)
+    raw_model = build_model(config).to(device)
+    if ddp.world_size > 1 and device.type == "cuda":
+        raw_model = nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
+    if channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    temperature = config.build_temperature()
+    loss_fn = build_loss(config.loss, temperature).to(device)
+    optimizer = build_optimizer(raw_model, config)
+    model: nn.Module = raw_model
+    if ddp.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        model = torch.compile(model)
+    aug_generator = torch.Generator(device=device)
+
+    start_epoch, step = 0, 0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, config=config.to_dict(), map_location="cpu")
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("loss"):
+            loss_fn.load_state_dict(state["loss"])
+        restore_rng_state(state["rng"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        if step != start_epoch * steps_per_epoch:
+            raise CheckpointError(
+                f"checkpoint {ckpt_path} is at step {step}, expected {start_epoch * steps_per_epoch} for "
+                f"epoch {start_epoch}: the training set differs from the one it was written with"
+            )
+        if is_main:  # drop records of epochs that will be redone
+            kept = [r for r in read_jsonl(run_dir / "records.jsonl") if r.get("epoch", 0) <= start_epoch]
+            atomic_write_text(
+                run_dir / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            )
+    elif is_main:
+        (run_dir / "records.jsonl").unlink(missing_ok=True)
+
+    monitor = _make_monitor(config, data, device) if is_main else None
+    backbone = raw_model.backbone
+    if is_main and monitor is not None and start_epoch == 0 and 0 in config.snapshot_epochs:
+        raw_model.eval()
+        _write_snapshot(run_dir, 0, _monitor_features(backbone, monitor, aug, data, config, bf16), monitor)
+        raw_model.train()
+
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        disable=not (progress and is_main),
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"{config.profile} {config.run_id()}",
+    )
+    raw_model.train()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        _set_epoch_all(loader, temperature, epoch - 1)
+        aug_generator.manual_seed(_epoch_seed(config.seed, epoch, ddp.rank))
+        sums = torch.zeros(1 + len(_DIAGNOSTICS), device=device)
+        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        t0 = time.perf_counter()
+        lr = config.lr
+        for i, (images, _, _) in enumerate(loader):
+            if ddp.world_size > 1:
+                images = images[ddp.rank * local_batch : (ddp.rank + 1) * local_batch]
+            lr = lr_at(step, total_steps, warmup_steps, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            v0, v1 = aug.two_views(images, aug_generator)
+            loss = train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+            d = loss_fn.diagnostics
+            sums += torch.stack([loss] + [d[k].float() for k in _DIAGNOSTICS])
+            bad = ~torch.isfinite(loss)
+            first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
+            step += 1
+            bar.update(1)
+        if ddp.world_size > 1:  # epoch means over all ranks; every rank sees a divergence anywhere
+            dist.all_reduce(sums)
+            sums /= ddp.world_size
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+        means = (sums / steps_per_epoch).tolist()  # the one host sync of the epoch
+        train_seconds = time.perf_counter() - t0
+        bad_step = int(first_bad)
+        if bad_step >= 0:
+            bar.close()
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {epoch}, step {bad_step} of {steps_per_epoch} "
+                f"(global step {(epoch - 1) * steps_per_epoch + bad_step}); the last good checkpoint is kept"
+            )
+        images_per_second = steps_per_epoch * config.batch_size / train_seconds
+        record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr, "loss": means[0]}
+        record.update(dict(zip(_DIAGNOSTICS, means[1:], strict=True)))
+        record.update(
+            images_per_second=images_per_second, epoch_seconds=train_seconds, world_size=ddp.world_size
+        )
+        bar.set_postfix(
+            loss=f"{means[0]:.3f}", tau=f"{means[1]:.3f}/{means[2]:.3f}", img_s=f"{images_per_second:.0f}"
+        )
+        if is_main:
+            if monitor is not None:
+                t1 = time.perf_counter()
+                raw_model.eval()
+                stats, feats = _monitor_record(backbone, monitor, aug, data, config, bf16)
+                raw_model.train()
+                record.update(stats, monitor_seconds=time.perf_counter() - t1)
+                if epoch in config.snapshot_epochs:
+                    _write_snapshot(run_dir, epoch, feats, monitor)
+            append_jsonl(run_dir / "records.jsonl", record)
+            if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+                save_checkpoint(
+                    ckpt_path,
+                    config=config.to_dict(),
+                    epoch=epoch,
+                    step=step,
+                    model=raw_model,
+                    optimizer=optimizer,
+                    loss=loss_fn,
+                    temperature=temperature,
+                    temperature_name=config.temperature,
+                    generators={"augmentation": aug_generator},
+                )
+    bar.close()
+    if ddp.world_size > 1:
+        dist.barrier()
+    if not is_main:
+        return {}
+
+    raw_model.eval()
+    metrics = evaluate_backbone(backbone, data, config, device, aug, amp=bf16)
+    records = read_jsonl(run_dir / "records.jsonl")
+    train_time = sum(r.get("epoch_seconds", 0.0) for r in records)
+    metrics.update(
+        run_id=config.run_id(),
+        profile=config.profile,
+        epochs=config.epochs,
+        final_loss=records[-1]["loss"] if records else None,
+        train_seconds=train_time,
+        images_per_second=(total_steps * config.batch_size / train_time) if train_time > 0 else None,
+        device=_device_name(device),
+        world_size=ddp.world_size,
+        precision="bf16" if bf16 else "fp32",
+        torch_version=torch.__version__,
+    )
+    atomic_write_json(final_path, metrics)
+    return metrics

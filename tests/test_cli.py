@@ -1,0 +1,187 @@
+"""The dystress command line: config resolution, help, error handling, forwarding."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import dystress.train as train_module
+from dystress.cli import main
+from dystress.config import PretrainConfig, get_profile
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_config_show_prints_the_profile(capsys: pytest.CaptureFixture[str], profile: str) -> None:
+    code, out, _ = _run(capsys, "config", "show", "--profile", profile)
+    assert code == 0
+    assert PretrainConfig.from_dict(yaml.safe_load(out)) == get_profile(profile)
+
+
+def test_layering_profile_file_overrides(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.05\nepochs: 5\ntemperature_params: {tau_min: 0.05, tau_max: 0.3}\n")
+    code, out, _ = _run(
+        capsys, "config", "show", "--profile", "smoke", "--config", str(path), "--set", "epochs=4"
+    )
+    assert code == 0
+    config = PretrainConfig.from_dict(yaml.safe_load(out))
+    expected = get_profile("smoke").with_overrides(
+        ["lr=0.05", "epochs=4", "temperature_params={tau_min: 0.05, tau_max: 0.3}"]
+    )
+    assert config == expected
+    # without --profile and --config: the quick profile; with only --config: the dataclass defaults + file
+    code, out, _ = _run(capsys, "config", "show")
+    assert PretrainConfig.from_dict(yaml.safe_load(out)) == get_profile("quick")
+    code, out, _ = _run(capsys, "config", "show", "--config", str(path))
+    assert PretrainConfig.from_dict(yaml.safe_load(out)) == PretrainConfig().with_overrides(
+        ["lr=0.05", "epochs=5", "temperature_params={tau_min: 0.05, tau_max: 0.3}"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["config", "show", "--set", "lr=-1"], "lr must be a finite number > 0"),
+        (["config", "show", "--set", "learning_rate=1"], "unknown config key 'learning_rate'"),
+        (["config", "show", "--set", "lr"], "key=value"),
+        (["config", "show", "--set", "temperature=gaussian"], "unknown temperature function"),
+        (["config", "show", "--config", "/nonexistent/c.yaml"], "does not exist"),
+        (["pretrain", "--profile", "smoke", "--set", "epochs=-1"], "epochs must be an integer >= 0"),
+        (["evaluate", "/nonexistent/last.pt"], "does not exist"),
+    ],
+)
+def test_user_errors_exit_2_without_traceback(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = _run(capsys, *args)
+    assert code == 2
+    assert message in err and "Traceback" not in err and out == ""
+
+
+def test_bad_config_file_content(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for text, message in [
+        ("[1, 2]", "must hold a mapping"),
+        ("a: [", "not valid YAML"),
+        ("tau: 1", "unknown config keys"),
+    ]:
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        code, _, err = _run(capsys, "config", "show", "--config", str(path))
+        assert code == 2 and message in err, err
+
+
+def test_foreign_checkpoint_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "x.pt"
+    torch.save({"w": torch.zeros(1)}, path)
+    code, _, err = _run(capsys, "evaluate", str(path))
+    assert code == 2 and "is not a dystress checkpoint" in err and str(path) in err
+
+
+def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["pretrain", "--profile", "nope"], [], ["frobnicate"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    capsys.readouterr()
+
+
+def test_pretrain_help_lists_every_field_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["pretrain", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--profile", "--config", "--set", "--run-dir", "--no-progress"):
+        assert option in out
+    defaults = PretrainConfig()
+    for f in dataclasses.fields(PretrainConfig):
+        assert f"  {f.name} = {json.dumps(getattr(defaults, f.name))}" in out, f.name
+
+
+def test_pretrain_default_run_dir(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = {}
+
+    def fake_pretrain(config: PretrainConfig, run_dir: Path, progress: bool = True) -> dict:
+        seen.update(config=config, run_dir=run_dir, progress=progress)
+        return {"knn_top1": 12.5}
+
+    monkeypatch.setattr(train_module, "pretrain", fake_pretrain)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _run(capsys, "pretrain", "--profile", "smoke", "--set", "seed=3", "--no-progress")
+    assert code == 0
+    config = get_profile("smoke").with_overrides(["seed=3"])
+    assert seen == {"config": config, "run_dir": Path("runs") / "smoke" / config.run_id(), "progress": False}
+    assert "12.50" in out
+    code, _, _ = _run(capsys, "pretrain", "--profile", "smoke", "--run-dir", "elsewhere")
+    assert seen["run_dir"] == Path("elsewhere") and seen["progress"] is True
+
+
+def test_divergence_exits_1(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def diverging(*args: object, **kwargs: object) -> dict:
+        raise train_module.TrainingDiverged("non-finite loss at epoch 3, step 1")
+
+    monkeypatch.setattr(train_module, "pretrain", diverging)
+    code, _, err = _run(capsys, "pretrain", "--profile", "smoke")
+    assert code == 1 and "epoch 3, step 1" in err and "Traceback" not in err
+
+
+def test_study_forwards_its_arguments(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    fake = types.ModuleType("dystress.study")
+    fake.main = lambda args: calls.append(args) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dystress.study", fake)
+    monkeypatch.setattr(sys.modules["dystress"], "study", fake, raising=False)
+    code, _, _ = _run(capsys, "study", "run", "--profile", "quick", "--set", "lr=1", "--help")
+    assert calls == [["run", "--profile", "quick", "--set", "lr=1", "--help"]]
+    assert code == 3
+
+
+def test_evaluate_prints_and_writes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dystress.evaluate as evaluate_module
+
+    seen = {}
+
+    def fake(
+        path: str,
+        data_root: str | None = None,
+        out: str | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+    ) -> dict:
+        seen.update(path=path, data_root=data_root, out=out, device=device, batch_size=batch_size)
+        return {"knn_top1": 50.0}
+
+    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", fake)
+    code, out, _ = _run(
+        capsys,
+        "evaluate",
+        "c.pt",
+        "--out",
+        "o.json",
+        "--data-root",
+        "d",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "64",
+    )
+    assert code == 0 and json.loads(out) == {"knn_top1": 50.0}
+    assert seen == {"path": "c.pt", "data_root": "d", "out": "o.json", "device": "cpu", "batch_size": 64}

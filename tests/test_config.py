@@ -1,0 +1,214 @@
+"""PretrainConfig: validation, round trips, overrides, run ids and the profiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import yaml
+
+from dystress.config import NON_IDENTITY_FIELDS, PROFILES, PretrainConfig, get_profile
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_round_trips(name: str) -> None:
+    config = get_profile(name)
+    assert config.profile == name
+    assert PretrainConfig.from_dict(config.to_dict()) == config
+    assert PretrainConfig.from_json(config.to_json()) == config
+    assert PretrainConfig.from_yaml(config.to_yaml()) == config
+    assert PretrainConfig.from_json(config.to_json()).run_id() == config.run_id()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml"])
+def test_from_file(tmp_path, suffix: str) -> None:
+    config = get_profile("smoke").with_overrides(["lr=0.5", "snapshot_epochs=[1]"])
+    path = tmp_path / f"c{suffix}"
+    path.write_text(config.to_json() if suffix == ".json" else config.to_yaml())
+    assert PretrainConfig.from_file(path) == config
+    with pytest.raises(FileNotFoundError):
+        PretrainConfig.from_file(tmp_path / f"missing{suffix}")
+
+
+def test_get_profile_returns_a_fresh_copy() -> None:
+    a = get_profile("quick")
+    a.temperature_params["tau_min"] = 0.01
+    a.snapshot_epochs.append(3)
+    assert PROFILES["quick"].temperature_params["tau_min"] == 0.07
+    assert get_profile("quick") == PROFILES["quick"]
+    with pytest.raises(ValueError, match="unknown profile 'nope'.*paper"):
+        get_profile("nope")
+
+
+def test_unknown_keys_are_listed() -> None:
+    data = get_profile("smoke").to_dict()
+    data.update(learning_rate=0.1, tau=0.2)
+    with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate', 'tau'\]"):
+        PretrainConfig.from_dict(data)
+    with pytest.raises(ValueError, match="must be a mapping"):
+        PretrainConfig.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "expected"),
+    [
+        ("lr=0.5", "lr", 0.5),
+        ("lr=1e-3", "lr", 1e-3),  # YAML 1.1 reads 1e-3 as text: coerced for float fields
+        ("lr=2", "lr", 2.0),
+        ("epochs=7", "epochs", 7),
+        ("train_subset=null", "train_subset", None),
+        ("train_subset=600", "train_subset", 600),
+        ("compile=true", "compile", True),
+        ("snapshot_epochs=[0, 1, 2]", "snapshot_epochs", [0, 1, 2]),
+        ("temperature_params.tau_min=0.05", "temperature_params", {"tau_min": 0.05, "tau_max": 0.2}),
+        ("temperature_params.tau_max=2e-1", "temperature_params", {"tau_min": 0.1, "tau_max": 0.2}),
+        ("dataset=cifar100_lt", "dataset", "cifar100_lt"),
+        ("optimizer=lars", "optimizer", "lars"),
+    ],
+)
+def test_with_overrides(override: str, field: str, expected: object) -> None:
+    base = get_profile("smoke")
+    config = base.with_overrides([override])
+    assert getattr(config, field) == expected
+    assert type(getattr(config, field)) is type(expected)
+    unchanged = {k: v for k, v in base.to_dict().items() if k != field}
+    assert {k: v for k, v in config.to_dict().items() if k != field} == unchanged
+    assert base == get_profile("smoke")  # the base is not mutated
+
+
+def test_overrides_are_validated_together() -> None:
+    base = get_profile("smoke")
+    with pytest.raises(ValueError, match="temperature='constant'.*tau"):
+        base.with_overrides(["temperature=constant"])
+    config = base.with_overrides(["temperature=constant", "temperature_params={tau: 0.15}"])
+    assert config.temperature_params == {"tau": 0.15}
+    assert config.build_temperature().params() == {"tau": 0.15}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lr", "key=value"),
+        ("learning_rate=0.1", "unknown config key 'learning_rate'"),
+        ("lr.x=0.1", "'lr' is not a mapping"),
+        ("lr=[1", "not valid YAML"),
+    ],
+)
+def test_bad_overrides(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        get_profile("smoke").with_overrides([override])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("dataset", "mnist", "dataset must be one of"),
+        ("backbone", "vit", "backbone must be one of"),
+        ("stem", "tiny", "stem must be one of"),
+        ("loss", "nce", "loss must be one of"),
+        ("optimizer", "adam", "optimizer must be one of"),
+        ("precision", "fp16", "precision must be one of"),
+        ("device", "tpu", "device must be one of"),
+        ("profile", "", "profile must be a non-empty string"),
+        ("compile", "yes", "compile must be true or false"),
+        ("channels_last", 1, "channels_last must be true or false"),
+        ("epochs", -1, "epochs must be an integer >= 0"),
+        ("epochs", 2.5, "epochs must be an integer >= 0"),
+        ("epochs", True, "epochs must be an integer >= 0"),
+        ("batch_size", 1, "batch_size must be an integer >= 2"),
+        ("seed", -1, "seed must be an integer >= 0"),
+        ("checkpoint_every", 0, "checkpoint_every must be an integer >= 1"),
+        ("monitor_size", -1, "monitor_size must be an integer >= 0"),
+        ("knn_k", 0, "knn_k must be an integer >= 1"),
+        ("train_subset", 1, "train_subset must be null or an integer >= 2"),
+        ("train_subset", 64, "train_subset must be null or >= batch_size"),
+        ("num_threads", 0, "num_threads must be null or an integer >= 1"),
+        ("lr", 0.0, "lr must be a finite number > 0"),
+        ("lr", float("nan"), "lr must be a finite number > 0"),
+        ("lr", float("inf"), "lr must be a finite number > 0"),
+        ("knn_t", -0.1, "knn_t must be a finite number > 0"),
+        ("momentum", 1.0, r"momentum must be a number in \[0, 1\)"),
+        ("momentum", -0.1, r"momentum must be a number in \[0, 1\)"),
+        ("weight_decay", -1e-4, "weight_decay must be a finite number >= 0"),
+        ("warmup_epochs", 3, r"warmup_epochs must be a number in \[0, epochs = 2\]"),
+        ("imbalance_ratio", 0.0, r"imbalance_ratio must be a number in \(0, 1\]"),
+        ("crop_scale_min", 1.5, r"crop_scale_min must be a number in \(0, 1\]"),
+        ("blur_prob", 1.1, r"blur_prob must be a number in \[0, 1\]"),
+        ("snapshot_epochs", [0, 3], r"snapshot_epochs must be a list of integers in \[0, epochs = 2\]"),
+        ("snapshot_epochs", 1, "snapshot_epochs must be a list"),
+        ("monitor_size", 0, "snapshot_epochs must be empty when monitor_size = 0"),
+        ("temperature", "gaussian", "unknown temperature function 'gaussian'"),
+        ("temperature_params", {"tau_min": 0.1, "tau_max": 0.2, "k": 1}, r"unknown parameters \['k'\]"),
+        ("temperature_params", {"tau_min": 0.3, "tau_max": 0.2}, "tau_max must be >= tau_min"),
+        ("temperature_params", {"tau_min": -0.1, "tau_max": 0.2}, "tau_min must be > 0"),
+        ("temperature_params", [0.1, 0.2], "temperature_params must be a mapping"),
+    ],
+)
+def test_validation_names_the_field(field: str, value: object, message: str) -> None:
+    data = get_profile("smoke").to_dict()
+    data[field] = value
+    with pytest.raises(ValueError, match=message):
+        PretrainConfig.from_dict(data)
+
+
+def test_run_id_is_stable_and_sensitive() -> None:
+    a, b = get_profile("quick"), get_profile("quick")
+    assert a.run_id() == b.run_id()
+    assert len(a.run_id()) == 12 and int(a.run_id(), 16) >= 0
+    # the hash is of the canonical JSON of the identity fields, independent of key order
+    canonical = json.dumps(dict(reversed(list(a.identity().items()))), sort_keys=True, separators=(",", ":"))
+    import hashlib
+
+    assert a.run_id() == hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    ids = {a.run_id()}
+    for override in ["lr=0.016", "seed=1", "temperature_params.tau_min=0.1", "epochs=9", "profile=custom"]:
+        ids.add(a.with_overrides([override]).run_id())
+    assert len(ids) == 6
+    for override in ["data_root=/elsewhere", "num_threads=1", "download=false"]:
+        assert a.with_overrides([override]).run_id() == a.run_id()
+    assert set(NON_IDENTITY_FIELDS) == {"data_root", "download", "num_threads"}
+
+
+def test_profiles_follow_the_documented_setups() -> None:
+    paper = get_profile("paper")
+    # STUDY.md section 3 (the authors' CIFAR script) and section 1 (their CIFAR tau range)
+    assert (paper.backbone, paper.stem, paper.projector_hidden_dim, paper.projector_out_dim) == (
+        "resnet18",
+        "cifar",
+        512,
+        128,
+    )
+    assert (paper.lr, paper.momentum, paper.weight_decay, paper.batch_size, paper.epochs) == (
+        0.2,
+        0.0,
+        5e-4,
+        128,
+        200,
+    )
+    assert (paper.temperature, paper.temperature_params) == ("cosine", {"tau_min": 0.07, "tau_max": 0.2})
+    assert (paper.knn_k, paper.knn_t, paper.crop_scale_min, paper.blur_prob) == (200, 0.1, 0.08, 0.0)
+    assert paper.train_subset is None and paper.precision == "auto"
+    quick = get_profile("quick")
+    # TOOLCHAIN.md: best measured CPU recipe for the small CNN
+    assert (quick.backbone, quick.lr, quick.momentum, quick.batch_size, quick.precision) == (
+        "small_cnn",
+        0.015,
+        0.9,
+        256,
+        "bf16",
+    )
+    smoke = get_profile("smoke")
+    assert smoke.train_subset <= 1024 and smoke.epochs <= 2 and smoke.backbone == "small_cnn"
+
+
+def test_every_field_is_documented() -> None:
+    from dystress.config import FIELD_HELP
+
+    assert {f.name for f in dataclasses.fields(PretrainConfig)} == set(FIELD_HELP)
+
+
+def test_yaml_is_plain_data() -> None:
+    data = yaml.safe_load(get_profile("paper").to_yaml())
+    assert data["temperature_params"] == {"tau_min": 0.07, "tau_max": 0.2}
+    assert data["snapshot_epochs"] == [0, 1, 10, 50, 100, 200]

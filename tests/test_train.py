@@ -1,0 +1,419 @@
+"""The pretraining loop: schedule, LARS, run-dir contents, monitor wiring, divergence, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import dystress.train as train_module
+from dystress.checkpoint import load_checkpoint
+from dystress.config import PretrainConfig, get_profile
+from dystress.evaluate import evaluate_checkpoint
+from dystress.io import read_jsonl
+from dystress.train import LARS, TrainingDiverged, build_optimizer, lr_at, pretrain
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:cifar10. md5:UserWarning")
+
+
+def write_lossless_cifar10(npz: Path, root: Path) -> Path:
+    """The real lossless 4,000 / 1,000 CIFAR-10 images in the official pickle layout under root."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    with np.load(npz) as z:
+        x_train, y_train = z["x_train"].transpose(0, 3, 1, 2), z["y_train"]
+        x_test, y_test = z["x_test"].transpose(0, 3, 1, 2), z["y_test"]
+        classes = [str(c) for c in z["class_names"]]
+    for k, part in enumerate(np.array_split(np.arange(len(x_train)), 5)):
+        batch = {"data": x_train[part].reshape(len(part), -1), "labels": y_train[part].tolist()}
+        (folder / f"data_batch_{k + 1}").write_bytes(pickle.dumps(batch, protocol=2))
+    test = {"data": x_test.reshape(len(x_test), -1), "labels": y_test.tolist()}
+    (folder / "test_batch").write_bytes(pickle.dumps(test, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": classes}, protocol=2))
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory, lossless_cifar10_path: Path) -> Path:
+    return write_lossless_cifar10(lossless_cifar10_path, tmp_path_factory.mktemp("cifar"))
+
+
+def smoke_config(root: Path, *overrides: str) -> PretrainConfig:
+    return get_profile("smoke").with_overrides([f"data_root={root}", "download=false", *overrides])
+
+
+# --------------------------------------------------------------------------------------- schedule
+@pytest.mark.parametrize(("total", "warmup"), [(10, 0), (10, 3), (100, 10), (7, 7), (1, 0)])
+def test_lr_schedule(total: int, warmup: int) -> None:
+    base = 0.3
+    lrs = [lr_at(s, total, warmup, base) for s in range(total)]
+    for s, lr in enumerate(lrs):
+        if s < warmup:
+            assert lr == pytest.approx(base * (s + 1) / warmup, rel=1e-12)
+        else:
+            k, n = s - warmup, total - warmup
+            assert lr == pytest.approx(base * (1 + math.cos(math.pi * k / n)) / 2, rel=1e-12)
+    if warmup < total:
+        assert lrs[warmup] == pytest.approx(base)  # the peak right after warm-up
+        assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :], strict=False))
+        assert lr_at(total, total, warmup, base) == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0
+
+
+# --------------------------------------------------------------------------------------- LARS
+def _lars_reference(ws, gs_per_step, excluded, lr, momentum, wd, eta):  # noqa: ANN001, ANN202
+    """Float64 loops: trust ratio eta |w| / (|g| + wd |w|) on g + wd w, then heavy-ball momentum."""
+    ws = [w.double().clone() for w in ws]
+    bufs = [None] * len(ws)
+    for gs in gs_per_step:
+        for i, (w, g) in enumerate(zip(ws, gs, strict=True)):
+            g = g.double()
+            if not excluded[i]:
+                wn = math.sqrt(sum(float(v) ** 2 for v in w.flatten()))
+                gn = math.sqrt(sum(float(v) ** 2 for v in g.flatten()))
+                trust = eta * wn / (gn + wd * wn) if wn > 0 and gn > 0 else 1.0
+                d = (g + wd * w) * trust
+            else:
+                d = g
+            bufs[i] = d.clone() if bufs[i] is None or momentum == 0 else momentum * bufs[i] + d
+            ws[i] = w - lr * bufs[i]
+    return ws
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("wd", [0.0, 1e-4, 0.1])
+@pytest.mark.parametrize("eta", [0.001, 0.02])
+def test_lars_matches_reference(momentum: float, wd: float, eta: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (3,), (2, 2, 3), (5,)]
+    excluded = [False, True, False, True]
+    ws = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    ws[2].zero_()  # a zero weight: trust ratio 1
+    params = [nn.Parameter(w.clone()) for w in ws]
+    groups = [
+        {"params": [p for p, e in zip(params, excluded, strict=True) if not e]},
+        {
+            "params": [p for p, e in zip(params, excluded, strict=True) if e],
+            "lars_exclude": True,
+            "weight_decay": 0.0,
+        },
+    ]
+    opt = LARS(groups, lr=0.5, momentum=momentum, weight_decay=wd, eta=eta)
+    steps = [[torch.randn(s, generator=g, dtype=torch.float64) for s in shapes] for _ in range(3)]
+    for gs in steps:
+        for p, grad in zip(params, gs, strict=True):
+            p.grad = grad.clone()
+        opt.step()
+    expected = _lars_reference(ws, steps, excluded, 0.5, momentum, wd, eta)
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"eta": 0.0}, "eta"),
+    ],
+)
+def test_lars_validates(kwargs: dict, message: str) -> None:
+    args = {"lr": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        LARS([nn.Parameter(torch.zeros(2))], **args)
+
+
+def test_build_optimizer_groups() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    lars = build_optimizer(
+        model, get_profile("smoke").with_overrides(["optimizer=lars", "weight_decay=1e-3"])
+    )
+    assert isinstance(lars, LARS)
+    adapted, excluded = lars.param_groups
+    assert {id(p) for p in adapted["params"]} == {id(model[0].weight), id(model[3].weight)}
+    assert len(excluded["params"]) == 4 and excluded["lars_exclude"] and excluded["weight_decay"] == 0.0
+    assert adapted["weight_decay"] == 1e-3 and not adapted["lars_exclude"]
+    sgd = build_optimizer(model, get_profile("paper"))
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.param_groups[0]["momentum"] == 0.0 and not sgd.param_groups[0]["nesterov"]
+    assert sgd.param_groups[0]["weight_decay"] == 5e-4
+
+
+# --------------------------------------------------------------------------------------- a whole run
+def _uniformity64(f: torch.Tensor) -> float:
+    z = nn.functional.normalize(f.double(), dim=1)
+    d2 = torch.cdist(z, z).pow(2)
+    off = ~torch.eye(len(z), dtype=torch.bool)
+    return math.log(torch.exp(-2 * d2[off]).mean().item())
+
+
+def _tolerance64(f: torch.Tensor, y: torch.Tensor) -> float:
+    z = nn.functional.normalize(f.double(), dim=1)
+    total, count = 0.0, 0
+    for c in y.unique():
+        zc = z[y == c]
+        s = zc @ zc.T
+        total += float(s.sum() - s.diagonal().sum())
+        count += len(zc) * (len(zc) - 1)
+    return total / count
+
+
+@pytest.fixture(scope="module")
+def smoke_run(
+    cifar_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[PretrainConfig, Path, dict]:
+    config = smoke_config(cifar_root)
+    run_dir = tmp_path_factory.mktemp("run")
+    return config, run_dir, pretrain(config, run_dir, progress=False)
+
+
+def test_run_dir_contents(smoke_run) -> None:  # noqa: ANN001
+    config, run_dir, metrics = smoke_run
+    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    assert json.loads((run_dir / "final_metrics.json").read_text()) == metrics
+    records = read_jsonl(run_dir / "records.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["step"] for r in records] == [4, 8]  # 512 images / batch 128
+    for r in records:
+        for key in (
+            "loss",
+            "lr",
+            "tau_pos",
+            "tau_neg",
+            "sim_pos",
+            "sim_neg",
+            "monitor_knn_top1",
+            "images_per_second",
+        ):
+            assert math.isfinite(r[key]), key
+        # DySTreSS (0.1, 0.2): tau in range, tau_pos = tau(sim_pos) only approximately (a mean of tau)
+        assert 0.1 <= r["tau_pos"] <= 0.2 and 0.1 <= r["tau_neg"] <= 0.2
+        assert -1 <= r["sim_neg"] <= r["sim_pos"] <= 1
+    # the last step's lr of the per-step cosine schedule
+    assert records[-1]["lr"] == pytest.approx(lr_at(7, 8, 0, config.lr))
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", config=config.to_dict())
+    assert (state["epoch"], state["step"]) == (2, 8)
+    assert metrics["bank_size"] == 512 and metrics["test_size"] == 1000
+    assert metrics["knn_k"] == config.knn_k and metrics["knn_t"] == config.knn_t
+    assert 0 <= metrics["knn_top1"] <= 100 and metrics["knn_top1"] <= metrics["knn_top5"]
+    assert metrics["run_id"] == config.run_id() and metrics["epochs"] == 2
+    assert metrics["final_loss"] == records[-1]["loss"]
+    assert metrics["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in records))
+
+
+def test_snapshots_and_monitor_wiring(smoke_run, cifar_root: Path) -> None:  # noqa: ANN001
+    config, run_dir, _ = smoke_run
+    expected = ["epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt"]
+    assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == expected
+    test_labels = torch.tensor(
+        pickle.loads((cifar_root / "cifar-10-batches-py" / "test_batch").read_bytes())["labels"]
+    )
+    last = read_jsonl(run_dir / "records.jsonl")[-1]
+    snaps = {}
+    for epoch in (0, 2):
+        snap = torch.load(run_dir / "snapshots" / f"epoch_{epoch:04d}.pt", weights_only=True)
+        assert snap["epoch"] == epoch
+        assert (
+            snap["features"].shape == (config.monitor_size, 256) and snap["features"].dtype == torch.float32
+        )
+        assert snap["view0"].shape == snap["view1"].shape == snap["features"].shape
+        assert torch.equal(snap["labels"], test_labels[snap["indices"]])
+        assert len(set(snap["indices"].tolist())) == config.monitor_size
+        snaps[epoch] = snap
+    assert torch.equal(snaps[0]["indices"], snaps[2]["indices"])  # a fixed monitor subset
+    assert not torch.equal(snaps[0]["features"], snaps[2]["features"])  # training changed the features
+    assert not torch.equal(snaps[2]["view0"], snaps[2]["view1"])  # two different views
+    # the epoch-2 record's geometry is that of the epoch-2 snapshot (float64 references)
+    s = snaps[2]
+    assert last["monitor_uniformity"] == pytest.approx(_uniformity64(s["features"]), rel=1e-4, abs=1e-5)
+    assert last["monitor_tolerance"] == pytest.approx(
+        _tolerance64(s["features"], s["labels"]), rel=1e-4, abs=1e-5
+    )
+    z0 = nn.functional.normalize(s["view0"].double(), dim=1)
+    z1 = nn.functional.normalize(s["view1"].double(), dim=1)
+    assert last["monitor_alignment"] == pytest.approx(
+        float((z0 - z1).pow(2).sum(1).mean()), rel=1e-4, abs=1e-6
+    )
+
+
+def test_evaluate_checkpoint_reproduces_final_metrics(smoke_run, tmp_path: Path) -> None:  # noqa: ANN001
+    config, run_dir, metrics = smoke_run
+    out = tmp_path / "eval.json"
+    result = evaluate_checkpoint(run_dir / "checkpoints" / "last.pt", out=out)
+    assert json.loads(out.read_text()) == result
+    for key in (
+        "knn_top1",
+        "knn_top5",
+        "uniformity",
+        "tolerance",
+        "inter_class_uniformity",
+        "alignment",
+        "bank_size",
+    ):
+        assert result[key] == pytest.approx(metrics[key], rel=1e-6, abs=1e-9), key
+    assert result["epoch"] == 2 and result["run_id"] == config.run_id()
+
+
+def test_completed_run_is_returned_without_training(smoke_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    config, run_dir, metrics = smoke_run
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train_module, "_pretrain", fail)
+    assert pretrain(config, run_dir, progress=False) == metrics
+
+
+def test_run_dir_of_another_config_is_refused(smoke_run) -> None:  # noqa: ANN001
+    config, run_dir, _ = smoke_run
+    with pytest.raises(ValueError, match=r"config.json belongs to another run \(differs in \['lr'\]\)"):
+        pretrain(config.with_overrides(["lr=0.02"]), run_dir, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_step = train_module.train_step
+    calls = {"n": 0}
+
+    def poisoned(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        loss = real_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+        return loss * float("nan") if calls["n"] == 4 else loss  # epoch 2, step index 1 (2 steps per epoch)
+
+    monkeypatch.setattr(train_module, "train_step", poisoned)
+    config = smoke_config(cifar_root, "train_subset=256", "monitor_size=0", "snapshot_epochs=[]")
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at epoch 2, step 1 of 2 \(global step 3\)"):
+        pretrain(config, tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "records.jsonl")] == [1]
+    assert not (tmp_path / "final_metrics.json").exists()
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_bit_identical(cifar_root: Path, tmp_path: Path) -> None:
+    overrides = ["epochs=3", "train_subset=256", "monitor_size=64", "num_threads=1", "snapshot_epochs=[0, 3]"]
+    config = smoke_config(cifar_root, *overrides)
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "dystress.cli",
+        "pretrain",
+        "--profile",
+        "smoke",
+        "--run-dir",
+        str(killed),
+        "--no-progress",
+    ]
+    for item in [f"data_root={cifar_root}", "download=false", *overrides]:
+        cmd += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = killed / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert load_checkpoint(ckpt)["epoch"] < 3 and not (killed / "final_metrics.json").exists()
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+
+    threads = torch.get_num_threads()
+    try:
+        reference = pretrain(config, tmp_path / "uninterrupted", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    a = load_checkpoint(killed / "checkpoints" / "last.pt", config=config.to_dict())
+    b = load_checkpoint(tmp_path / "uninterrupted" / "checkpoints" / "last.pt", config=config.to_dict())
+    assert a["epoch"] == b["epoch"] == 3
+    _assert_same_state(a["model"], b["model"])
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        _assert_same_state(pa, pb)
+    ra, rb = read_jsonl(killed / "records.jsonl"), read_jsonl(tmp_path / "uninterrupted" / "records.jsonl")
+    assert [r["epoch"] for r in ra] == [1, 2, 3]
+    for x, y in zip(ra, rb, strict=True):
+        for key in ("loss", "tau_pos", "tau_neg", "sim_pos", "sim_neg", "lr", "monitor_knn_top1"):
+            assert x[key] == y[key], key
+    resumed = json.loads((killed / "final_metrics.json").read_text())
+    assert resumed["knn_top1"] == reference["knn_top1"]
+    for epoch in (0, 3):
+        sa = torch.load(killed / "snapshots" / f"epoch_{epoch:04d}.pt", weights_only=True)
+        sb = torch.load(tmp_path / "uninterrupted" / "snapshots" / f"epoch_{epoch:04d}.pt", weights_only=True)
+        assert torch.equal(sa["features"], sb["features"]) and torch.equal(sa["view0"], sb["view0"])
+
+
+# --------------------------------------------------------------------------------------- evaluation
+def test_evaluate_backbone_long_tailed_and_probe(cifar_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wiring of the final evaluation against brute-force float64 references on the same backbone."""
+    import dystress.evaluate as evaluate_module
+    from dystress.data.datasets import load_dataset
+    from dystress.data.transforms import normalize
+    from dystress.evaluate import evaluate_backbone
+    from dystress.train import RunData, build_augmentation, build_model
+
+    config = smoke_config(cifar_root, "dataset=cifar10_lt", "linear_probe=true", "knn_k=5")
+    train = load_dataset("cifar10_lt", cifar_root, train=True, download=False)
+    test = load_dataset("cifar10_lt", cifar_root, train=False, download=False).subset(torch.arange(300))
+    torch.manual_seed(0)
+    backbone = build_model(config).backbone.eval()
+    data = RunData(train=train, test=test)
+    probe_args = {}
+
+    def spy_probe(bank, y_bank, queries, y_test, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        probe_args.update(bank=bank, y_bank=y_bank, queries=queries, y_test=y_test, **kwargs)
+        return {"top1": 12.0, "top5": 34.0, "protocol": {"name": "spy"}}
+
+    monkeypatch.setattr(evaluate_module, "linear_probe", spy_probe)  # the probe itself: test_metrics_*
+    metrics = evaluate_backbone(
+        backbone, data, config, torch.device("cpu"), build_augmentation(config, train)
+    )
+    with torch.no_grad():
+        fb = backbone(normalize(train.images, train.mean, train.std)).double()
+        fq = backbone(normalize(test.images, test.mean, test.std)).double()
+    sims = nn.functional.normalize(fq, dim=1) @ nn.functional.normalize(fb, dim=1).T
+    # weighted kNN, k = 5, t = 0.1 (InstDisc)
+    top = sims.topk(5, dim=1)
+    votes = torch.zeros(len(fq), 10, dtype=torch.float64)
+    for i in range(len(fq)):
+        for s, j in zip(top.values[i], top.indices[i], strict=True):
+            votes[i, train.labels[j]] += math.exp(float(s) / 0.1)
+    assert metrics["knn_top1"] == pytest.approx(100 * float((votes.argmax(1) == test.labels).double().mean()))
+    # class-averaged plain 1-NN
+    pred = train.labels[sims.argmax(1)]
+    per_class = [float((pred[test.labels == c] == c).double().mean()) for c in test.labels.unique()]
+    assert metrics["knn1_class_averaged"] == pytest.approx(100 * sum(per_class) / len(per_class))
+    assert 0 <= metrics["knn10_class_averaged"] <= 100
+    assert (metrics["linear_top1"], metrics["linear_top5"], metrics["linear_protocol"]) == (
+        12.0,
+        34.0,
+        {"name": "spy"},
+    )
+    torch.testing.assert_close(probe_args["bank"].double(), fb, rtol=1e-4, atol=1e-5)  # frozen bank features
+    torch.testing.assert_close(probe_args["queries"].double(), fq, rtol=1e-4, atol=1e-5)
+    assert torch.equal(probe_args["y_bank"], train.labels) and torch.equal(probe_args["y_test"], test.labels)
+    assert probe_args["num_classes"] == 10
+    assert (metrics["bank_size"], metrics["test_size"]) == (len(train), 300) and len(train) < 4000
+    assert metrics["tolerance"] == pytest.approx(_tolerance64(fq, test.labels), rel=1e-4)
+    assert metrics["uniformity"] == pytest.approx(_uniformity64(fq), rel=1e-4, abs=1e-5)
