@@ -1,0 +1,386 @@
+"""Figures and tables of the book and of the run notebook (matplotlib, imported inside each function).
+
+Every function takes plain data (records, result tables, temperature functions, arrays), draws one
+figure and returns it (``None`` when there is nothing to draw); captions are the pages' business.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METRIC_LABELS",
+    "accuracy_heatmap",
+    "config_label",
+    "emd_curves",
+    "fixed_tau_curve",
+    "glue_figure",
+    "glue_text",
+    "placeholder",
+    "metrics_table",
+    "negative_weights",
+    "run_curves",
+    "similarity_grid",
+    "snapshot_similarities",
+    "structure_curves",
+    "temperature_profiles",
+    "trajectories",
+    "umap_grid",
+    "uniformity_tolerance_plane",
+]
+
+#: Axis labels of the metrics in records and final metrics.
+METRIC_LABELS = {
+    "loss": "training loss",
+    "lr": "learning rate",
+    "tau_pos": "mean tau of positives",
+    "tau_neg": "mean tau of negatives",
+    "sim_pos": "mean similarity of positives",
+    "sim_neg": "mean similarity of negatives",
+    "monitor_knn_top1": "monitor kNN top-1 (%)",
+    "monitor_uniformity": "uniformity (lower: more uniform)",
+    "monitor_tolerance": "tolerance",
+    "monitor_inter_class_uniformity": "inter-class uniformity",
+    "monitor_alignment": "alignment",
+    "knn_top1": "kNN top-1 (%)",
+    "linear_top1": "linear top-1 (%)",
+    "uniformity": "uniformity",
+    "tolerance": "tolerance",
+}
+
+PAIR_COLORS = {"tp": "tab:green", "tn": "tab:blue", "fn": "tab:red"}
+PAIR_NAMES = {"tp": "true positives", "tn": "true negatives", "fn": "false negatives"}
+
+
+def _plt() -> Any:
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def config_label(config: Any) -> str:
+    """A short label of a run: temperature function and parameters, seed, profile."""
+    params = ", ".join(f"{k}={v:g}" for k, v in config.temperature_params.items())
+    return f"{config.temperature}({params}), seed {config.seed}, {config.profile}, {config.epochs} epochs"
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> Any:
+    """The final metrics as a one-column ``pandas.DataFrame`` (numbers rounded for reading)."""
+    import pandas as pd
+
+    rows = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+
+
+def run_curves(records: Sequence[Mapping[str, Any]], title: str = "") -> Any:
+    """Per-epoch curves of one run: loss, temperatures, monitor kNN, uniformity/tolerance/alignment."""
+    if not records:
+        print("no per-epoch record (a run of 0 epochs)")
+        return None
+    plt = _plt()
+    epochs = [r["epoch"] for r in records]
+    panels = [
+        ("loss", ["loss"]),
+        ("temperature", ["tau_pos", "tau_neg"]),
+        ("monitor kNN top-1 (%)", ["monitor_knn_top1"]),
+        ("geometry", ["monitor_uniformity", "monitor_tolerance", "monitor_alignment"]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), constrained_layout=True)
+    for ax, (name, keys) in zip(axes, panels, strict=True):
+        for key in keys:
+            values = [r.get(key) for r in records]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def snapshot_similarities(path: str | Path, bins: int = 60) -> Any:
+    """TP / TN / FN cosine-similarity histograms of one snapshot file, with their EMDs in the legend."""
+    import torch
+
+    from dystress.metrics import pairwise_emd, similarity_distributions, similarity_histograms
+
+    snap = torch.load(path, map_location="cpu", weights_only=True)
+    dists = similarity_distributions(snap["view0"], snap["view1"], snap["labels"])
+    edges, hists = similarity_histograms(dists, bins=bins)
+    fig = similarity_grid({"": [(int(snap["epoch"]), edges, hists)]})
+    emd = pairwise_emd(dists)
+    fig.suptitle("EMD " + ", ".join(f"{k} {v:.3f}" for k, v in emd.items()), fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- page 2
+def temperature_profiles(panels: Mapping[str, Mapping[str, Any]], points: int = 801) -> Any:
+    """tau(s) on s in [-1, 1]: one axis per panel, one curve per named temperature function."""
+    import torch
+
+    plt = _plt()
+    s = torch.linspace(-1.0, 1.0, points, dtype=torch.float64)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    for ax, (title, functions) in zip(axes, panels.items(), strict=True):
+        for label, fn in functions.items():
+            ax.plot(s.numpy(), fn(s).numpy(), label=label)
+        ax.set_xlabel("cosine similarity s")
+        ax.set_ylabel("tau(s)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def negative_weights(functions: Mapping[str, Any], points: int = 801) -> Any:
+    """Effective weight of a negative vs its similarity, exp(s / tau(s)) / tau(s), relative to s = 0.
+
+    Left: the weight on a log axis; right: the slope d tau / d s (Proposition 1: negative for s < 0,
+    positive for s > 0).
+    """
+    import torch
+
+    plt = _plt()
+    s = torch.linspace(-1.0, 1.0, points, dtype=torch.float64)
+    zero = torch.zeros(1, dtype=torch.float64)
+    fig, (ax_w, ax_d) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    for label, fn in functions.items():
+        tau = fn(s)
+        weight = torch.exp(s / tau) / tau
+        weight0 = torch.exp(zero / fn(zero)) / fn(zero)
+        ax_w.plot(s.numpy(), (weight / weight0).numpy(), label=label)
+        ax_d.plot(s.numpy()[1:-1], (np.gradient(tau.numpy(), s.numpy()))[1:-1], label=label)
+    ax_w.set_yscale("log")
+    ax_w.set_xlabel("similarity s of the negative")
+    ax_w.set_ylabel("weight relative to s = 0")
+    ax_w.set_title("gradient weight exp(s / tau(s)) / tau(s)", fontsize=10)
+    ax_d.axhline(0, color="grey", lw=0.6)
+    ax_d.set_xlabel("s")
+    ax_d.set_ylabel("d tau / d s")
+    ax_d.set_title("slope of the temperature", fontsize=10)
+    ax_w.legend(fontsize=7)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- page 3
+def accuracy_heatmap(table: Any, value: str = "knn_top1", title: str = "") -> Any:
+    """Heatmap of ``value`` over (tau_min rows, tau_max columns); empty cells are runs that do not exist."""
+    plt = _plt()
+    if table is None or len(table) == 0:
+        return None
+    grid = table.pivot_table(index="tau_min", columns="tau_max", values=value, aggfunc="mean")
+    fig, ax = plt.subplots(
+        figsize=(1.1 * grid.shape[1] + 2.5, 0.8 * grid.shape[0] + 1.5), constrained_layout=True
+    )
+    data = grid.to_numpy(dtype=float)
+    im = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            ax.text(
+                j,
+                i,
+                "" if math.isnan(data[i, j]) else f"{data[i, j]:.1f}",
+                ha="center",
+                va="center",
+                color="w",
+                fontsize=9,
+            )
+    ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index])
+    ax.set_xlabel("tau_max")
+    ax.set_ylabel("tau_min")
+    fig.colorbar(im, ax=ax, label=METRIC_LABELS.get(value, value))
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def fixed_tau_curve(
+    fixed: Any, references: Mapping[str, float], random_init: float | None = None, value: str = "knn_top1"
+) -> Any:
+    """Accuracy vs fixed tau (mean and 95% interval over seeds), DySTreSS runs as horizontal lines.
+
+    ``fixed``: a frame with columns ``tau``, ``mean``, ``ci`` (half-width, NaN for one seed).
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
+    if fixed is not None and len(fixed):
+        fixed = fixed.sort_values("tau")
+        ax.errorbar(
+            fixed["tau"],
+            fixed["mean"],
+            yerr=fixed["ci"].fillna(0),
+            marker="o",
+            capsize=3,
+            color="black",
+            label="fixed tau (SimCLR)",
+        )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, acc) in enumerate(references.items()):
+        ax.axhline(acc, ls="--", color=colors[i % len(colors)], label=label)
+    if random_init is not None:
+        ax.axhline(random_init, ls=":", color="grey", label="random initialisation")
+    ax.set_xscale("log")
+    if fixed is not None and len(fixed):
+        ax.set_xticks(list(fixed["tau"]), [f"{t:g}" for t in fixed["tau"]])
+        ax.minorticks_off()
+    ax.set_xlabel("fixed temperature tau")
+    ax.set_ylabel(METRIC_LABELS.get(value, value))
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- page 4
+def trajectories(series: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str]) -> Any:
+    """One panel per record key, one line per run (label -> per-epoch records)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.3 * len(keys), 3.5), constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys, strict=True):
+        for label, records in series.items():
+            pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(METRIC_LABELS.get(key, key), fontsize=10)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def uniformity_tolerance_plane(table: Any, value: str = "knn_top1") -> Any:
+    """Final uniformity (x) vs tolerance (y) of each run, coloured by ``value``, labelled by run."""
+    plt = _plt()
+    if table is None or len(table) == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    sc = ax.scatter(
+        table["uniformity"], table["tolerance"], c=table[value], cmap="viridis", s=60, edgecolor="black"
+    )
+    for _, row in table.iterrows():
+        ax.annotate(
+            row["name"],
+            (row["uniformity"], row["tolerance"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("uniformity (lower: more uniform)")
+    ax.set_ylabel("tolerance (mean same-class similarity)")
+    fig.colorbar(sc, ax=ax, label=METRIC_LABELS.get(value, value))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- page 5
+def umap_grid(embeddings: Mapping[str, Sequence[tuple[int, np.ndarray]]], labels: np.ndarray) -> Any:
+    """Rows: runs; columns: snapshot epochs; points coloured by class (labels for display only)."""
+    plt = _plt()
+    rows = list(embeddings)
+    cols = max(len(v) for v in embeddings.values())
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(2.8 * cols, 2.8 * len(rows)), squeeze=False, constrained_layout=True
+    )
+    for i, name in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(embeddings[name]):
+                ax.axis("off")
+                continue
+            epoch, emb = embeddings[name][j]
+            ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10", s=3, alpha=0.8, linewidths=0)
+            ax.set_title(f"epoch {epoch}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=9)
+    return fig
+
+
+def structure_curves(scores: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str]) -> Any:
+    """Structure scores over epochs: one panel per score, one line per run (records with ``epoch``)."""
+    return trajectories(scores, keys)
+
+
+def similarity_grid(histograms: Mapping[str, Sequence[tuple[int, Any, Mapping[str, Any]]]]) -> Any:
+    """TP / TN / FN similarity histograms: rows are runs, columns snapshots.
+
+    ``histograms``: run name -> [(epoch, edges [bins + 1], {"tp"|"tn"|"fn": fractions [bins]})], as
+    from :func:`dystress.metrics.similarity_histograms`.
+    """
+    plt = _plt()
+    rows = list(histograms)
+    cols = max(len(v) for v in histograms.values())
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(3.2 * cols, 2.6 * len(rows)), squeeze=False, constrained_layout=True
+    )
+    for i, name in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i, j]
+            if j >= len(histograms[name]):
+                ax.axis("off")
+                continue
+            epoch, edges, hists = histograms[name][j]
+            edges = np.asarray(edges, dtype=float)
+            centers = 0.5 * (edges[1:] + edges[:-1])
+            for kind in ("tp", "tn", "fn"):
+                if kind in hists:
+                    ax.plot(centers, np.asarray(hists[kind]), color=PAIR_COLORS[kind], label=PAIR_NAMES[kind])
+            ax.set_title(f"{name} epoch {epoch}".strip(), fontsize=9)
+            ax.set_xlabel("cosine similarity")
+            ax.set_yticks([])
+    axes[0, 0].legend(fontsize=7)
+    return fig
+
+
+def emd_curves(emds: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]]) -> Any:
+    """EMD between the TP, TN and FN distributions over training: one panel per pair, one line per run."""
+    plt = _plt()
+    pairs = ("tp-tn", "tp-fn", "tn-fn")
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.2), constrained_layout=True)
+    for ax, pair in zip(axes, pairs, strict=True):
+        for name, series in emds.items():
+            pts = [(e, d[pair]) for e, d in series if pair in d]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+        ax.set_title(f"EMD {pair.upper()}", fontsize=10)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- book helpers
+def placeholder(message: str) -> Any:
+    """A small figure that only says ``message`` (for a figure whose runs do not exist yet)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=10, wrap=True)
+    return fig
+
+
+def glue_figure(name: str, fig: Any, missing: str = "no result of this profile yet") -> None:
+    """``myst_nb.glue`` a figure (a placeholder saying ``missing`` when ``fig`` is None) and close it."""
+    from myst_nb import glue
+
+    plt = _plt()
+    fig = placeholder(missing) if fig is None else fig
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
+def glue_text(name: str, value: Any, fmt: str = "") -> None:
+    """``myst_nb.glue`` ``value`` as Markdown text (format spec ``fmt`` for numbers; NaN/None: "n/a")."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        text = "n/a"
+    else:
+        text = format(value, fmt)
+    glue(name, Markdown(text), display=False)

@@ -1,0 +1,1010 @@
+"""The ablations of the study, each point run as a papermill execution of a notebook template.
+
+Every point of :data:`ABLATIONS` is a set of notebook parameters (config fields plus the temperature
+function's own parameters, see :func:`notebook_parameters`). A point's configuration is its profile
+(:func:`dystress.config.get_profile`) with those parameters applied (:func:`build_config`); its run
+lives in ``runs/<profile>/<run_key>/`` where the key hashes the full configuration and the code
+version (:func:`run_key`), so two ablations that ask for the same configuration share one run. A run
+folder holds the executed notebook ``run.ipynb``, ``run.json`` (status, parameters, timings, host,
+error), and what the engine writes (``config.json``, ``records.jsonl``, ``snapshots/``,
+``checkpoints/``, ``final_metrics.json``).
+
+:func:`run_study` runs the points of a profile that are not complete yet: a complete run is skipped,
+an interrupted one is executed again into the same folder (the engine resumes from its checkpoint), a
+failing one is recorded with its error and the others go on. :func:`load_results` reads whatever
+exists, for the book. ``dystress study run --profile P`` is :func:`main`.
+
+Environment: ``DYSTRESS_PROFILE`` (default ``quick``), ``DYSTRESS_RUNS`` (default ``<repo>/runs``),
+``DYSTRESS_DATA`` (default ``<repo>/data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dystress.io import atomic_write_json, read_jsonl
+
+__all__ = [
+    "ABLATIONS",
+    "LOCAL_PROFILES",
+    "TEMPERATURE_PARAMETERS",
+    "Ablation",
+    "Point",
+    "aggregate",
+    "results_frame",
+    "snapshot_analysis",
+    "RunResult",
+    "StudyReport",
+    "build_config",
+    "code_version",
+    "default_profile",
+    "ensure_results",
+    "load_results",
+    "main",
+    "mean_ci95",
+    "notebook_parameters",
+    "plan",
+    "prepare_run",
+    "repo_root",
+    "run_key",
+    "run_point",
+    "run_study",
+    "runs_root",
+]
+
+#: Profiles whose runs fit a CPU: the book runs what is missing for these; ``paper`` needs a GPU.
+LOCAL_PROFILES = ("smoke", "quick")
+PROFILE_NAMES = ("smoke", "quick", "paper")
+
+#: Parameters of the temperature functions (``dystress.temperature``), accepted as top-level notebook
+#: parameters and moved into ``temperature_params``.
+TEMPERATURE_PARAMETERS = (
+    "tau",
+    "tau_min",
+    "tau_max",
+    "offset",
+    "scale",
+    "knee",
+    "tau_plus",
+    "tau_minus",
+    "period",
+    "tau_0",
+    "alpha",
+    "a_0",
+)
+
+#: Notebook parameters that are not config fields.
+RUN_PARAMETERS = ("profile", "run_dir", "progress")
+
+#: Source files that cannot change what a run computes: left out of :func:`code_version`.
+_NOT_CODE = frozenset({"study.py", "plots.py", "cli.py", "__init__.py"})
+
+TEMPLATE = "pretrain_run.ipynb"
+
+
+# ---------------------------------------------------------------------------------------------- paths
+def repo_root() -> Path:
+    """The project folder (the parent of the ``dystress`` package)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def default_profile() -> str:
+    """``$DYSTRESS_PROFILE`` or ``quick``; raises ``ValueError`` for an unknown name."""
+    name = os.environ.get("DYSTRESS_PROFILE", "") or "quick"
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"DYSTRESS_PROFILE must be one of {list(PROFILE_NAMES)}, got {name!r}")
+    return name
+
+
+def runs_root() -> Path:
+    """``$DYSTRESS_RUNS`` or ``<repo>/runs``: runs live in ``<runs_root>/<profile>/<run_key>/``."""
+    return Path(os.environ.get("DYSTRESS_RUNS", "") or repo_root() / "runs").resolve()
+
+
+def data_root() -> Path:
+    """``$DYSTRESS_DATA`` or ``<repo>/data``."""
+    return Path(os.environ.get("DYSTRESS_DATA", "") or repo_root() / "data").resolve()
+
+
+def template_path() -> Path:
+    """The run notebook template ``notebooks/pretrain_run.ipynb``."""
+    return repo_root() / "notebooks" / TEMPLATE
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def notebook_parameters() -> dict[str, Any]:
+    """Every parameter of the run notebook with its default (``None``: the profile's value).
+
+    ``profile`` picks the starting configuration, ``run_dir`` the folder (default: the run's key
+    folder under :func:`runs_root`), ``progress`` the in-notebook progress bar; then every
+    :class:`~dystress.config.PretrainConfig` field but ``profile`` and every name of
+    :data:`TEMPERATURE_PARAMETERS`.
+    """
+    from dystress.config import PretrainConfig
+
+    params: dict[str, Any] = {"profile": "quick", "run_dir": None, "progress": True}
+    for f in dataclasses.fields(PretrainConfig):
+        if f.name != "profile":
+            params[f.name] = None
+    for name in TEMPERATURE_PARAMETERS:
+        params[name] = None
+    return params
+
+
+def check_parameter_names(names: Iterable[str]) -> None:
+    """Raise ``ValueError`` listing any name that is not a notebook parameter."""
+    known = notebook_parameters()
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown}; known parameters: {sorted(known)}")
+
+
+def build_config(profile: str, params: Mapping[str, Any]):  # noqa: ANN201 (PretrainConfig, lazy import)
+    """The :class:`~dystress.config.PretrainConfig` of ``profile`` with notebook ``params`` applied.
+
+    ``None`` values keep the profile's value. Temperature parameters (``tau``, ``tau_min``, ...) go
+    into ``temperature_params``; when ``temperature`` names another function than the profile's, the
+    profile's ``temperature_params`` are dropped first (the function's defaults fill the rest). The
+    data root is ``$DYSTRESS_DATA`` unless ``data_root`` is given. Raises ``ValueError`` naming the bad
+    parameter or value.
+    """
+    from dystress.config import get_profile
+
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
+    check_parameter_names(params)
+    base = get_profile(profile)
+    updates: dict[str, Any] = {"data_root": str(data_root())}
+    temperature_params = dict(base.temperature_params)
+    for name, value in params.items():
+        if value is None or name in RUN_PARAMETERS:
+            continue
+        if name in TEMPERATURE_PARAMETERS:
+            continue
+        updates[name] = value
+    if "temperature" in updates and updates["temperature"] != base.temperature:
+        temperature_params = {}
+    if "temperature_params" in updates:
+        temperature_params = dict(updates.pop("temperature_params"))
+    for name in TEMPERATURE_PARAMETERS:
+        if params.get(name) is not None:
+            temperature_params[name] = params[name]
+    updates["temperature_params"] = temperature_params
+    return base.updated(updates)
+
+
+def _hash_files(paths: Iterable[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for name, content in sorted(paths):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
+
+
+def _template_code(path: Path) -> bytes:
+    """The code cells of a notebook (outputs and metadata do not count)."""
+    if not path.is_file():
+        return b""
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
+    code = [s for c, s in zip(cells, sources, strict=True) if c.get("cell_type") == "code"]
+    return "\n\0\n".join(code).encode()
+
+
+def code_version() -> str:
+    """12 hex digits: the package version, every engine source file and the template's code cells.
+
+    Left out: the files that cannot change a run's numbers (:data:`_NOT_CODE`: this module, the
+    plotting helpers, the CLI, the package ``__init__``).
+    """
+    import dystress
+
+    package = Path(dystress.__file__).resolve().parent
+    files = [
+        (p.relative_to(package).as_posix(), p.read_bytes())
+        for p in package.rglob("*.py")
+        if p.name not in _NOT_CODE or p.parent != package
+    ]
+    files.append(("__version__", dystress.__version__.encode()))
+    files.append((f"notebooks/{TEMPLATE}", _template_code(template_path())))
+    return _hash_files(files)[:12]
+
+
+def _slug(config: Any) -> str:
+    parts = [config.temperature] + [f"{k}{v:g}" for k, v in sorted(config.temperature_params.items())]
+    parts.append(f"s{config.seed}")
+    if config.epochs == 0:
+        parts = ["random_init", f"s{config.seed}"]
+    return "_".join(parts).replace("-", "m")
+
+
+def run_key(config: Any, code: str | None = None) -> str:
+    """Folder name of a run: a readable slug and 12 hex digits hashing the config and the code version."""
+    code = code_version() if code is None else code
+    digest = hashlib.sha256(f"{config.run_id()}:{code}".encode()).hexdigest()[:12]
+    return f"{_slug(config)}-{digest}"
+
+
+def prepare_run(params: Mapping[str, Any]) -> tuple[Any, Path]:
+    """What the run notebook's first cell does: validate ``params``, build the config, pick the folder.
+
+    Returns ``(config, run_dir)``; ``run_dir`` is ``params["run_dir"]`` or the key folder under
+    :func:`runs_root`. Raises ``ValueError`` for unknown parameters or invalid values.
+    """
+    check_parameter_names(params)
+    profile = params.get("profile") or "quick"
+    config = build_config(profile, params)
+    run_dir = params.get("run_dir")
+    path = Path(run_dir) if run_dir else runs_root() / profile / run_key(config)
+    return config, path.resolve()
+
+
+# ---------------------------------------------------------------------------------------------- ablations
+@dataclass(frozen=True)
+class Point:
+    """One point of an ablation: notebook parameters (without ``profile``) and a label for tables."""
+
+    ablation: str
+    label: str
+    params: tuple[tuple[str, Any], ...]
+
+    @property
+    def seed(self) -> int:
+        return int(dict(self.params).get("seed", 0))
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The notebook parameters as a dict (tuples stored for hashability come back as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
+
+    @property
+    def id(self) -> str:
+        return f"{self.ablation}/{self.label}/s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A named family of points with a one-line description for the book."""
+
+    name: str
+    title: str
+    description: str
+    points: tuple[Point, ...]
+
+
+def _point(ablation: str, label: str, seed: int = 0, **params: Any) -> Point:
+    return Point(ablation, label, _freeze({**params, "seed": seed}))
+
+
+def _freeze(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+#: The DySTreSS range of the authors' CIFAR script and of the profiles; the reference of the shifted
+#: and functional-form ablations.
+REFERENCE_RANGE = (0.07, 0.2)
+FIXED_TAUS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+GRID_TAU_MIN = (0.05, 0.07, 0.1, 0.2)
+GRID_TAU_MAX = (0.1, 0.2, 0.3, 0.5, 1.0)
+SHIFTS = ((-0.4, 0.7), (-0.3, 0.7), (-0.5, 0.7), (-0.4, 0.6), (-0.4, 0.8), (0.4, 0.8))
+FORMS = ("cosine", "linear", "exponential", "one_sided_cosine")
+SEEDS = (0, 1, 2)
+
+
+def _dystress(tau_min: float, tau_max: float, seed: int = 0, ablation: str = "dystress_grid") -> Point:
+    return _point(
+        ablation, f"({tau_min:g}, {tau_max:g})", seed, temperature="cosine", tau_min=tau_min, tau_max=tau_max
+    )
+
+
+def _fixed(tau: float, seed: int = 0) -> Point:
+    return _point("fixed_tau", f"{tau:g}", seed, temperature="constant", tau=tau)
+
+
+def _shifted(offset: float, scale: float, seed: int = 0) -> Point:
+    lo, hi = REFERENCE_RANGE
+    return _point(
+        "shifted",
+        f"({offset:g}, {scale:g})",
+        seed,
+        temperature="shifted_cosine",
+        tau_min=lo,
+        tau_max=hi,
+        offset=offset,
+        scale=scale,
+    )
+
+
+def _form(name: str, seed: int = 0) -> Point:
+    lo, hi = REFERENCE_RANGE
+    return _point("forms", name, seed, temperature=name, tau_min=lo, tau_max=hi)
+
+
+def _baseline(name: str, seed: int = 0) -> Point:
+    if name == "TS":
+        # One period over twice the run (tau_plus at epoch 0, tau_minus at the last epoch), the shape of
+        # Kukleva et al.'s T = 400 for 200 epochs; the period is filled in per profile by plan().
+        return _point("baselines", "TS", seed, temperature="ts_schedule", tau_plus=1.0, tau_minus=0.1)
+    return _point("baselines", "MACL", seed, temperature="macl", tau_0=0.1, alpha=0.5, a_0=0.0)
+
+
+def _random_init(seed: int = 0) -> Point:
+    return _point("random_init", "random initialisation", seed, epochs=0, snapshot_epochs=[0])
+
+
+#: Points repeated with the extra seeds of :data:`SEEDS` (in their own ablation) in the paper profile.
+SEEDED_IDS = frozenset(
+    p.id
+    for p in (
+        _fixed(0.1),
+        _fixed(0.2),
+        _fixed(0.5),
+        _dystress(*REFERENCE_RANGE),
+        _dystress(0.1, 0.2),
+        _shifted(-0.4, 0.7),
+        _baseline("TS"),
+        _baseline("MACL"),
+    )
+)
+
+
+def _with_seeds(points: Iterable[Point]) -> tuple[Point, ...]:
+    """Each point, followed by its repeats with the other :data:`SEEDS` when it is in :data:`SEEDED_IDS`."""
+    out = []
+    for p in points:
+        out.append(p)
+        if p.id in SEEDED_IDS:
+            out.extend(
+                Point(p.ablation, p.label, _freeze({**p.parameters, "seed": s})) for s in SEEDS if s != p.seed
+            )
+    return tuple(out)
+
+
+_SEEDS_NOTE = f"; seeds {', '.join(map(str, SEEDS))} for the main points"
+
+#: Every ablation at full (paper) size; :func:`plan` takes a profile's subset.
+ABLATIONS: dict[str, Ablation] = {
+    a.name: a
+    for a in (
+        Ablation(
+            "random_init",
+            "Random initialisation",
+            "the untrained network (epochs = 0) evaluated like every other run",
+            (_random_init(),),
+        ),
+        Ablation(
+            "fixed_tau",
+            "Fixed temperature (SimCLR / NT-Xent)",
+            "one temperature for every pair: " + ", ".join(f"{t:g}" for t in FIXED_TAUS) + _SEEDS_NOTE,
+            _with_seeds(_fixed(t) for t in FIXED_TAUS),
+        ),
+        Ablation(
+            "dystress_grid",
+            "DySTreSS (tau_min, tau_max) grid",
+            "cosine temperature, tau_min in {"
+            + ", ".join(f"{t:g}" for t in GRID_TAU_MIN)
+            + "} x tau_max in {"
+            + ", ".join(f"{t:g}" for t in GRID_TAU_MAX)
+            + "}, tau_min < tau_max"
+            + _SEEDS_NOTE,
+            _with_seeds(_dystress(lo, hi) for lo in GRID_TAU_MIN for hi in GRID_TAU_MAX if lo < hi),
+        ),
+        Ablation(
+            "shifted",
+            "Shifted cosine DySTreSS* (offset, scale)",
+            f"(tau_min, tau_max) = {REFERENCE_RANGE}; (offset, scale) in "
+            + ", ".join(map(str, SHIFTS))
+            + _SEEDS_NOTE,
+            _with_seeds(_shifted(o, k) for o, k in SHIFTS),
+        ),
+        Ablation(
+            "forms",
+            "Functional forms of tau(s)",
+            f"(tau_min, tau_max) = {REFERENCE_RANGE}: " + ", ".join(FORMS),
+            tuple(_form(f) for f in FORMS),
+        ),
+        Ablation(
+            "baselines",
+            "Baselines with a global temperature",
+            "TS (tau_plus 1.0, tau_minus 0.1, period 2 x epochs) and MACL (tau_0 0.1, alpha 0.5, A_0 0)"
+            + _SEEDS_NOTE,
+            _with_seeds((_baseline("TS"), _baseline("MACL"))),
+        ),
+    )
+}
+
+#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation).
+SUBSETS: dict[str, frozenset[str]] = {
+    "smoke": frozenset(
+        p.id
+        for p in (_random_init(), _fixed(0.1), _fixed(0.5), _dystress(*REFERENCE_RANGE), _shifted(-0.4, 0.7))
+    ),
+    "quick": frozenset(
+        p.id
+        for p in (
+            _random_init(),
+            _fixed(0.1),
+            _fixed(0.2),
+            _fixed(0.5),
+            _dystress(*REFERENCE_RANGE),
+            _dystress(0.1, 0.2),
+            _dystress(0.1, 0.5),
+            _shifted(-0.4, 0.7),
+            _baseline("MACL"),
+        )
+    ),
+}
+
+
+def _profile_point(point: Point, profile: str) -> Point:
+    """Fill in profile-dependent parameters (the TS period: twice the profile's epochs)."""
+    params = point.parameters
+    if params.get("temperature") == "ts_schedule" and "period" not in params:
+        from dystress.config import get_profile
+
+        params["period"] = 2 * get_profile(profile).epochs
+        return Point(point.ablation, point.label, _freeze(params))
+    return point
+
+
+def plan(profile: str) -> list[Point]:
+    """The points of ``profile`` in ablation order (a configuration may appear in several ablations).
+
+    ``paper`` runs everything; ``smoke`` and ``quick`` run :data:`SUBSETS`.
+    """
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
+    subset = SUBSETS.get(profile)
+    return [
+        _profile_point(p, profile)
+        for ablation in ABLATIONS.values()
+        for p in ablation.points
+        if subset is None or p.id in subset
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- runs
+@dataclass
+class RunResult:
+    """One point's run as found on disk.
+
+    ``status``: ``complete`` (``final_metrics.json`` present and the notebook finished), ``failed``
+    (see ``error``), ``interrupted`` (started, not finished), ``missing`` (never started),
+    ``running`` (locked by a live process), ``invalid`` (the configuration is rejected; see ``error``).
+    """
+
+    point: Point
+    profile: str
+    key: str
+    run_dir: Path
+    status: str
+    final: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        return self.info.get("error")
+
+    def records(self) -> list[dict[str, Any]]:
+        """The per-epoch records (``records.jsonl``), oldest first."""
+        return read_jsonl(self.run_dir / "records.jsonl")
+
+    def snapshot_paths(self) -> list[Path]:
+        """The feature snapshots ``snapshots/epoch_XXXX.pt``, in epoch order."""
+        return sorted((self.run_dir / "snapshots").glob("epoch_*.pt"))
+
+
+def _status(run_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    final_path = run_dir / "final_metrics.json"
+    final = json.loads(final_path.read_text()) if final_path.is_file() else {}
+    state = info.get("status")
+    if not info:
+        return "missing", info, final
+    if state == "complete" and final:
+        return "complete", info, final
+    if state == "failed":
+        return "failed", info, final
+    return ("running" if _is_locked(run_dir) else "interrupted"), info, final
+
+
+def _is_locked(run_dir: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        return False
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``run_dir`` (yields False when another process holds it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield True
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _resolve(point: Point, profile: str, root: Path, code: str) -> RunResult:
+    try:
+        config = build_config(profile, point.parameters)
+    except ValueError as err:
+        info = {"error": f"invalid configuration: {err}"}
+        return RunResult(point, profile, f"invalid:{point.id}", root / profile, "invalid", {}, info)
+    key = run_key(config, code)
+    run_dir = root / profile / key
+    status, info, final = _status(run_dir)
+    return RunResult(point, profile, key, run_dir, status, final, info)
+
+
+def load_results(profile: str | None = None, runs: str | Path | None = None) -> list[RunResult]:
+    """Every point of ``profile``'s plan with what exists on disk (status ``missing`` when nothing)."""
+    profile = profile or default_profile()
+    root = Path(runs).resolve() if runs else runs_root()
+    code = code_version()
+    return [_resolve(p, profile, root, code) for p in plan(profile)]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _environment() -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["device"] = (
+            torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+        )
+    except Exception:  # noqa: BLE001 (informational only)
+        pass
+    return env
+
+
+class _EpochWatcher(threading.Thread):
+    """Prints a line per new record of ``records.jsonl`` while a run executes (the in-run progress)."""
+
+    def __init__(self, path: Path, prefix: str, epochs: int, stream: Any) -> None:
+        super().__init__(daemon=True)
+        self.path, self.prefix, self.epochs, self.stream = path, prefix, epochs, stream
+        self.stop = threading.Event()
+        self.seen = len(read_jsonl(path))
+
+    def run(self) -> None:
+        while not self.stop.wait(2.0):
+            records = read_jsonl(self.path)
+            for r in records[self.seen :]:
+                knn = r.get("monitor_knn_top1")
+                extra = f", monitor kNN top-1 {knn:.1f}%" if isinstance(knn, (int, float)) else ""
+                print(
+                    f"{self.prefix}   epoch {r.get('epoch', '?')}/{self.epochs}{extra}",
+                    file=self.stream,
+                    flush=True,
+                )
+            self.seen = max(self.seen, len(records))
+
+
+def run_point(
+    point: Point,
+    profile: str,
+    runs: str | Path | None = None,
+    template: str | Path | None = None,
+    retry_failed: bool = False,
+    prefix: str = "",
+    stream: Any = None,
+) -> RunResult:
+    """Run one point with papermill unless it is complete (or failed, unless ``retry_failed``).
+
+    The executed notebook is ``<run_dir>/run.ipynb``; ``run.json`` records the parameters, status,
+    timings and environment, and for a failure the error and its traceback. Exceptions of the run are
+    recorded, not raised (``KeyboardInterrupt`` marks the run interrupted and is re-raised).
+    """
+    import papermill
+
+    stream = sys.stderr if stream is None else stream
+    root = Path(runs).resolve() if runs else runs_root()
+    template = Path(template) if template else template_path()
+    result = _resolve(point, profile, root, code_version())
+    if result.status in ("complete", "invalid") or (result.status == "failed" and not retry_failed):
+        return result
+    if result.status == "running":
+        print(f"{prefix} {point.id}: being run by another process, skipped", file=stream, flush=True)
+        return result
+    with _locked(result.run_dir) as ok:
+        if not ok:
+            result.status = "running"
+            return result
+        config = build_config(profile, point.parameters)
+        attempts = int(result.info.get("attempts", 0)) + 1
+        info: dict[str, Any] = {
+            "status": "running",
+            "point": point.id,
+            "ablation": point.ablation,
+            "label": point.label,
+            "profile": profile,
+            "parameters": point.parameters,
+            "key": result.key,
+            "code_version": code_version(),
+            "config": config.to_dict(),
+            "template": str(template),
+            "attempts": attempts,
+            "started": _now(),
+            "environment": _environment(),
+        }
+        atomic_write_json(result.run_dir / "run.json", info)
+        parameters = {
+            **point.parameters,
+            "profile": profile,
+            "run_dir": str(result.run_dir),
+            "progress": False,
+        }
+        watcher = _EpochWatcher(result.run_dir / "records.jsonl", prefix, config.epochs, stream)
+        watcher.start()
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(template),
+                str(result.run_dir / "run.ipynb"),
+                parameters=parameters,
+                kernel_name="python3",
+                progress_bar=False,
+                cwd=str(result.run_dir),
+            )
+            info.update(status="complete", error=None, traceback=None)
+        except KeyboardInterrupt:
+            info.update(status="interrupted", error="KeyboardInterrupt")
+            raise
+        except Exception as err:  # noqa: BLE001 (recorded; the study goes on)
+            info.update(status="failed", error=_error_text(err), traceback=traceback.format_exc())
+        finally:
+            watcher.stop.set()
+            watcher.join()
+            info.update(finished=_now(), wall_s=round(time.perf_counter() - start, 2))
+            atomic_write_json(result.run_dir / "run.json", info)
+    return _resolve(point, profile, root, info["code_version"])
+
+
+def _error_text(err: BaseException) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(err).__name__}: {err}"
+
+
+@dataclass
+class StudyReport:
+    """What :func:`run_study` did: every result, and the keys it ran now."""
+
+    profile: str
+    results: list[RunResult]
+    ran: list[str]
+
+    def by_status(self, status: str) -> list[RunResult]:
+        return [r for r in self.results if r.status == status]
+
+
+def _unique_runs(results: Sequence[RunResult]) -> list[RunResult]:
+    seen: dict[str, RunResult] = {}
+    for r in results:
+        seen.setdefault(r.key, r)
+    return list(seen.values())
+
+
+def run_study(
+    profile: str | None = None,
+    runs: str | Path | None = None,
+    template: str | Path | None = None,
+    retry_failed: bool = False,
+    only: Sequence[str] | None = None,
+    stream: Any = None,
+) -> StudyReport:
+    """Run every missing or interrupted run of ``profile`` (each configuration once), one after another.
+
+    ``only``: restrict to these ablation names. Prints ``[i/n]`` progress with the time spent and an
+    estimate of what is left to ``stream`` (stderr).
+    """
+    stream = sys.stderr if stream is None else stream
+    profile = profile or default_profile()
+    if only:
+        unknown = sorted(set(only) - set(ABLATIONS))
+        if unknown:
+            raise ValueError(f"unknown ablations {unknown}; known: {sorted(ABLATIONS)}")
+    results = load_results(profile, runs)
+    todo = [
+        r
+        for r in _unique_runs(results)
+        if (not only or r.point.ablation in only)
+        and (r.status in ("missing", "interrupted") or (r.status == "failed" and retry_failed))
+    ]
+    total = len(_unique_runs(results))
+    done = total - len(todo)
+    print(
+        f"[study] profile {profile}: {total} runs, {done} done, {len(todo)} to run", file=stream, flush=True
+    )
+    ran: list[str] = []
+    durations: list[float] = []
+    for i, r in enumerate(todo, 1):
+        left = len(todo) - i
+        eta = f", about {_fmt(left * sum(durations) / len(durations))} left after it" if durations else ""
+        prefix = f"[study {i}/{len(todo)}]"
+        print(f"{prefix} {r.point.id} -> {r.run_dir.name} ({left} more to run{eta})", file=stream, flush=True)
+        start = time.perf_counter()
+        new = run_point(r.point, profile, runs, template, retry_failed, prefix, stream)
+        durations.append(time.perf_counter() - start)
+        ran.append(new.key)
+        note = f": {new.error}" if new.status == "failed" else ""
+        print(f"{prefix} {new.status} in {_fmt(durations[-1])}{note}", file=stream, flush=True)
+    final = load_results(profile, runs)
+    failed = len({r.key for r in final if r.status == "failed"})
+    print(f"[study] profile {profile}: {len(ran)} run now, {failed} failed", file=stream, flush=True)
+    for r in final:
+        if r.status == "invalid":
+            print(f"[study] {r.point.id}: {r.error}", file=stream, flush=True)
+    return StudyReport(profile, final, ran)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def ensure_results(profile: str | None = None, runs: str | Path | None = None) -> StudyReport:
+    """What the book calls first: run what is missing for a CPU profile, or only report for ``paper``.
+
+    Raises ``RuntimeError`` when a run of a CPU profile failed (the others are run first), so the
+    book build fails loudly. ``paper`` runs are made on a GPU (``dystress study run --profile
+    paper``); their absence is reported, not an error.
+    """
+    profile = profile or default_profile()
+    if profile not in LOCAL_PROFILES:
+        results = load_results(profile, runs)
+        return StudyReport(profile, results, [])
+    report = run_study(profile, runs)
+    failed = {r.key: r for r in report.results if r.status in ("failed", "invalid")}
+    if failed:
+        lines = "\n".join(f"  {r.point.id} ({r.run_dir}): {r.error}" for r in failed.values())
+        raise RuntimeError(
+            f"{len(failed)} run(s) of profile {profile!r} failed (their notebooks hold the traceback):\n"
+            f"{lines}\nfix the cause, then `dystress study run --profile {profile} --retry-failed` "
+            "(or delete the folders)"
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student-t interval of the mean (half-width NaN for one value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("values must hold at least one number")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+#: Final metrics copied into :func:`results_frame` (absent ones are NaN / None).
+FRAME_METRICS = (
+    "knn_top1",
+    "knn_top5",
+    "linear_top1",
+    "uniformity",
+    "tolerance",
+    "inter_class_uniformity",
+    "alignment",
+    "test_size",
+    "train_seconds",
+    "images_per_second",
+    "device",
+    "precision",
+    "epochs",
+)
+
+
+def results_frame(results: Sequence[RunResult]) -> Any:
+    """One row per point (a configuration shared by several points appears once per point).
+
+    Columns: ``id, ablation, label, seed, key, status, error, temperature`` and the temperature
+    parameters (``tau, tau_min, tau_max, offset, scale``), :data:`FRAME_METRICS` from the final
+    metrics, ``wall_s`` (the papermill run) and ``run_dir``.
+    """
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        params = r.point.parameters
+        row: dict[str, Any] = {
+            "id": r.point.id,
+            "ablation": r.point.ablation,
+            "label": r.point.label,
+            "seed": r.point.seed,
+            "key": r.key,
+            "status": r.status,
+            "error": r.error,
+            "temperature": params.get("temperature", "cosine" if params.get("epochs") != 0 else "none"),
+        }
+        for name in ("tau", "tau_min", "tau_max", "offset", "scale"):
+            row[name] = params.get(name, math.nan)
+        for name in FRAME_METRICS:
+            row[name] = r.final.get(name) if r.status == "complete" else None
+        row["wall_s"] = r.info.get("wall_s")
+        row["run_dir"] = str(r.run_dir)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for name in ("knn_top1", "knn_top5", "linear_top1", "uniformity", "tolerance", "train_seconds"):
+        if name in frame:
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    return frame
+
+
+def aggregate(frame: Any, value: str = "knn_top1") -> Any:
+    """Mean and 95% interval of ``value`` over the seeds of each (ablation, label) with a result.
+
+    Returns a frame with ``ablation, label, n, mean, ci, seeds`` and the temperature parameters of
+    the point; points without any complete run are kept with ``n = 0`` and NaN.
+    """
+    import pandas as pd
+
+    rows = []
+    for (ablation, label), group in frame.groupby(["ablation", "label"], sort=False):
+        values = group[value].dropna().tolist()
+        mean, ci = mean_ci95(values) if values else (math.nan, math.nan)
+        first = group.iloc[0]
+        rows.append(
+            {
+                "ablation": ablation,
+                "label": label,
+                "n": len(values),
+                "mean": mean,
+                "ci": ci,
+                "seeds": ", ".join(str(s) for s in sorted(group["seed"][group[value].notna()])),
+                **{k: first[k] for k in ("temperature", "tau", "tau_min", "tau_max", "offset", "scale")},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+ANALYSIS_VERSION = 1
+
+
+def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> dict[str, Any]:
+    """Per-snapshot analysis of a complete run, computed once and cached in ``<run_dir>/analysis/``.
+
+    For every ``snapshots/epoch_XXXX.pt``: TP / TN / FN similarity histograms (``bins`` on [-1, 1])
+    and their pairwise EMDs (from the two augmented views, labels for analysis only); with ``umap``,
+    the aligned 2-D UMAP embeddings of the monitor features and their structure scores (k = 10).
+
+    Returns ``{"epochs": [E], "labels": int64 [N], "edges": [bins + 1], "histograms": [{kind:
+    [bins]}], "emd": [{pair: float}], "umap": [array [N, 2]] or None, "structure": [dict] or None}``.
+    """
+    import torch
+
+    from dystress.io import atomic_torch_save
+    from dystress.metrics import (
+        aligned_umap_embeddings,
+        pairwise_emd,
+        similarity_distributions,
+        similarity_histograms,
+        structure_scores,
+    )
+
+    if result.status != "complete":
+        raise ValueError(f"run {result.key} is {result.status}, not complete")
+    cache = result.run_dir / "analysis" / f"snapshots_v{ANALYSIS_VERSION}{'_umap' if umap else ''}.pt"
+    if cache.is_file():
+        return torch.load(cache, map_location="cpu", weights_only=False)
+    snaps = [torch.load(p, map_location="cpu", weights_only=True) for p in result.snapshot_paths()]
+    if not snaps:
+        raise ValueError(f"run {result.key} has no feature snapshot")
+    labels = snaps[0]["labels"]
+    out: dict[str, Any] = {
+        "epochs": [int(s["epoch"]) for s in snaps],
+        "labels": labels,
+        "histograms": [],
+        "emd": [],
+    }
+    for s in snaps:
+        dists = similarity_distributions(s["view0"], s["view1"], s["labels"])
+        edges, hists = similarity_histograms(dists, bins=bins)
+        out["edges"] = edges
+        out["histograms"].append(hists)
+        out["emd"].append(pairwise_emd(dists))
+    out["umap"] = out["structure"] = None
+    if umap:
+        embeddings = aligned_umap_embeddings([s["features"] for s in snaps], labels)
+        out["umap"] = embeddings
+        out["structure"] = [
+            structure_scores(s["features"], torch.from_numpy(e), labels, k=10)
+            for s, e in zip(snaps, embeddings, strict=True)
+        ]
+    atomic_torch_save(cache, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _cmd_list(args: argparse.Namespace) -> int:
+    results = load_results(args.profile, args.runs)
+    seen: set[str] = set()
+    for r in results:
+        shared = " (shared)" if r.key in seen else ""
+        seen.add(r.key)
+        print(f"{r.status:<11} {r.point.id:<40} {r.run_dir}{shared}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    report = run_study(args.profile, args.runs, args.template, args.retry_failed, args.only)
+    return 1 if report.by_status("failed") or report.by_status("invalid") else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``dystress study {run,list} --profile P [--runs DIR] [--retry-failed] [--only ABLATION ...]``."""
+    parser = argparse.ArgumentParser(prog="dystress study", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "run what is missing"), ("list", "list the runs and their status")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument(
+            "--profile", default=None, choices=PROFILE_NAMES, help="default: $DYSTRESS_PROFILE or quick"
+        )
+        p.add_argument("--runs", default=None, help="runs folder (default: $DYSTRESS_RUNS or <repo>/runs)")
+        if name == "run":
+            p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+            p.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), help="only these ablations")
+            p.add_argument(
+                "--template", default=None, help="notebook template (default: notebooks/pretrain_run.ipynb)"
+            )
+    args = parser.parse_args(argv)
+    return _cmd_run(args) if args.command == "run" else _cmd_list(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The smoke book, built end to end in a temporary copy of book/ and _config.yml (slow: minutes).
+
+Checks what CI promises: the build exits 0 under ``-W -n --keep-going``, every page and its figures
+exist and are non-empty, the run notebooks are in the appendix, a second build with nothing changed
+runs no experiment and executes no page, and a page that raises makes the build fail.
+
+Needs CIFAR-10 under ``$DYSTRESS_DATA`` or ``<repo>/data`` (``make data``), or the offline copy in
+``../shared/data`` (converted into the test's folder); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = (
+    "intro",
+    "temperature",
+    "ablations",
+    "uniformity_tolerance",
+    "feature_structure",
+    "reproduction",
+    "paper_scale",
+    "api",
+    "appendix",
+)
+#: Figures each page must show (glued figures, placeholders included).
+MIN_FIGURES = {"temperature": 2, "ablations": 2, "uniformity_tolerance": 2, "feature_structure": 4}
+
+pytestmark = [pytest.mark.book, pytest.mark.slow]
+
+
+def _data_root(tmp: Path) -> Path:
+    for candidate in (os.environ.get("DYSTRESS_DATA"), REPO / "data"):
+        if candidate and (Path(candidate) / "cifar-10-batches-py" / "test_batch").is_file():
+            return Path(candidate)
+    maker = REPO.parent / "shared" / "data" / "make_cifar10.py"
+    if not maker.is_file():
+        pytest.skip("no CIFAR-10 copy: run `make data` or set DYSTRESS_DATA")
+    subprocess.run([sys.executable, str(maker), str(tmp / "data")], check=True, capture_output=True)
+    return tmp / "data"
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("book")
+    root = tmp / "project"
+    root.mkdir()
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("*.ipynb", "no_runs.md"))
+    env = {
+        **os.environ,
+        "DYSTRESS_PROFILE": "smoke",
+        "DYSTRESS_RUNS": str(tmp / "runs"),
+        "DYSTRESS_DATA": str(_data_root(tmp)),
+    }
+    jb = Path(sys.executable).with_name("jupyter-book")
+
+    def build() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(jb), "build", str(root / "book"), "-W", "-n", "--keep-going"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=3600,
+        )
+
+    first = build()
+    return {"root": root, "runs": tmp / "runs" / "smoke", "first": first, "build": build}
+
+
+def _log(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def test_smoke_book_builds_every_page_with_its_figures(book: dict) -> None:
+    assert book["first"].returncode == 0, _log(book["first"])[-5000:]
+    html = book["root"] / "_build" / "html"
+    for page in PAGES:
+        path = html / f"{page}.html"
+        assert path.is_file(), page
+        text = path.read_text(encoding="utf-8")
+        images = re.findall(r'<img[^>]+src="([^"]+\.png)"', text)
+        assert len(images) >= MIN_FIGURES.get(page, 0), (page, images)
+        for src in images:
+            image = (path.parent / src).resolve()
+            assert image.is_file() and image.stat().st_size > 1000, (page, src)
+        assert "Traceback" not in text, page
+    runs = sorted(p for p in book["runs"].iterdir() if p.is_dir())
+    assert len(runs) >= 4
+    appendix = sorted((html / "appendix" / "runs").glob("*.html"))
+    assert {p.stem for p in appendix} == {p.name for p in runs}
+    for run in runs:
+        assert json.loads((run / "run.json").read_text())["status"] == "complete"
+        assert (run / "final_metrics.json").is_file() and (run / "run.ipynb").is_file()
+
+
+def test_second_build_runs_nothing_and_a_raising_page_fails_the_build(book: dict) -> None:
+    assert book["first"].returncode == 0
+    stamps = {p: p.stat().st_mtime_ns for p in book["runs"].glob("*/run.json")}
+    second = book["build"]()
+    assert second.returncode == 0, _log(second)[-5000:]
+    assert "0 to run" in _log(second)
+    assert "Executing notebook" not in _log(second)  # no page executed again
+    assert {p: p.stat().st_mtime_ns for p in book["runs"].glob("*/run.json")} == stamps
+
+    book_dir = book["root"] / "book"
+    (book_dir / "broken.md").write_text(
+        (book_dir / "api.md").read_text().split("# API reference")[0]
+        + "# Broken\n\n```{code-cell} ipython3\nraise RuntimeError('this page raises')\n```\n"
+    )
+    toc = (book_dir / "_toc.yml").read_text()
+    (book_dir / "_toc.yml").write_text(toc.replace("  - file: api\n", "  - file: api\n  - file: broken\n"))
+    third = book["build"]()
+    assert third.returncode != 0
+    assert "broken" in _log(third)  # the failing page is named; its traceback goes to the report
+    report = book["root"] / "_build" / "html" / "reports" / "broken.err.log"
+    assert "this page raises" in report.read_text()

@@ -1,0 +1,289 @@
+"""The study: ablation plan, configs and run keys, and the papermill orchestration.
+
+The orchestration tests run a stand-in template: the real run notebook (from
+``notebooks/_make_notebooks.py``) with the training cell replaced by a fake ``pretrain`` that writes
+records and final metrics in milliseconds, so hash keys, skipping, resuming, failure recording and
+progress are tested independently of training.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dystress import study
+from dystress.config import get_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+FAKE_RUN = """\
+import json, os, pathlib
+
+run_dir = pathlib.Path(run_dir)
+if temperature == os.environ.get("FAKE_FAIL_TEMPERATURE"):
+    raise RuntimeError("planned failure of " + temperature)
+records = run_dir / "records.jsonl"
+done = len(records.read_text().splitlines()) if records.exists() else 0
+with open(records, "a") as f:
+    for epoch in range(done + 1, 3):
+        f.write(json.dumps({"epoch": epoch, "loss": 1.0 / epoch, "monitor_knn_top1": 10.0}) + "\\n")
+final = {"knn_top1": 100 * (tau or 0.5), "resumed_after": done}
+(run_dir / "final_metrics.json").write_text(json.dumps(final))"""
+
+
+def _make_notebooks_module():
+    path = REPO / "notebooks" / "_make_notebooks.py"
+    spec = importlib.util.spec_from_file_location("_make_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fake_template(tmp_path: Path) -> Path:
+    """A template that takes the study's parameters and writes 2 epochs of records without importing torch."""
+    params = "profile = None\nrun_dir = None\nprogress = True\ntemperature = None\ntau = None\nseed = 0"
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(FAKE_RUN),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "template.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("DYSTRESS_RUNS", str(runs))
+    monkeypatch.setenv("DYSTRESS_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("FAKE_FAIL_TEMPERATURE", raising=False)
+    # The tree may be edited while a test runs: pin the code version the keys hash.
+    monkeypatch.setattr(study, "code_version", lambda: "test-code")
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def _labels(profile: str, ablation: str) -> set[str]:
+    return {p.label for p in study.plan(profile) if p.ablation == ablation}
+
+
+def test_paper_plan_covers_the_required_ablations() -> None:
+    assert {"0.05", "0.1", "0.15", "0.2", "0.3", "0.5", "1"} <= _labels("paper", "fixed_tau")
+    assert {"(0.1, 0.2)", "(0.07, 0.2)", "(0.07, 0.1)"} <= _labels("paper", "dystress_grid")
+    assert "(-0.4, 0.7)" in _labels("paper", "shifted")
+    assert _labels("paper", "forms") == {"cosine", "linear", "exponential", "one_sided_cosine"}
+    assert _labels("paper", "baselines") == {"TS", "MACL"}
+    assert _labels("paper", "random_init") == {"random initialisation"}
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for p in study.plan("paper"):
+        seeds.setdefault((p.ablation, p.label), set()).add(p.seed)
+    repeated = {k for k, v in seeds.items() if len(v) >= 3}
+    assert {("fixed_tau", "0.2"), ("dystress_grid", "(0.07, 0.2)"), ("baselines", "MACL")} <= repeated
+    assert len(repeated) >= 6
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_cpu_profiles_are_subsets_of_the_paper_plan(profile: str) -> None:
+    paper = {(p.ablation, p.label, p.seed) for p in study.plan("paper")}
+    points = study.plan(profile)
+    assert {(p.ablation, p.label, p.seed) for p in points} <= paper
+    assert {"random_init", "fixed_tau", "dystress_grid"} <= {p.ablation for p in points}
+
+
+def test_quick_profile_stays_within_its_cpu_budget(env: Path) -> None:
+    # About 8-10 training runs of 1-2 minutes fit the 20-minute budget of the quick book.
+    keys = {r.key for r in study.load_results("quick") if r.point.ablation != "random_init"}
+    assert 6 <= len(keys) <= 10
+
+
+def test_ts_period_is_twice_the_profile_epochs() -> None:
+    for profile in ("smoke", "quick", "paper"):
+        ts = [
+            study._profile_point(p, profile) for p in study.ABLATIONS["baselines"].points if p.label == "TS"
+        ]
+        assert {p.parameters["period"] for p in ts} == {2 * get_profile(profile).epochs}
+
+
+def test_plan_rejects_unknown_profile() -> None:
+    with pytest.raises(ValueError, match="profile must be one of"):
+        study.plan("huge")
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def test_notebook_parameters_cover_every_config_field_and_temperature_parameter() -> None:
+    import dataclasses
+
+    from dystress.config import PretrainConfig
+
+    names = set(study.notebook_parameters())
+    assert {f.name for f in dataclasses.fields(PretrainConfig)} - {"profile"} <= names
+    assert set(study.TEMPERATURE_PARAMETERS) <= names
+    assert {"profile", "run_dir", "progress"} <= names
+
+
+def test_build_config_routes_temperature_parameters(env: Path) -> None:
+    c = study.build_config("quick", {"temperature": "constant", "tau": 0.3, "seed": 4})
+    assert c.temperature == "constant" and c.temperature_params == {"tau": 0.3} and c.seed == 4
+    c = study.build_config("quick", {"tau_min": 0.05, "tau_max": 0.3})
+    assert c.temperature == get_profile("quick").temperature
+    assert c.temperature_params == {"tau_min": 0.05, "tau_max": 0.3}
+    c = study.build_config("quick", {"tau_min": 0.05})  # tau_max kept from the profile
+    assert c.temperature_params == {
+        "tau_min": 0.05,
+        "tau_max": get_profile("quick").temperature_params["tau_max"],
+    }
+    assert c.data_root == str((env.parent / "data").resolve())
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"tau_mni": 0.1}, "unknown parameters \\['tau_mni'\\]"),
+        ({"tau_min": -0.1}, "tau_min"),
+        ({"tau_min": 0.3, "tau_max": 0.2}, "tau_max"),
+        ({"temperature": "cosine", "tau": 0.2}, "unknown parameters \\['tau'\\] for temperature"),
+        ({"temperature": "warm"}, "unknown temperature function"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_build_config_rejects_bad_parameters(env: Path, params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        study.build_config("smoke", params)
+
+
+def test_run_key_hashes_config_and_code(env: Path) -> None:
+    a = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2})
+    b = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2})
+    assert study.run_key(a, "c1") == study.run_key(b, "c1")
+    assert study.run_key(a, "c1") != study.run_key(a, "c2")
+    for change in ({"seed": 1}, {"tau_max": 0.3}, {"lr": 0.02}, {"temperature": "linear"}):
+        other = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2, **change})
+        assert study.run_key(other, "c1") != study.run_key(a, "c1"), change
+    moved = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2, "data_root": "/elsewhere"})
+    assert study.run_key(moved, "c1") == study.run_key(a, "c1")  # where the data lie is not identity
+    assert study.run_key(a, "c1").startswith("cosine_tau_max0.2_tau_min0.1_s0-")
+
+
+def test_code_version_follows_template_code_not_markdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nb = _make_notebooks_module().pretrain_run()
+    path = tmp_path / "t.ipynb"
+    monkeypatch.setattr(study, "template_path", lambda: path)
+    nbformat.write(nb, path)
+    v1 = study.code_version()
+    nb.cells[0].source += "\nmore words"
+    nbformat.write(nb, path)
+    assert study.code_version() == v1
+    nb.cells[-1].source += "\nprint(1)"
+    nbformat.write(nb, path)
+    assert study.code_version() != v1
+
+
+def test_mean_ci95_matches_student_t() -> None:
+    mean, half = study.mean_ci95([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    assert half == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3), rel=1e-9)  # t(0.975, 2) sd / sqrt(n)
+    mean, half = study.mean_ci95([80.0, 82.0])
+    assert mean == pytest.approx(81.0)
+    assert half == pytest.approx(12.706204736174704 * math.sqrt(2.0) / math.sqrt(2), rel=1e-9)
+    assert math.isnan(study.mean_ci95([5.0])[1])
+    with pytest.raises(ValueError, match="values"):
+        study.mean_ci95([])
+
+
+# ---------------------------------------------------------------------------------------------- orchestration
+def test_run_study_runs_skips_records_failures_and_resumes(
+    env: Path, fake_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_FAIL_TEMPERATURE", "shifted_cosine")
+    out = io.StringIO()
+    report = study.run_study("smoke", template=fake_template, only=["fixed_tau", "shifted"], stream=out)
+    by_label = {r.point.label: r for r in report.results if r.point.ablation in ("fixed_tau", "shifted")}
+    assert by_label["0.1"].status == "complete" and by_label["0.5"].status == "complete"
+    assert by_label["(-0.4, 0.7)"].status == "failed"
+    assert "planned failure of shifted_cosine" in by_label["(-0.4, 0.7)"].error
+    assert by_label["0.1"].final["knn_top1"] == pytest.approx(10.0)
+    assert len(report.ran) == 3
+    run_dir = by_label["0.1"].run_dir
+    assert run_dir.parent == env / "smoke"
+    for name in ("run.ipynb", "run.json", "records.jsonl", "final_metrics.json"):
+        assert (run_dir / name).is_file(), name
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "complete" and info["config"]["temperature_params"] == {"tau": 0.1}
+    assert [r["epoch"] for r in by_label["0.1"].records()] == [1, 2]
+    failed_nb = json.loads((by_label["(-0.4, 0.7)"].run_dir / "run.ipynb").read_text())
+    assert failed_nb["metadata"]["papermill"]["exception"] is True
+    text = out.getvalue()
+    assert "[study 1/3]" in text and "[study 3/3]" in text and "2 more to run" in text
+
+    # Nothing changed: nothing runs, and the failure is not retried unless asked.
+    again = study.run_study(
+        "smoke", template=fake_template, only=["fixed_tau", "shifted"], stream=io.StringIO()
+    )
+    assert again.ran == []
+    monkeypatch.delenv("FAKE_FAIL_TEMPERATURE")
+    retried = study.run_study(
+        "smoke", template=fake_template, only=["shifted"], retry_failed=True, stream=io.StringIO()
+    )
+    assert len(retried.ran) == 1
+    assert {r.status for r in retried.results if r.point.ablation == "shifted"} == {"complete"}
+
+    # An interrupted run (started, no final metrics, no live lock) is executed again and resumes.
+    target = by_label["0.5"].run_dir
+    (target / "final_metrics.json").unlink()
+    (target / "records.jsonl").write_text(json.dumps({"epoch": 1, "loss": 9.0}) + "\n")
+    info = json.loads((target / "run.json").read_text())
+    (target / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    resumed = study.run_study("smoke", template=fake_template, only=["fixed_tau"], stream=io.StringIO())
+    assert resumed.ran == [by_label["0.5"].key]
+    records = by_label["0.5"].records()
+    assert records[0]["loss"] == 9.0 and [r["epoch"] for r in records] == [1, 2]
+    assert json.loads((target / "final_metrics.json").read_text())["resumed_after"] == 1
+    assert json.loads((target / "run.json").read_text())["attempts"] == 2
+
+
+def test_ensure_results_raises_on_failure_and_only_reports_paper(
+    env: Path, fake_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = study.ensure_results("paper")
+    assert report.ran == [] and not (env / "paper").exists()
+    assert {r.status for r in report.results} <= {"missing", "invalid"}
+    monkeypatch.setattr(study, "template_path", lambda: fake_template)
+    monkeypatch.setattr(study, "plan", lambda profile: [study._fixed(0.1), study._dystress(0.1, 0.2)])
+    done = study.load_results("smoke")[0].run_dir  # the fixed-tau run is already complete
+    done.mkdir(parents=True)
+    (done / "final_metrics.json").write_text("{}")
+    (done / "run.json").write_text(json.dumps({"status": "complete"}))
+    monkeypatch.setenv("FAKE_FAIL_TEMPERATURE", "cosine")
+    with pytest.raises(RuntimeError, match="1 run\\(s\\) of profile 'smoke' failed"):
+        study.ensure_results("smoke")
+    statuses = {r.point.ablation: r.status for r in study.load_results("smoke")}
+    assert statuses == {"fixed_tau": "complete", "dystress_grid": "failed"}
+
+
+def test_prepare_run_rejects_unknown_names_and_picks_key_folder(env: Path) -> None:
+    with pytest.raises(ValueError, match="unknown parameters \\['learning_rate'\\]"):
+        study.prepare_run({"profile": "smoke", "learning_rate": 0.1})
+    config, run_dir = study.prepare_run({"profile": "smoke", "tau_max": 0.3})
+    assert run_dir == env.resolve() / "smoke" / study.run_key(config)
+    config, run_dir = study.prepare_run({"profile": "smoke", "run_dir": str(env / "mine")})
+    assert run_dir == (env / "mine").resolve()
+
+
+def test_cli_list_and_bad_arguments(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert study.main(["list", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "missing" in out and "fixed_tau/0.1/s0" in out
+    with pytest.raises(SystemExit):
+        study.main(["run", "--profile", "huge"])
