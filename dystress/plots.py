@@ -278,27 +278,38 @@ def uniformity_tolerance_plane(table: Any, value: str = "knn_top1") -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- page 5
-def umap_grid(embeddings: Mapping[str, Sequence[tuple[int, np.ndarray]]], labels: np.ndarray) -> Any:
-    """Rows: runs; columns: snapshot epochs; points coloured by class (labels for display only)."""
+def _run_snapshot_grid(
+    series: Mapping[str, Sequence[Any]], panel: tuple[float, float]
+) -> tuple[Any, Any, list[tuple[Any, int, str, int, Any]]]:
+    """A figure with one row per run and one column per snapshot, empty cells hidden.
+
+    Returns ``(fig, axes [rows, cols], cells)`` with ``cells`` = [(ax, row, run name, column, item)].
+    """
     plt = _plt()
-    rows = list(embeddings)
-    cols = max(len(v) for v in embeddings.values())
-    fig, axes = plt.subplots(
-        len(rows), cols, figsize=(2.8 * cols, 2.8 * len(rows)), squeeze=False, constrained_layout=True
-    )
+    rows = list(series)
+    cols = max(len(v) for v in series.values())
+    size = (panel[0] * cols, panel[1] * len(rows))
+    fig, axes = plt.subplots(len(rows), cols, figsize=size, squeeze=False, constrained_layout=True)
+    cells = []
     for i, name in enumerate(rows):
         for j in range(cols):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j >= len(embeddings[name]):
-                ax.axis("off")
-                continue
-            epoch, emb = embeddings[name][j]
-            ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10", s=3, alpha=0.8, linewidths=0)
-            ax.set_title(f"epoch {epoch}", fontsize=9)
-            if j == 0:
-                ax.set_ylabel(name, fontsize=9)
+            if j < len(series[name]):
+                cells.append((axes[i, j], i, name, j, series[name][j]))
+            else:
+                axes[i, j].axis("off")
+    return fig, axes, cells
+
+
+def umap_grid(embeddings: Mapping[str, Sequence[tuple[int, np.ndarray]]], labels: np.ndarray) -> Any:
+    """Rows: runs; columns: snapshot epochs; points coloured by class (labels for display only)."""
+    fig, _, cells = _run_snapshot_grid(embeddings, (2.8, 2.8))
+    for ax, _, name, j, (epoch, emb) in cells:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10", s=3, alpha=0.8, linewidths=0)
+        ax.set_title(f"epoch {epoch}", fontsize=9)
+        if j == 0:
+            ax.set_ylabel(name, fontsize=9)
     return fig
 
 
@@ -313,27 +324,16 @@ def similarity_grid(histograms: Mapping[str, Sequence[tuple[int, Any, Mapping[st
     ``histograms``: run name -> [(epoch, edges [bins + 1], {"tp"|"tn"|"fn": fractions [bins]})], as
     from :func:`dystress.metrics.similarity_histograms`.
     """
-    plt = _plt()
-    rows = list(histograms)
-    cols = max(len(v) for v in histograms.values())
-    fig, axes = plt.subplots(
-        len(rows), cols, figsize=(3.2 * cols, 2.6 * len(rows)), squeeze=False, constrained_layout=True
-    )
-    for i, name in enumerate(rows):
-        for j in range(cols):
-            ax = axes[i, j]
-            if j >= len(histograms[name]):
-                ax.axis("off")
-                continue
-            epoch, edges, hists = histograms[name][j]
-            edges = np.asarray(edges, dtype=float)
-            centers = 0.5 * (edges[1:] + edges[:-1])
-            for kind in ("tp", "tn", "fn"):
-                if kind in hists:
-                    ax.plot(centers, np.asarray(hists[kind]), color=PAIR_COLORS[kind], label=PAIR_NAMES[kind])
-            ax.set_title(f"{name} epoch {epoch}".strip(), fontsize=9)
-            ax.set_xlabel("cosine similarity")
-            ax.set_yticks([])
+    fig, axes, cells = _run_snapshot_grid(histograms, (3.2, 2.6))
+    for ax, _, name, _, (epoch, edges, hists) in cells:
+        edges = np.asarray(edges, dtype=float)
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        for kind in ("tp", "tn", "fn"):
+            if kind in hists:
+                ax.plot(centers, np.asarray(hists[kind]), color=PAIR_COLORS[kind], label=PAIR_NAMES[kind])
+        ax.set_title(f"{name} epoch {epoch}".strip(), fontsize=9)
+        ax.set_xlabel("cosine similarity")
+        ax.set_yticks([])
     axes[0, 0].legend(fontsize=7)
     return fig
 
