@@ -173,6 +173,22 @@ def two_view_terms(
     return terms, pair_similarity
 
 
+# softplus(x) = log(1 + e^x) is returned as x above the threshold: 50 keeps it exact in float64.
+_SOFTPLUS_THRESHOLD = 50.0
+
+
+def infonce_from_terms(terms: ContrastiveTerms, temperature: TemperatureFunction) -> Tensor:
+    """Mean over anchors of -log exp(l_ip) / (exp(l_ip) + sum_k exp(l_ik)) = softplus(lse_neg - l_ip).
+
+    Anchors are reweighted where the temperature asks for it (MACL's stop-grad 1 / (1 - P_pos)).
+    """
+    nll = F.softplus(terms.negative_lse - terms.positive, threshold=_SOFTPLUS_THRESHOLD)
+    weights = temperature.anchor_weights(-nll)
+    if weights is not None:
+        nll = nll * weights
+    return nll.mean()
+
+
 def check_flag(name: str, value: object) -> bool:
     """Raise ValueError unless ``value`` is a bool."""
     if not isinstance(value, bool):

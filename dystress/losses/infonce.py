@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dystress.losses._logits import check_flag, full_precision, two_view_terms
+from dystress.losses._logits import check_flag, full_precision, infonce_from_terms, two_view_terms
 from dystress.temperature import TemperatureFunction, as_temperature
-
-# softplus(x) = log(1 + e^x) is returned as x above the threshold: 50 keeps it exact in float64.
-_SOFTPLUS_THRESHOLD = 50.0
 
 
 class InfoNCELoss(nn.Module):
@@ -63,11 +59,7 @@ class InfoNCELoss(nn.Module):
                 detach_temperature=self.detach_temperature,
                 gather_distributed=self.gather_distributed,
             )
-            nll = F.softplus(terms.negative_lse - terms.positive, threshold=_SOFTPLUS_THRESHOLD)
-            weights = self.temperature.anchor_weights(-nll)
-            if weights is not None:
-                nll = nll * weights
-            loss = nll.mean()
+            loss = infonce_from_terms(terms, self.temperature)
         self.diagnostics = terms.diagnostics
         return loss
 

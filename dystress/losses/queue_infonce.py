@@ -7,10 +7,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dystress.distributed import all_gather_no_grad, world_size
-from dystress.losses._logits import check_flag, check_pair, contrastive_terms, full_precision, normalized
+from dystress.losses._logits import (
+    check_flag,
+    check_pair,
+    contrastive_terms,
+    full_precision,
+    infonce_from_terms,
+    normalized,
+)
 from dystress.temperature import TemperatureFunction, as_temperature
-
-_SOFTPLUS_THRESHOLD = 50.0
 
 
 class QueueInfoNCELoss(nn.Module):
@@ -78,11 +83,7 @@ class QueueInfoNCELoss(nn.Module):
                 detach_temperature=self.detach_temperature,
                 gather_statistics=self.gather_distributed and world_size() > 1,
             )
-            nll = F.softplus(terms.negative_lse - terms.positive, threshold=_SOFTPLUS_THRESHOLD)
-            weights = self.temperature.anchor_weights(-nll)
-            if weights is not None:
-                nll = nll * weights
-            loss = nll.mean()
+            loss = infonce_from_terms(terms, self.temperature)
         self.diagnostics = terms.diagnostics
         if self.training:
             self._enqueue(all_gather_no_grad(k) if self.gather_distributed else k)
