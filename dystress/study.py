@@ -230,6 +230,8 @@ def _slug(config: Any) -> str:
     parts.append(f"s{config.seed}")
     if config.epochs == 0:
         parts = ["random_init", f"s{config.seed}"]
+    if config.dataset != "cifar10":  # CIFAR-10 runs keep their unprefixed names
+        parts.insert(0, config.dataset)
     return "_".join(parts).replace("-", "m")
 
 
@@ -377,6 +379,38 @@ def _with_seeds(points: Iterable[Point]) -> tuple[Point, ...]:
 
 _SEEDS_NOTE = f"; seeds {', '.join(map(str, SEEDS))} for the main points"
 
+#: Kukleva et al.'s TS period (epochs) and the imbalance ratio n_min / n_max of the long-tailed setups.
+TS_PERIOD = 400
+LT_IMBALANCE_RATIO = 0.01
+
+
+def _on_dataset(dataset: str, label: str, point: Point, **params: Any) -> tuple[Point, ...]:
+    """``point``'s method trained on ``dataset`` (with ``params``): ablation ``dataset``, every seed."""
+    base = {**point.parameters, **params, "dataset": dataset}
+    return tuple(Point(dataset, label, _freeze({**base, "seed": s})) for s in SEEDS)
+
+
+def _cifar100() -> tuple[Point, ...]:
+    return (
+        _on_dataset("cifar100", "SimCLR (tau 0.2)", _fixed(0.2))
+        + _on_dataset("cifar100", "MACL", _baseline("MACL"))
+        + _on_dataset("cifar100", "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE))
+        + _on_dataset("cifar100", "DySTreSS (0.1, 0.2)", _dystress(0.1, 0.2))
+    )
+
+
+def _long_tailed(dataset: str) -> tuple[Point, ...]:
+    lt = {"imbalance_ratio": LT_IMBALANCE_RATIO}
+    ts = _on_dataset(dataset, "TS", _baseline("TS"), period=TS_PERIOD, **lt)
+    return ts + _on_dataset(dataset, "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE), **lt)
+
+
+_SEEDS_ALL = f"; seeds {', '.join(map(str, SEEDS))}; paper profile only"
+_LT_NOTE = (
+    f"TS (tau_plus 1.0, tau_minus 0.1, period {TS_PERIOD}) and DySTreSS (0.07, 0.2), imbalance ratio "
+    f"{LT_IMBALANCE_RATIO:g}; class-averaged 1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
+)
+
 #: Every ablation at full (paper) size; :func:`plan` takes a profile's subset.
 ABLATIONS: dict[str, Ablation] = {
     a.name: a
@@ -425,10 +459,19 @@ ABLATIONS: dict[str, Ablation] = {
             + _SEEDS_NOTE,
             _with_seeds((_baseline("TS"), _baseline("MACL"))),
         ),
+        Ablation(
+            "cifar100",
+            "CIFAR-100",
+            "SimCLR (fixed tau 0.2), MACL and DySTreSS (0.07, 0.2) and (0.1, 0.2) on CIFAR-100" + _SEEDS_ALL,
+            _cifar100(),
+        ),
+        Ablation("cifar10_lt", "CIFAR-10-LT", "on CIFAR-10-LT: " + _LT_NOTE, _long_tailed("cifar10_lt")),
+        Ablation("cifar100_lt", "CIFAR-100-LT", "on CIFAR-100-LT: " + _LT_NOTE, _long_tailed("cifar100_lt")),
     )
 }
 
-#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation).
+#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation; the CIFAR-100 and
+#: long-tailed ablations are paper-only).
 SUBSETS: dict[str, frozenset[str]] = {
     "smoke": frozenset(
         p.id
@@ -499,6 +542,13 @@ class RunResult:
     @property
     def error(self) -> str | None:
         return self.info.get("error")
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the point trains on: its ``dataset`` parameter, else its profile's."""
+        from dystress.config import get_profile
+
+        return self.point.parameters.get("dataset") or get_profile(self.profile).dataset
 
     def records(self) -> list[dict[str, Any]]:
         """The per-epoch records (``records.jsonl``), oldest first."""
@@ -835,6 +885,8 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
 FRAME_METRICS = (
     "knn_top1",
     "knn_top5",
+    "knn1_class_averaged",
+    "knn10_class_averaged",
     "linear_top1",
     "uniformity",
     "tolerance",
@@ -852,7 +904,7 @@ FRAME_METRICS = (
 def results_frame(results: Sequence[RunResult]) -> Any:
     """One row per point (a configuration shared by several points appears once per point).
 
-    Columns: ``id, ablation, label, seed, key, status, error, temperature`` and the temperature
+    Columns: ``id, ablation, label, seed, dataset, key, status, error, temperature`` and the temperature
     parameters (``tau, tau_min, tau_max, offset, scale``), :data:`FRAME_METRICS` from the final
     metrics, ``wall_s`` (the papermill run) and ``run_dir``.
     """
@@ -866,6 +918,7 @@ def results_frame(results: Sequence[RunResult]) -> Any:
             "ablation": r.point.ablation,
             "label": r.point.label,
             "seed": r.point.seed,
+            "dataset": r.dataset,
             "key": r.key,
             "status": r.status,
             "error": r.error,
@@ -879,7 +932,8 @@ def results_frame(results: Sequence[RunResult]) -> Any:
         row["run_dir"] = str(r.run_dir)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for name in ("knn_top1", "knn_top5", "linear_top1", "uniformity", "tolerance", "train_seconds"):
+    numeric = ("knn_top1", "knn_top5", "knn1_class_averaged", "knn10_class_averaged", "linear_top1")
+    for name in (*numeric, "uniformity", "tolerance", "train_seconds"):
         if name in frame:
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
     return frame

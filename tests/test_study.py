@@ -106,6 +106,150 @@ def test_quick_profile_stays_within_its_cpu_budget(env: Path) -> None:
     assert 6 <= len(keys) <= 10
 
 
+# The CPU profiles' plans, written out: a new ablation must not lengthen the CPU books.
+CPU_PLANS = {
+    "smoke": [
+        "random_init/random initialisation/s0",
+        "fixed_tau/0.1/s0",
+        "fixed_tau/0.5/s0",
+        "dystress_grid/(0.07, 0.2)/s0",
+        "shifted/(-0.4, 0.7)/s0",
+    ],
+    "quick": [
+        "random_init/random initialisation/s0",
+        "fixed_tau/0.1/s0",
+        "fixed_tau/0.2/s0",
+        "fixed_tau/0.5/s0",
+        "dystress_grid/(0.07, 0.2)/s0",
+        "dystress_grid/(0.1, 0.2)/s0",
+        "dystress_grid/(0.1, 0.5)/s0",
+        "shifted/(-0.4, 0.7)/s0",
+        "baselines/MACL/s0",
+    ],
+}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_cpu_plans_are_unchanged_and_cifar10_only(env: Path, profile: str) -> None:
+    points = study.plan(profile)
+    assert [p.id for p in points] == CPU_PLANS[profile]
+    assert {study.build_config(profile, p.parameters).dataset for p in points} == {"cifar10"}
+    assert {r.dataset for r in study.load_results(profile)} == {"cifar10"}
+
+
+# (ablation, label) -> the parameters every seed of that paper-only point must carry.
+OTHER_DATASETS = {
+    ("cifar100", "SimCLR (tau 0.2)"): {"dataset": "cifar100", "temperature": "constant", "tau": 0.2},
+    ("cifar100", "MACL"): {
+        "dataset": "cifar100",
+        "temperature": "macl",
+        "tau_0": 0.1,
+        "alpha": 0.5,
+        "a_0": 0.0,
+    },
+    ("cifar100", "DySTreSS (0.07, 0.2)"): {
+        "dataset": "cifar100",
+        "temperature": "cosine",
+        "tau_min": 0.07,
+        "tau_max": 0.2,
+    },
+    ("cifar100", "DySTreSS (0.1, 0.2)"): {
+        "dataset": "cifar100",
+        "temperature": "cosine",
+        "tau_min": 0.1,
+        "tau_max": 0.2,
+    },
+    **{
+        (lt, "TS"): {
+            "dataset": lt,
+            "imbalance_ratio": 0.01,
+            "temperature": "ts_schedule",
+            "tau_plus": 1.0,
+            "tau_minus": 0.1,
+            "period": 400,
+        }
+        for lt in ("cifar10_lt", "cifar100_lt")
+    },
+    **{
+        (lt, "DySTreSS (0.07, 0.2)"): {
+            "dataset": lt,
+            "imbalance_ratio": 0.01,
+            "temperature": "cosine",
+            "tau_min": 0.07,
+            "tau_max": 0.2,
+        }
+        for lt in ("cifar10_lt", "cifar100_lt")
+    },
+}
+
+
+def test_paper_plan_runs_cifar100_and_long_tailed_points_with_three_seeds() -> None:
+    found: dict[tuple[str, str], set[int]] = {}
+    for p in study.plan("paper"):
+        params = p.parameters
+        if params.get("dataset", "cifar10") == "cifar10":
+            continue
+        expected = OTHER_DATASETS[(p.ablation, p.label)]
+        assert {k: params.get(k) for k in expected} == expected, p.id
+        found.setdefault((p.ablation, p.label), set()).add(p.seed)
+    assert found == {key: {0, 1, 2} for key in OTHER_DATASETS}
+
+
+@pytest.mark.parametrize(("ablation", "label"), sorted(OTHER_DATASETS))
+def test_paper_only_points_build_valid_paper_configs(env: Path, ablation: str, label: str) -> None:
+    paper = get_profile("paper")
+    points = [p for p in study.plan("paper") if (p.ablation, p.label) == (ablation, label)]
+    expected = OTHER_DATASETS[(ablation, label)]
+    for p in points:
+        c = study.build_config("paper", p.parameters)
+        assert c.dataset == expected["dataset"] and c.temperature == expected["temperature"]
+        assert c.temperature_params == {
+            k: v for k, v in expected.items() if k in study.TEMPERATURE_PARAMETERS
+        }
+        assert c.seed == p.seed and c.epochs == paper.epochs == 200
+        assert (c.backbone, c.lr, c.batch_size, c.knn_k) == (paper.backbone, paper.lr, paper.batch_size, 200)
+        if "imbalance_ratio" in expected:
+            assert c.imbalance_ratio == 0.01
+        assert study.run_key(c, "c").startswith(expected["dataset"] + "_")
+
+
+def test_paper_plan_keys_and_ids_are_unique_across_datasets(env: Path) -> None:
+    points = study.plan("paper")
+    ids = [p.id for p in points]
+    assert len(ids) == len(set(ids))
+    by_key: dict[str, set[str]] = {}
+    for r in study.load_results("paper"):
+        assert r.status != "invalid", r.error
+        by_key.setdefault(r.key, set()).add(r.dataset)
+    assert all(len(datasets) == 1 for datasets in by_key.values())
+    # The same temperature on two datasets is two runs: DySTreSS (0.07, 0.2) seed 0 on four datasets.
+    reference = {
+        r.key
+        for r in study.load_results("paper")
+        if r.point.label in ("(0.07, 0.2)", "DySTreSS (0.07, 0.2)")
+        and r.point.seed == 0
+        and r.point.parameters.get("temperature") == "cosine"
+    }
+    assert len(reference) == 4
+
+
+def test_results_frame_has_dataset_and_class_averaged_columns(env: Path) -> None:
+    results = study.load_results("paper")
+    lt = next(r for r in results if r.point.ablation == "cifar10_lt")
+    lt.run_dir.mkdir(parents=True)
+    final = {"knn_top1": 50.0, "knn1_class_averaged": 41.5, "knn10_class_averaged": 44.25, "test_size": 10000}
+    (lt.run_dir / "final_metrics.json").write_text(json.dumps(final))
+    (lt.run_dir / "run.json").write_text(json.dumps({"status": "complete"}))
+    frame = study.results_frame(study.load_results("paper"))
+    row = frame[frame.id == lt.point.id].iloc[0]
+    assert row.dataset == "cifar10_lt" and row.status == "complete"
+    assert (row.knn1_class_averaged, row.knn10_class_averaged) == (41.5, 44.25)
+    assert set(frame.dataset) == {"cifar10", "cifar100", "cifar10_lt", "cifar100_lt"}
+    assert set(frame[frame.dataset == "cifar10"].ablation).isdisjoint(
+        {"cifar100", "cifar10_lt", "cifar100_lt"}
+    )
+
+
 def test_ts_period_is_twice_the_profile_epochs() -> None:
     for profile in ("smoke", "quick", "paper"):
         ts = [
