@@ -94,6 +94,9 @@ RUN_PARAMETERS = ("profile", "run_dir", "progress")
 
 #: Source files that cannot change what a run computes: left out of :func:`code_version`.
 _NOT_CODE = frozenset({"study.py", "plots.py", "cli.py", "__init__.py"})
+#: Modules used only to analyse snapshots after training (never by a run): left out of
+#: :func:`code_version`; they key the cache of :func:`snapshot_analysis` instead.
+_ANALYSIS_ONLY = frozenset({"metrics/similarity.py", "metrics/structure.py"})
 
 TEMPLATE = "pretrain_run.ipynb"
 
@@ -206,21 +209,35 @@ def _template_code(path: Path) -> bytes:
     return "\n\0\n".join(code).encode()
 
 
+def _package_sources() -> list[tuple[str, Path]]:
+    """Every ``.py`` file of the package as (path relative to the package, absolute path), sorted."""
+    import dystress
+
+    package = Path(dystress.__file__).resolve().parent
+    return sorted((p.relative_to(package).as_posix(), p) for p in package.rglob("*.py"))
+
+
+def analysis_version() -> str:
+    """12 hex digits keying the snapshot-analysis cache: :data:`ANALYSIS_VERSION` and the analysis modules."""
+    files = [(rel, path.read_bytes()) for rel, path in _package_sources() if rel in _ANALYSIS_ONLY]
+    files.append(("ANALYSIS_VERSION", str(ANALYSIS_VERSION).encode()))
+    return _hash_files(files)[:12]
+
+
 def code_version() -> str:
     """12 hex digits: the package version, every engine source file and the template's code cells.
 
     Left out: the files that cannot change a run's numbers (:data:`_NOT_CODE`: this module, the
-    plotting helpers, the CLI, the package ``__init__``).
+    plotting helpers, the CLI, the package ``__init__``; :data:`_ANALYSIS_ONLY`).
     """
-    import dystress
-
-    package = Path(dystress.__file__).resolve().parent
     files = [
-        (p.relative_to(package).as_posix(), p.read_bytes())
-        for p in package.rglob("*.py")
-        if p.name not in _NOT_CODE or p.parent != package
+        (rel, path.read_bytes())
+        for rel, path in _package_sources()
+        if rel not in _NOT_CODE and rel not in _ANALYSIS_ONLY
     ]
-    files.append(("__version__", dystress.__version__.encode()))
+    from dystress import __version__
+
+    files.append(("__version__", __version__.encode()))
     files.append((f"notebooks/{TEMPLATE}", _template_code(template_path())))
     return _hash_files(files)[:12]
 
@@ -803,13 +820,14 @@ def run_study(
         if unknown:
             raise ValueError(f"unknown ablations {unknown}; known: {sorted(ABLATIONS)}")
     results = load_results(profile, runs)
+    # Filter before de-duplicating: a run shared with an earlier ablation still belongs to ``only``.
+    selected = _unique_runs([r for r in results if not only or r.point.ablation in only])
     todo = [
         r
-        for r in _unique_runs(results)
-        if (not only or r.point.ablation in only)
-        and (r.status in ("missing", "interrupted") or (r.status == "failed" and retry_failed))
+        for r in selected
+        if r.status in ("missing", "interrupted") or (r.status == "failed" and retry_failed)
     ]
-    total = len(_unique_runs(results))
+    total = len(selected)
     done = total - len(todo)
     print(
         f"[study] profile {profile}: {total} runs, {done} done, {len(todo)} to run", file=stream, flush=True
@@ -933,7 +951,7 @@ def results_frame(results: Sequence[RunResult]) -> Any:
         rows.append(row)
     frame = pd.DataFrame(rows)
     numeric = ("knn_top1", "knn_top5", "knn1_class_averaged", "knn10_class_averaged", "linear_top1")
-    for name in (*numeric, "uniformity", "tolerance", "train_seconds"):
+    for name in (*numeric, "uniformity", "tolerance", "train_seconds", "wall_s"):
         if name in frame:
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
     return frame
@@ -993,7 +1011,8 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
 
     if result.status != "complete":
         raise ValueError(f"run {result.key} is {result.status}, not complete")
-    cache = result.run_dir / "analysis" / f"snapshots_v{ANALYSIS_VERSION}{'_umap' if umap else ''}.pt"
+    name = f"snapshots_{analysis_version()}_bins{bins}{'_umap' if umap else ''}.pt"
+    cache = result.run_dir / "analysis" / name
     if cache.is_file():
         return torch.load(cache, map_location="cpu", weights_only=False)
     snaps = [torch.load(p, map_location="cpu", weights_only=True) for p in result.snapshot_paths()]

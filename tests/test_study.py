@@ -13,6 +13,7 @@ import io
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -395,6 +396,28 @@ def test_run_study_runs_skips_records_failures_and_resumes(
     assert records[0]["loss"] == 9.0 and [r["epoch"] for r in records] == [1, 2]
     assert json.loads((target / "final_metrics.json").read_text())["resumed_after"] == 1
     assert json.loads((target / "run.json").read_text())["attempts"] == 2
+
+
+def test_run_study_only_keeps_a_run_shared_with_an_earlier_ablation(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # forms/cosine is the same configuration as dystress_grid/(0.07, 0.2), which comes first in the plan.
+    forms = [p for p in study.plan("paper") if p.ablation == "forms"]
+    assert dict(forms[0].parameters) == dict(
+        next(p for p in study.plan("paper") if p.id == "dystress_grid/(0.07, 0.2)/s0").parameters
+    )
+    called: list[str] = []
+
+    def fake_run_point(point, profile, *args):  # noqa: ANN001, ANN202
+        called.append(point.id)
+        return SimpleNamespace(key=point.id, status="complete", error=None)
+
+    monkeypatch.setattr(study, "run_point", fake_run_point)
+    study.run_study("paper", only=["forms"], stream=io.StringIO())
+    assert len(called) == len(forms) == 4
+    assert {study.run_key(study.build_config("paper", p.parameters)) for p in forms} == {
+        r.key for r in study.load_results("paper") if r.point.id in called
+    }
 
 
 def test_ensure_results_raises_on_failure_and_only_reports_paper(
