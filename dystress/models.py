@@ -2,8 +2,8 @@
 
 ResNets are torchvision's (weights=None, fc replaced by Identity) with either the ImageNet stem or the
 CIFAR stem of SimCLR [Chen et al., ICML 2020, appendix B.9]: conv1 3x3 stride 1 without bias and no
-max-pool. `small_cnn` is a 4-block CNN that trains in minutes on a CPU (TOOLCHAIN.md). The projector is
-Linear-BN-ReLU-Linear-BN without biases (STUDY.md section 3).
+max-pool. `small_cnn` is a 4-block CNN that trains in minutes on a CPU. The projector is
+Linear-BN-ReLU-Linear-BN without biases (docs/STUDY.md section 3).
 """
 
 from __future__ import annotations

@@ -96,12 +96,14 @@ class TrainingDiverged(RuntimeError):
 
 # ---------------------------------------------------------------------------------------- optimiser
 class LARS(torch.optim.Optimizer):
-    """LARS (You et al. 2017) as used by SimCLR: SGD with a layer-wise trust ratio.
+    """LARS in the form of You et al. 2017: SGD with a layer-wise trust ratio.
 
     For a parameter w with gradient g and weight decay wd, ``d = g + wd w`` is scaled by the trust
     ratio ``eta ||w|| / (||g|| + wd ||w||)`` (1 when either norm is 0), then heavy-ball momentum
     ``buf = momentum buf + d`` and ``w -= lr buf``. Parameter groups with ``lars_exclude=True`` (biases
     and normalisation parameters, see :func:`build_optimizer`) get neither adaptation nor weight decay.
+    SimCLR's variant differs slightly (trust ratio eta ||w|| / ||g + wd w||, and momentum accumulated
+    after the learning rate); the two agree while the learning rate is constant.
     """
 
     def __init__(
@@ -471,7 +473,11 @@ def _pretrain(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", config.to_dict())
 
+    if ddp.world_size > 1 and not is_main:
+        dist.barrier()  # rank 0 loads first, so only one process downloads and extracts
     data = load_data(config)
+    if ddp.world_size > 1 and is_main:
+        dist.barrier()
     train_images = data.train.images.to(device)
     train_labels = data.train.labels.to(device)
     local_batch = config.batch_size // ddp.world_size
@@ -550,7 +556,7 @@ def _pretrain(
         _set_epoch_all(loader, temperature, epoch - 1)
         aug_generator.manual_seed(_epoch_seed(config.seed, epoch, ddp.rank))
         sums = torch.zeros(1 + len(_DIAGNOSTICS), device=device)
-        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        first_bad = torch.full((), steps_per_epoch, dtype=torch.int64, device=device)  # none yet
         t0 = time.perf_counter()
         lr = config.lr
         for i, (images, _, _) in enumerate(loader):
@@ -564,17 +570,17 @@ def _pretrain(
             d = loss_fn.diagnostics
             sums += torch.stack([loss] + [d[k].float() for k in _DIAGNOSTICS])
             bad = ~torch.isfinite(loss)
-            first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
+            first_bad = torch.where(bad, torch.clamp(first_bad, max=i), first_bad)
             step += 1
             bar.update(1)
         if ddp.world_size > 1:  # epoch means over all ranks; every rank sees a divergence anywhere
             dist.all_reduce(sums)
             sums /= ddp.world_size
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)  # the earliest bad step on any rank
         means = (sums / steps_per_epoch).tolist()  # the one host sync of the epoch
         train_seconds = time.perf_counter() - t0
         bad_step = int(first_bad)
-        if bad_step >= 0:
+        if bad_step < steps_per_epoch:
             bar.close()
             raise TrainingDiverged(
                 f"non-finite loss at epoch {epoch}, step {bad_step} of {steps_per_epoch} "

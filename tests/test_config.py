@@ -114,6 +114,7 @@ def test_bad_overrides(override: str, message: str) -> None:
         ("compile", "yes", "compile must be true or false"),
         ("channels_last", 1, "channels_last must be true or false"),
         ("epochs", -1, "epochs must be an integer >= 0"),
+        ("stem", "imagenet", "stem must be cifar for backbone small_cnn"),
         ("epochs", 2.5, "epochs must be an integer >= 0"),
         ("epochs", True, "epochs must be an integer >= 0"),
         ("batch_size", 1, "batch_size must be an integer >= 2"),

@@ -122,7 +122,7 @@ class SimCLRAugmentation(nn.Module):
     contrast, saturation, hue) with jitter_prob (factors ~ U[max(0, 1 - b), 1 + b], hue ~ U[-hue, hue]),
     grayscale with grayscale_prob, Gaussian blur with blur_prob (sigma ~ U(blur_sigma), kernel
     `blur_kernel_size`, default the odd number nearest above 10% of image_size, at least 3), then
-    (x - mean) / std. Defaults: the CIFAR recipe of STUDY.md section 3.
+    (x - mean) / std. Defaults: the CIFAR recipe of docs/STUDY.md section 3.
 
     `sample_parameters` draws every random number of a batch (one `torch.rand` call) and `apply`
     applies them, so the same generator state always gives the same views.

@@ -2,7 +2,7 @@
 
 Class c of C keeps n_c = floor(n_max * r^(c / (C - 1))) images, r the imbalance ratio (n_min / n_max), classes
 in their natural order (class 0 is the head) [Cao et al., NeurIPS 2019, "LDAM"; the DySTreSS LT setup,
-STUDY.md section 3]. At r = 0.01 this keeps 12,406 of CIFAR-10's and 10,847 of CIFAR-100's training images.
+docs/STUDY.md section 3]. At r = 0.01 this keeps 12,406 of CIFAR-10's and 10,847 of CIFAR-100's training images.
 """
 
 from __future__ import annotations

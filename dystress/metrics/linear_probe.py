@@ -8,7 +8,7 @@ initialisation or the seed (the seed only draws the validation split of a weight
 
 The test set is used once, for the final score. A weight-decay grid is searched on a validation split
 carved (stratified, seeded) from the training set, then the probe is refit on the whole training set.
-Cached features mean no augmentation: the quick-profile protocol of STUDY.md, not the 90-epoch
+Cached features mean no augmentation: the quick-profile protocol of docs/STUDY.md, not the 90-epoch
 augmented ImageNet probe.
 """
 
