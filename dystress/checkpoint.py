@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dystress.config import NON_IDENTITY_FIELDS
+from dystress.config import identity_differences
 from dystress.io import atomic_torch_save
 
 __all__ = [
@@ -144,10 +144,6 @@ def save_checkpoint(
     return atomic_torch_save(path, payload)
 
 
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in NON_IDENTITY_FIELDS}
-
-
 def load_checkpoint(
     path: str | Path,
     config: dict[str, Any] | None = None,
@@ -185,14 +181,11 @@ def load_checkpoint(
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}")
     if config is not None:
-        stored, wanted = _identity(payload["config"]), _identity(config)
-        diff = sorted(
-            k for k in set(stored) | set(wanted) if stored.get(k, "<absent>") != wanted.get(k, "<absent>")
-        )
+        try:
+            diff = identity_differences(payload["config"], config)
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {path} holds no valid config: {err}") from None
         if diff:
-            details = ", ".join(
-                f"{k}: checkpoint {stored.get(k, '<absent>')!r} vs run {wanted.get(k, '<absent>')!r}"
-                for k in diff
-            )
+            details = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(f"checkpoint {path} belongs to another config ({details})")
     return payload

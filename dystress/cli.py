@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except (_UserError, CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"dystress {args.command}: error: {err}", file=sys.stderr)
+        # Bad input is reported in one line; a ValueError from deep inside a run would be hidden the
+        # same way, so the full traceback stays one variable away.
+        if os.environ.get("DYSTRESS_TRACEBACK"):
+            raise
+        print(f"dystress {args.command}: error: {err} (DYSTRESS_TRACEBACK=1 shows where)", file=sys.stderr)
         return 2
 
 

@@ -366,6 +366,16 @@ class PretrainConfig:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
+def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Identity fields whose values differ between two config dicts: ``{field: (value in a, in b)}``.
+
+    Both dicts go through :meth:`PretrainConfig.from_dict` first (absent fields take their defaults,
+    so a config saved before a field was added still matches); raises ``ValueError`` for an invalid one.
+    """
+    ia, ib = PretrainConfig.from_dict(dict(a)).identity(), PretrainConfig.from_dict(dict(b)).identity()
+    return {k: (ia.get(k), ib.get(k)) for k in sorted(ia.keys() | ib.keys()) if ia.get(k) != ib.get(k)}
+
+
 def _smoke() -> PretrainConfig:
     return PretrainConfig(
         profile="smoke",

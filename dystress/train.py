@@ -65,7 +65,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dystress.checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
-from dystress.config import PretrainConfig
+from dystress.config import PretrainConfig, identity_differences
 from dystress.data.augment import SimCLRAugmentation
 from dystress.data.datasets import ImageDataset, load_dataset
 from dystress.data.loader import DeviceBatchLoader
@@ -403,12 +403,11 @@ def _check_run_dir_config(run_dir: Path, config: PretrainConfig) -> None:
     if not path.exists():
         return
     try:
-        stored = PretrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        diff = identity_differences(json.loads(path.read_text(encoding="utf-8")), config.to_dict())
     except (ValueError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} holds no valid config ({err}); use another run dir") from None
-    if stored.identity() != config.identity():
-        diff = sorted(k for k, v in config.identity().items() if stored.identity().get(k) != v)
-        raise ValueError(f"{path} belongs to another run (differs in {diff}); use another run dir")
+    if diff:
+        raise ValueError(f"{path} belongs to another run (differs in {sorted(diff)}); use another run dir")
 
 
 def _set_epoch_all(loader: DeviceBatchLoader, temperature: Any, epoch: int) -> None:

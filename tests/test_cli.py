@@ -185,3 +185,9 @@ def test_evaluate_prints_and_writes(
     )
     assert code == 0 and json.loads(out) == {"knn_top1": 50.0}
     assert seen == {"path": "c.pt", "data_root": "d", "out": "o.json", "device": "cpu", "batch_size": 64}
+
+
+def test_traceback_variable_reraises_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYSTRESS_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="epochs must be an integer >= 0"):
+        main(["config", "show", "--profile", "smoke", "--set", "epochs=-1"])
