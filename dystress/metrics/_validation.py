@@ -104,3 +104,15 @@ def normalize_rows(name: str, x: torch.Tensor) -> torch.Tensor:
 def checked_normalized(name: str, x: object, *, min_rows: int = 1) -> torch.Tensor:
     """``check_features`` followed by ``normalize_rows``: the common entry of the cosine metrics."""
     return normalize_rows(name, check_features(name, x, min_rows=min_rows))
+
+
+def checked_view_pair(z0: object, z1: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views' features [N, D] (row i of each is a positive pair), L2-normalised in a common dtype."""
+    a = checked_normalized("z0", z0)
+    check_features("z1", z1, dim=a.shape[1])
+    if z1.shape[0] != a.shape[0]:
+        raise ValueError(f"z1 has {z1.shape[0]} rows but z0 has {a.shape[0]}: rows must be positive pairs")
+    check_same_device("z1", z1, "z0", a)
+    b = normalize_rows("z1", z1)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype), b.to(dtype)

@@ -17,12 +17,11 @@ import math
 import torch
 
 from dystress.metrics._validation import (
-    check_features,
     check_int,
     check_labels,
     check_positive,
-    check_same_device,
     checked_normalized,
+    checked_view_pair,
     compute_dtype,
     normalize_rows,
 )
@@ -36,15 +35,9 @@ def alignment(z0: torch.Tensor, z1: torch.Tensor, alpha: float = 2.0) -> float:
     Args:
         z0, z1: two views' features [N, D] (same shape and device). alpha > 0 (2 in the paper).
     """
-    a = checked_normalized("z0", z0)
-    check_features("z1", z1, dim=z0.shape[1])
-    if z1.shape[0] != z0.shape[0]:
-        raise ValueError(f"z1 has {z1.shape[0]} rows but z0 has {z0.shape[0]}: rows must be positive pairs")
-    check_same_device("z1", z1, "z0", z0)
     alpha = check_positive("alpha", alpha)
-    b = normalize_rows("z1", z1)
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    sq = (a.to(dtype) - b.to(dtype)).pow(2).sum(1)
+    a, b = checked_view_pair(z0, z1)
+    sq = (a - b).pow(2).sum(1)
     return float(sq.pow(alpha / 2).mean())
 
 

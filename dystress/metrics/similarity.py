@@ -19,12 +19,9 @@ import numpy as np
 import torch
 
 from dystress.metrics._validation import (
-    check_features,
     check_int,
     check_labels,
-    check_same_device,
-    checked_normalized,
-    normalize_rows,
+    checked_view_pair,
 )
 
 DEFAULT_MAX_PAIRS = 100_000
@@ -90,18 +87,11 @@ def similarity_distributions(
         ``{"tp": [n_tp], "tn": [n_tn], "fn": [n_fn]}`` 1-D tensors on the features' device. A kind
         without any pair (TN with one class, FN when every class has one sample) is an empty tensor.
     """
-    a = checked_normalized("z0", z0)
-    check_features("z1", z1, dim=z0.shape[1])
-    if z1.shape[0] != z0.shape[0]:
-        raise ValueError(f"z1 has {z1.shape[0]} rows but z0 has {z0.shape[0]}: rows must be positive pairs")
-    check_same_device("z1", z1, "z0", z0)
-    y = check_labels("labels", labels, z0.shape[0], z0, "z0")
     check_int("max_pairs", max_pairs, 1)
     check_int("seed", seed, 0)
     check_int("chunk_size", chunk_size, 1)
-    b = normalize_rows("z1", z1)
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    a, b = a.to(dtype), b.to(dtype)
+    a, b = checked_view_pair(z0, z1)
+    y = check_labels("labels", labels, a.shape[0], a, "z0")
     generator = torch.Generator().manual_seed(seed)
     out = {}
     for kind in PAIR_KINDS:
@@ -110,7 +100,7 @@ def similarity_distributions(
             torch.einsum("nd,nd->n", a[i[s : s + chunk_size]], b[j[s : s + chunk_size]])
             for s in range(0, i.shape[0], chunk_size)
         ]
-        out[kind] = torch.cat(sims) if sims else torch.empty(0, dtype=dtype, device=a.device)
+        out[kind] = torch.cat(sims) if sims else torch.empty(0, dtype=a.dtype, device=a.device)
     return out
 
 
