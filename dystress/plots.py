@@ -365,12 +365,21 @@ def placeholder(message: str) -> Any:
 
 
 def glue_figure(name: str, fig: Any, missing: str = "no result of this profile yet") -> None:
-    """``myst_nb.glue`` a figure (a placeholder saying ``missing`` when ``fig`` is None) and close it."""
+    """``myst_nb.glue`` a figure as a PNG (a placeholder saying ``missing`` for None), then close it.
+
+    The figure is rendered here, so pyplot figures and bare ``matplotlib.figure.Figure`` objects (which
+    have no notebook display of their own) are glued alike.
+    """
+    import io
+
+    from IPython.display import Image
     from myst_nb import glue
 
     plt = _plt()
     fig = placeholder(missing) if fig is None else fig
-    glue(name, fig, display=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    glue(name, Image(data=buffer.getvalue(), format="png"), display=False)
     plt.close(fig)
 
 

@@ -33,7 +33,13 @@ PAGES = (
     "appendix",
 )
 #: Figures each page must show (glued figures, placeholders included).
-MIN_FIGURES = {"temperature": 2, "ablations": 2, "uniformity_tolerance": 2, "feature_structure": 4}
+MIN_FIGURES = {
+    "intro": 1,
+    "temperature": 2,
+    "ablations": 2,
+    "uniformity_tolerance": 2,
+    "feature_structure": 4,
+}
 
 pytestmark = [pytest.mark.book, pytest.mark.slow]
 
