@@ -28,6 +28,7 @@ from dystress.temperature import (
     OneSidedCosineTemperature,
     ShiftedCosineTemperature,
 )
+from dystress.train import device_name
 
 CASES: dict[str, Callable[[], nn.Module]] = {
     "InfoNCE, fixed tau 0.1": lambda: InfoNCELoss(0.1),
@@ -105,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--clock process measures CPU time: use it with --device cpu")
     clock = time.process_time if args.clock == "process" else time.perf_counter
 
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    name = device_name(device)
     print(
         f"device: {name}; inputs {args.dtype}; D = {args.dim}; {args.clock} clock; "
         f"median of {args.repeats} after {args.warmup} warm-up"

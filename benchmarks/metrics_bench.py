@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 import torch
 
+from dystress.train import device_name
+
 DIM = 512
 NUM_CLASSES = 10
 
@@ -137,11 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
+    name = device_name(device)
     print(f"device: {name}; D = {DIM}; {NUM_CLASSES} classes; torch {torch.__version__}\n")
     memory = "peak alloc (MiB)" if device.type == "cuda" else "peak RSS delta (MiB)"
     print(f"| metric | N | setting | time (s) | {memory} |")

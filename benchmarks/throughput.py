@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +34,14 @@ from dystress.data.augment import SimCLRAugmentation  # noqa: E402
 from dystress.data.loader import DeviceBatchLoader  # noqa: E402
 from dystress.data.transforms import NORMALIZATION  # noqa: E402
 from dystress.losses import build_loss  # noqa: E402
-from dystress.train import build_model, build_optimizer, resolve_device, train_step, uses_bf16  # noqa: E402
+from dystress.train import (  # noqa: E402
+    build_model,
+    build_optimizer,
+    device_name,
+    resolve_device,
+    train_step,
+    uses_bf16,
+)
 
 MEAN, STD = NORMALIZATION["cifar10"]
 
@@ -195,11 +201,7 @@ def main(argv: list[str] | None = None) -> None:
             lambda: run_step(v0, v1), args.steps, args.warmup, device
         )
 
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    )
+    name = device_name(device)
     print(
         f"\n{args.backbone}, batch {bs} pairs, {'bf16' if bf16 else 'fp32'}"
         f"{' + channels_last' if channels_last else ''}, {name}, torch {torch.__version__}, "

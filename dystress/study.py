@@ -663,9 +663,9 @@ def _environment() -> dict[str, Any]:
         import torch
 
         env["torch"] = torch.__version__
-        env["device"] = (
-            torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
-        )
+        from dystress.train import device_name
+
+        env["device"] = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     except Exception:  # noqa: BLE001 (informational only)
         pass
     return env

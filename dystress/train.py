@@ -416,7 +416,8 @@ def _set_epoch_all(loader: DeviceBatchLoader, temperature: Any, epoch: int) -> N
     temperature.set_epoch(epoch)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """Readable name of ``device`` for records and reports: the GPU model, or the CPU model and threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
@@ -634,7 +635,7 @@ def _pretrain(
         final_loss=records[-1]["loss"] if records else None,
         train_seconds=train_time,
         images_per_second=(total_steps * config.batch_size / train_time) if train_time > 0 else None,
-        device=_device_name(device),
+        device=device_name(device),
         world_size=ddp.world_size,
         precision="bf16" if bf16 else "fp32",
         torch_version=torch.__version__,
