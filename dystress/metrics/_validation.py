@@ -116,3 +116,22 @@ def checked_view_pair(z0: object, z1: object) -> tuple[torch.Tensor, torch.Tenso
     b = normalize_rows("z1", z1)
     dtype = torch.promote_types(a.dtype, b.dtype)
     return a.to(dtype), b.to(dtype)
+
+
+def check_train_test(
+    train_features: object,
+    train_labels: object,
+    test_features: object,
+    test_labels: object,
+    *,
+    min_train_rows: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a labelled train set [N, D] and test set [M, D] on one device; return the int64 labels."""
+    check_features("train_features", train_features, min_rows=min_train_rows)
+    check_features("test_features", test_features, dim=train_features.shape[1])
+    check_same_device("test_features", test_features, "train_features", train_features)
+    y_train = check_labels(
+        "train_labels", train_labels, train_features.shape[0], train_features, "train_features"
+    )
+    y_test = check_labels("test_labels", test_labels, test_features.shape[0], test_features, "test_features")
+    return y_train, y_test

@@ -16,11 +16,9 @@ import torch
 from dystress.metrics._neighbours import cosine_scores, score_chunks
 from dystress.metrics._validation import (
     check_class_range,
-    check_features,
     check_int,
-    check_labels,
     check_positive,
-    check_same_device,
+    check_train_test,
     normalize_rows,
 )
 
@@ -37,13 +35,7 @@ def _prepare(
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Validate the four inputs; return normalised bank and queries (common dtype), labels, num_classes."""
-    check_features("train_features", train_features)
-    check_features("test_features", test_features, dim=train_features.shape[1])
-    check_same_device("test_features", test_features, "train_features", train_features)
-    y_train = check_labels(
-        "train_labels", train_labels, train_features.shape[0], train_features, "train_features"
-    )
-    y_test = check_labels("test_labels", test_labels, test_features.shape[0], test_features, "test_features")
+    y_train, y_test = check_train_test(train_features, train_labels, test_features, test_labels)
     check_int("k", k, 1, train_features.shape[0])
     check_int("chunk_size", chunk_size, 1)
     num_classes = check_class_range("train_labels/test_labels", y_train, num_classes, y_test)

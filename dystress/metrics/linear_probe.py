@@ -21,11 +21,9 @@ import torch.nn.functional as F
 
 from dystress.metrics._validation import (
     check_class_range,
-    check_features,
     check_int,
-    check_labels,
     check_positive,
-    check_same_device,
+    check_train_test,
     compute_dtype,
 )
 from dystress.metrics.knn import true_class_rank
@@ -115,13 +113,9 @@ def linear_probe(
         protocol holds every setting, the grid, the validation top-1 of each grid value and the
         number of L-BFGS iterations run.
     """
-    check_features("train_features", train_features, min_rows=2)
-    check_features("test_features", test_features, dim=train_features.shape[1])
-    check_same_device("test_features", test_features, "train_features", train_features)
-    y_train = check_labels(
-        "train_labels", train_labels, train_features.shape[0], train_features, "train_features"
+    y_train, y_test = check_train_test(
+        train_features, train_labels, test_features, test_labels, min_train_rows=2
     )
-    y_test = check_labels("test_labels", test_labels, test_features.shape[0], test_features, "test_features")
     grid = [weight_decay] if isinstance(weight_decay, (int, float)) else list(weight_decay)
     if not grid:
         raise ValueError("weight_decay must be a number >= 0 or a non-empty sequence of them")
