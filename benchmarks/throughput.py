@@ -6,6 +6,9 @@
 - ``engine``: this project's loop: uint8 images resident on the device (DeviceBatchLoader), batched
   per-sample SimCLR augmentation on the device (SimCLRAugmentation), model forward/backward, loss and
   optimizer step (``dystress.train.train_step``);
+- ``host``: the same loop with the images in host memory (HostBatchLoader: a background thread gathers
+  each batch into a pinned buffer, copied with ``non_blocking=True``), the placement of data sets that
+  do not fit the device;
 - ``pil``: the conventional pipeline: torchvision's PIL transforms of the SimCLR recipe
   (RandomResizedCrop, flip, ColorJitter p 0.8, grayscale p 0.2, ToTensor, Normalize), two views per
   image, in DataLoader worker processes, copied to the device, then the same step;
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dystress.config import PretrainConfig  # noqa: E402
 from dystress.data.augment import SimCLRAugmentation  # noqa: E402
-from dystress.data.loader import DeviceBatchLoader  # noqa: E402
+from dystress.data.loader import DeviceBatchLoader, HostBatchLoader  # noqa: E402
 from dystress.data.transforms import NORMALIZATION  # noqa: E402
 from dystress.losses import build_loss  # noqa: E402
 from dystress.train import (  # noqa: E402
@@ -122,11 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--data-root", default="data", help="CIFAR-10 root (random images when absent)")
-    p.add_argument("--modes", default="engine,pil,model", help="comma-separated subset of engine,pil,model")
+    p.add_argument(
+        "--modes", default="engine,host,pil,model", help="comma-separated subset of engine,host,pil,model"
+    )
     args = p.parse_args(argv)
     modes = args.modes.split(",")
-    if not set(modes) <= {"engine", "pil", "model"}:
-        p.error(f"--modes must name engine, pil or model, got {args.modes!r}")
+    if not set(modes) <= {"engine", "host", "pil", "model"}:
+        p.error(f"--modes must name engine, host, pil or model, got {args.modes!r}")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
 
@@ -158,20 +163,23 @@ def main(argv: list[str] | None = None) -> None:
         train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
 
     results: dict[str, float] = {}
-    if "engine" in modes:
-        dev_images = images.to(device)
-        loader = DeviceBatchLoader(
-            dev_images, torch.zeros(len(dev_images), dtype=torch.long, device=device), bs, device=device
-        )
+    engines = {
+        "engine": ("engine (device data + batched aug)", DeviceBatchLoader),
+        "host": ("engine, host data (HostBatchLoader) + batched aug", HostBatchLoader),
+    }
+    for mode, (label, loader_class) in engines.items():
+        if mode not in modes:
+            continue
+        loader = loader_class(images, torch.zeros(len(images), dtype=torch.long), bs, device=device)
         aug = SimCLRAugmentation(32, mean=MEAN, std=STD).to(device)
         g = torch.Generator(device=device).manual_seed(0)
-        batches = _cycle(lambda: iter(loader))
+        batches = _cycle(lambda loader=loader: iter(loader))
 
-        def engine_step() -> None:
+        def engine_step(batches: Iterator = batches, aug: SimCLRAugmentation = aug, g=g) -> None:
             x = next(batches)[0]
             run_step(*aug.two_views(x, g))
 
-        results["engine (device data + batched aug)"] = _time(engine_step, args.steps, args.warmup, device)
+        results[label] = _time(engine_step, args.steps, args.warmup, device)
     if "pil" in modes:
         ds = _PILPairs(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()))
         dl = torch.utils.data.DataLoader(

@@ -13,7 +13,8 @@ Example:
 from dystress.config import PretrainConfig, get_profile
 from dystress.data.augment import SimCLRAugmentation
 from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
-from dystress.data.loader import DeviceBatchLoader
+from dystress.data.imagefolder import load_image_folder
+from dystress.data.loader import DeviceBatchLoader, HostBatchLoader
 from dystress.evaluate import evaluate_checkpoint
 from dystress.losses import DCLLoss, InfoNCELoss, QueueInfoNCELoss, build_loss
 from dystress.metrics import alignment, knn_accuracy, linear_probe, tolerance, uniformity
@@ -45,6 +46,7 @@ __all__ = [
     "DCLLoss",
     "DeviceBatchLoader",
     "ExponentialTemperature",
+    "HostBatchLoader",
     "ImageDataset",
     "InfoNCELoss",
     "LinearTemperature",
@@ -66,6 +68,7 @@ __all__ = [
     "knn_accuracy",
     "linear_probe",
     "load_dataset",
+    "load_image_folder",
     "pretrain",
     "tolerance",
     "uniformity",

@@ -6,9 +6,10 @@ trips through plain dicts, JSON and YAML, takes ``key=value`` overrides (values 
 ``yaml.safe_load``, nested keys with a dot: ``temperature_params.tau_min=0.05``) and hashes to a short
 stable :meth:`PretrainConfig.run_id`.
 
-Fields that only say *where* or *how fast* a run executes (``data_root``, ``download``,
-``num_threads``) are left out of the run identity (:data:`NON_IDENTITY_FIELDS`): the same run moved to
-another machine or data folder keeps its id and can resume its checkpoints.
+Fields that only say *where* or *how fast* a run executes, or how often it is saved (``data_root``,
+``download``, ``num_threads``, ``checkpoint_every``) are left out of the run identity
+(:data:`NON_IDENTITY_FIELDS`): the same run moved to another machine or data folder keeps its id and
+can resume its checkpoints.
 
 Profiles (:data:`PROFILES`, :func:`get_profile`):
 
@@ -25,6 +26,16 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   cosine schedule, 200 epochs, batch 128 (the script's value; the paper does not state its batch),
   DySTreSS with (tau_min, tau_max) = (0.07, 0.2) (the script's CIFAR range; the paper's CIFAR range is
   not stated), bf16 autocast on GPU.
+- ``imagenet100``: the ImageNet-100 setup of docs/STUDY.md section 3 for a GPU, on an image folder
+  (``data_root`` = a folder with ``train/<class>/`` and ``val/<class>/``): ResNet-50 with the ImageNet
+  stem, 2048-2048-128 projector, LARS lr 0.075 sqrt(256) = 1.2, momentum 0.9, 10 warm-up epochs then
+  cosine, batch 256, 200 epochs, bf16 autocast, DySTreSS (0.1, 0.2) (the paper's ImageNet range),
+  kNN k = 20, linear probe. Images are decoded once to 256 px (shorter side, center square) and cached;
+  training crops of 224 px are taken from that square (not from the whole image, a deviation that
+  loses the edges of non-square images) and evaluation uses the 224 px center crop (Resize 256 +
+  CenterCrop 224). Where the paper is silent we use SimCLR's ImageNet values: weight decay 1e-6, blur
+  with probability 0.5. The linear probe is this project's (L-BFGS on frozen center-crop features),
+  not a 90-epoch SGD probe with augmentation.
 """
 
 from __future__ import annotations
@@ -55,10 +66,18 @@ LOSSES = ("infonce", "dcl", "dclw")
 OPTIMIZERS = ("sgd", "lars")
 PRECISIONS = ("fp32", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
+DATA_PLACEMENTS = ("auto", "device", "host")
 
 #: Fields that do not change what a run computes; excluded from :meth:`PretrainConfig.run_id` and
 #: from the check that a checkpoint belongs to the run.
-NON_IDENTITY_FIELDS = ("data_root", "download", "num_threads")
+NON_IDENTITY_FIELDS = (
+    "data_root",
+    "download",
+    "num_threads",
+    "checkpoint_every",
+    "data_placement",
+    "data_workers",
+)
 
 #: One line of documentation per field (used by ``dystress pretrain --help``).
 FIELD_HELP: dict[str, str] = {
@@ -70,7 +89,9 @@ FIELD_HELP: dict[str, str] = {
     "test_subset": "null (the whole test set), or evaluate on a fixed subset of this many test images",
     "subset_seed": "seed of every data subset (train_subset, monitor subsets, long-tail sampling)",
     "imbalance_ratio": "n_min / n_max of the long-tailed datasets, in (0, 1]",
-    "image_size": "null (dataset native) or the side images are resized to (imagefolder)",
+    "image_size": "null (dataset native) or the side images are resized and center-cropped to (imagefolder)",
+    "crop_size": "null (= the image side) or the side of the training crops and of the evaluated center crop "
+    "(imagefolder with image_size 256, crop_size 224: the ImageNet protocol)",
     "backbone": f"one of {', '.join(BACKBONES)}",
     "stem": "cifar (3x3 conv, no max-pool) or imagenet (7x7 conv + max-pool)",
     "projector_hidden_dim": "projector hidden width",
@@ -92,6 +113,9 @@ FIELD_HELP: dict[str, str] = {
     "channels_last": "channels-last memory format where bf16 autocast runs",
     "compile": "torch.compile the model",
     "device": "auto, cpu or cuda",
+    "data_placement": "where the uint8 training images live: device (GPU-resident), host (batches streamed "
+    "from host memory / the image-folder cache) or auto (device when they take under half the free memory)",
+    "data_workers": "null (all CPU cores, at most 32) or the processes decoding an image folder to its cache",
     "crop_scale_min": "lower bound of the random-resized-crop area scale, in (0, 1]",
     "blur_prob": "Gaussian blur probability in [0, 1] (0 for CIFAR)",
     "checkpoint_every": "write checkpoints/last.pt every this many epochs (and at the end)",
@@ -131,6 +155,7 @@ class PretrainConfig:
     subset_seed: int = 0
     imbalance_ratio: float = 0.01
     image_size: int | None = None
+    crop_size: int | None = None
     # model
     backbone: str = "resnet18"
     stem: str = "cifar"
@@ -155,6 +180,8 @@ class PretrainConfig:
     channels_last: bool = True
     compile: bool = False
     device: str = "auto"
+    data_placement: str = "auto"
+    data_workers: int | None = None
     num_threads: int | None = None
     # augmentation
     crop_scale_min: float = 0.08
@@ -207,6 +234,7 @@ class PretrainConfig:
             ("optimizer", OPTIMIZERS),
             ("precision", PRECISIONS),
             ("device", DEVICES),
+            ("data_placement", DATA_PLACEMENTS),
         ):
             if getattr(self, name) not in choices:
                 _fail(name, f"one of {list(choices)}", getattr(self, name))
@@ -231,10 +259,29 @@ class PretrainConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < low:
                 _fail(name, f"an integer >= {low}", value)
-        for name, low in (("train_subset", 2), ("test_subset", 2), ("image_size", 8), ("num_threads", 1)):
+        for name, low in (
+            ("train_subset", 2),
+            ("test_subset", 2),
+            ("image_size", 8),
+            ("crop_size", 8),
+            ("num_threads", 1),
+        ):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < low):
                 _fail(name, f"null or an integer >= {low}", value)
+        if self.data_workers is not None and (not _is_int(self.data_workers) or self.data_workers < 0):
+            _fail("data_workers", "null or an integer >= 0", self.data_workers)
+        if self.dataset == "imagefolder" and self.image_size is None:
+            _fail(
+                "image_size",
+                "an integer >= 8 for dataset imagefolder (e.g. 64, or 256 with crop_size 224)",
+                None,
+            )
+        if self.dataset != "imagefolder" and self.image_size not in (None, 32):
+            _fail("image_size", f"null or 32 for dataset {self.dataset}", self.image_size)
+        side = self.image_size if self.image_size is not None else 32
+        if self.crop_size is not None and self.crop_size > side:
+            _fail("crop_size", f"null or an integer <= the image side ({side})", self.crop_size)
         for name in ("lr", "knn_t", "lars_eta"):
             value = getattr(self, name)
             if not _is_real(value) or value <= 0:
@@ -451,8 +498,45 @@ def _paper() -> PretrainConfig:
     )
 
 
+def _imagenet100() -> PretrainConfig:
+    return PretrainConfig(
+        profile="imagenet100",
+        dataset="imagefolder",
+        data_root="data/imagenet100",
+        download=False,
+        image_size=256,
+        crop_size=224,
+        backbone="resnet50",
+        stem="imagenet",
+        projector_hidden_dim=2048,
+        projector_out_dim=128,
+        temperature="cosine",
+        temperature_params={"tau_min": 0.1, "tau_max": 0.2},
+        optimizer="lars",
+        lr=0.075 * math.sqrt(256),
+        momentum=0.9,
+        weight_decay=1e-6,
+        warmup_epochs=10,
+        epochs=200,
+        batch_size=256,
+        precision="auto",
+        blur_prob=0.5,
+        checkpoint_every=5,
+        snapshot_epochs=[0, 50, 100, 200],
+        monitor_size=1000,
+        knn_k=20,
+        linear_probe=True,
+        eval_batch_size=512,
+    )
+
+
 #: Named profiles; :func:`get_profile` returns a fresh copy.
-PROFILES: dict[str, PretrainConfig] = {"smoke": _smoke(), "quick": _quick(), "paper": _paper()}
+PROFILES: dict[str, PretrainConfig] = {
+    "smoke": _smoke(),
+    "quick": _quick(),
+    "paper": _paper(),
+    "imagenet100": _imagenet100(),
+}
 
 
 def get_profile(name: str) -> PretrainConfig:

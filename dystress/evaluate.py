@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from dystress.data.datasets import ImageDataset
+from dystress.data.transforms import center_crop
 from dystress.io import atomic_write_json
 from dystress.metrics import (
     alignment,
@@ -54,8 +55,14 @@ def extract(
     batch_size: int,
     device: torch.device,
     amp: bool = False,
+    crop_size: int | None = None,
 ) -> Tensor:
-    """Test-transform features [N, D] (float32) of uint8 ``images``, normalised with ``dataset``'s stats."""
+    """Test-transform features [N, D] (float32) of uint8 ``images`` [N, 3, H, W].
+
+    The test transform: the central ``crop_size`` square (``None``: the whole image), normalised with
+    ``dataset``'s statistics.
+    """
+    images = center_crop(images, crop_size)
     return extract_features(backbone, images, dataset.mean, dataset.std, batch_size, device, amp=amp)
 
 
@@ -105,8 +112,8 @@ def evaluate_backbone(
     """
     backbone.eval()
     bs = config.eval_batch_size
-    bank = extract(backbone, data.train.images, data.train, bs, device, amp)
-    queries = extract(backbone, data.test.images, data.test, bs, device, amp)
+    bank = extract(backbone, data.train.images, data.train, bs, device, amp, config.crop_size)
+    queries = extract(backbone, data.test.images, data.test, bs, device, amp, config.crop_size)
     y_bank = data.train.labels.to(device)
     y_test = data.test.labels.to(device)
     num_classes = data.train.num_classes

@@ -9,7 +9,10 @@ loss and temperature function and leaves in ``run_dir``::
     snapshots/epoch_XXXX.pt  monitor-subset features at ``snapshot_epochs`` (0 = before training)
     final_metrics.json       written last: its presence means the run is complete
 
-Data stay on the device as uint8 (:class:`~dystress.data.loader.DeviceBatchLoader`); both views are
+Data stay on the device as uint8 (:class:`~dystress.data.loader.DeviceBatchLoader`), or, when they do
+not fit (``data_placement``: ``auto`` puts them on the device when they take under half its free
+memory), in host memory, streamed batch by batch (:class:`~dystress.data.loader.HostBatchLoader`; the
+same batches either way). Both views are
 drawn by :class:`~dystress.data.augment.SimCLRAugmentation` from a generator seeded from
 (seed, epoch, rank), the shuffling from (seed, epoch), so a run killed at any moment and restarted
 with the same command resumes from its last checkpoint and ends, on the CPU, with bit-identical
@@ -18,7 +21,10 @@ the loss runs in float32 on the projections; bf16 autocast (+ channels-last) is 
 the CPU when ``precision="bf16"``. The learning rate follows a linear warm-up then a cosine decay to 0,
 per step. A non-finite loss stops the run at the end of its epoch with :class:`TrainingDiverged`
 naming the epoch and the first bad step (checked once per epoch on a device-side flag: no per-step
-host sync); the last good checkpoint is kept.
+host sync), and so do non-finite weights at the end of an epoch; the last good checkpoint is kept.
+On CUDA, cuDNN autotuning is on (``cudnn.benchmark``), so GPU runs are reproducible in distribution,
+not bit for bit; ``precision`` is recorded as ``fp32 (tf32 convolutions)`` when cuDNN's TF32 default
+is in force.
 
 Records hold epoch means of loss, tau_pos, tau_neg, sim_pos and sim_neg (accumulated on the device),
 the last step's lr, ``images_per_second`` (two-view pairs per second of training, monitor excluded),
@@ -38,9 +44,14 @@ Launch with torchrun; the process group is initialised from its environment vari
 
     torchrun --standalone --nproc_per_node 4 -m dystress.cli pretrain --profile paper
 
-``batch_size`` is the global batch: every rank takes its own slice of each global batch of the shared
+``batch_size`` is the global batch: every rank takes its own share of each global batch of the shared
 (seed, epoch) permutation, the loss gathers the negatives from all ranks, and BatchNorm is synchronised
-on CUDA. Only rank 0 writes files. On Slurm, one task per node running
+on CUDA. Only rank 0 writes files. The augmentation stream depends on the rank, so a checkpoint
+resumes only with the world size that wrote it. Rank 0 loads (downloads, decodes) the data first while
+the others wait, so the data root and the run dir must be on a file system that every node shares; the
+process group's timeout is 30 minutes (``DYSTRESS_DIST_TIMEOUT_MIN``) to cover that wait.
+
+On Slurm, one task per node running
 ``torchrun --nnodes $SLURM_NNODES --nproc_per_node $GPUS --rdzv_backend c10d
 --rdzv_endpoint $MASTER_HOST:29500 -m dystress.cli pretrain ...`` (with ``MASTER_HOST`` the first
 host of ``scontrol show hostnames``); on Kubernetes, the same command in every replica of a
@@ -50,6 +61,7 @@ needs only the same command again: every rank reads ``checkpoints/last.pt`` from
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -68,7 +80,7 @@ from dystress.checkpoint import CheckpointError, load_checkpoint, restore_rng_st
 from dystress.config import PretrainConfig, identity_differences
 from dystress.data.augment import SimCLRAugmentation
 from dystress.data.datasets import ImageDataset, load_dataset
-from dystress.data.loader import DeviceBatchLoader
+from dystress.data.loader import DeviceBatchLoader, HostBatchLoader, fits_on_device
 from dystress.evaluate import embed_views, evaluate_backbone, extract
 from dystress.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
 from dystress.losses import build_loss
@@ -91,7 +103,7 @@ __all__ = [
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite."""
 
 
 # ---------------------------------------------------------------------------------------- optimiser
@@ -190,13 +202,29 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ValueError("device='cuda' but CUDA is not available here")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()} "
+                "(start at most one process per GPU, e.g. torchrun --nproc_per_node <number of GPUs>)"
+            )
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
 def uses_bf16(config: PretrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: always for ``bf16``, on CUDA for ``auto``."""
-    return config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    """bf16 autocast: always for ``bf16``, for ``auto`` on a CUDA GPU that supports bf16."""
+    if config.precision == "bf16":
+        return True
+    return config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def precision_label(bf16: bool, device: torch.device) -> str:
+    """What the forward passes ran in: ``bf16``, ``fp32`` or ``fp32 (tf32 convolutions)`` on CUDA."""
+    if bf16:
+        return "bf16"
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "fp32 (tf32 convolutions)"
+    return "fp32"
 
 
 def build_model(config: PretrainConfig) -> ContrastiveModel:
@@ -228,6 +256,7 @@ def load_data(config: PretrainConfig) -> RunData:
         "imbalance_ratio": config.imbalance_ratio,
         "seed": config.subset_seed,
         "image_size": config.image_size,
+        "workers": config.data_workers,
     }
     train = load_dataset(config.dataset, train=True, **kwargs)
     test = load_dataset(config.dataset, train=False, **kwargs)
@@ -245,9 +274,10 @@ def load_data(config: PretrainConfig) -> RunData:
 def build_augmentation(
     config: PretrainConfig, dataset: ImageDataset, device: torch.device | str = "cpu"
 ) -> SimCLRAugmentation:
-    """The SimCLR augmentation of the config for ``dataset``'s image size and statistics, on ``device``."""
+    """The SimCLR augmentation of the config (output side ``crop_size``, else ``dataset``'s image side)
+    with ``dataset``'s statistics, on ``device``."""
     return SimCLRAugmentation(
-        image_size=int(dataset.images.shape[-1]),
+        image_size=config.crop_size or int(dataset.images.shape[-1]),
         crop_scale=(config.crop_scale_min, 1.0),
         blur_prob=config.blur_prob,
         mean=dataset.mean,
@@ -278,7 +308,10 @@ def _init_distributed(device_name: str) -> _Dist:
     owns = False
     if not dist.is_initialized():
         use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        minutes = float(os.environ.get("DYSTRESS_DIST_TIMEOUT_MIN", "30"))
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=minutes)
+        )
         owns = True
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
@@ -349,7 +382,7 @@ def _monitor_features(
 ) -> dict[str, Tensor]:
     device = monitor.query_images.device
     bs = config.eval_batch_size
-    feats = extract(backbone, monitor.query_images, data.test, bs, device, amp)
+    feats = extract(backbone, monitor.query_images, data.test, bs, device, amp, config.crop_size)
     v0, v1 = embed_views(backbone, monitor.query_images, aug, monitor.view_seed, bs, amp)
     return {"features": feats, "view0": v0, "view1": v1}
 
@@ -364,7 +397,9 @@ def _monitor_record(
 ) -> tuple[dict[str, float], dict[str, Tensor]]:
     f = _monitor_features(backbone, monitor, aug, data, config, amp)
     device = monitor.bank_images.device
-    bank = extract(backbone, monitor.bank_images, data.train, config.eval_batch_size, device, amp)
+    bank = extract(
+        backbone, monitor.bank_images, data.train, config.eval_batch_size, device, amp, config.crop_size
+    )
     knn = knn_accuracy(
         bank,
         monitor.bank_labels,
@@ -410,10 +445,26 @@ def _check_run_dir_config(run_dir: Path, config: PretrainConfig) -> None:
         raise ValueError(f"{path} belongs to another run (differs in {sorted(diff)}); use another run dir")
 
 
-def _set_epoch_all(loader: DeviceBatchLoader, temperature: Any, epoch: int) -> None:
+def _set_epoch_all(loader: DeviceBatchLoader | HostBatchLoader, temperature: Any, epoch: int) -> None:
     """Give the shuffling and the temperature (TS schedule) the 0-based index of the epoch to train."""
     loader.set_epoch(epoch)
     temperature.set_epoch(epoch)
+
+
+def resolve_placement(placement: str, num_bytes: int, device: torch.device) -> str:
+    """``device`` or ``host`` for the training images (``auto``: device when they fit, see
+    :func:`~dystress.data.loader.fits_on_device`)."""
+    if placement == "auto":
+        return "device" if fits_on_device(num_bytes, device) else "host"
+    return placement
+
+
+def _all_finite(model: nn.Module) -> Tensor:
+    """0-dim bool tensor on the model's device: every parameter and buffer is finite (no host sync)."""
+    flags = [
+        t.detach().isfinite().all() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()
+    ]
+    return torch.stack(flags).all()
 
 
 def device_name(device: torch.device) -> str:
@@ -467,6 +518,7 @@ def _pretrain(
     device = resolve_device(config.device, ddp.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
     bf16 = uses_bf16(config, device)
     channels_last = config.channels_last and (bf16 or device.type == "cuda")
     if is_main:
@@ -478,19 +530,20 @@ def _pretrain(
     data = load_data(config)
     if ddp.world_size > 1 and is_main:
         dist.barrier()
-    train_images = data.train.images.to(device)
-    train_labels = data.train.labels.to(device)
-    local_batch = config.batch_size // ddp.world_size
-    loader = DeviceBatchLoader(
-        train_images,
-        train_labels,
+    placement = resolve_placement(config.data_placement, data.train.images.numel(), device)
+    loader_class = DeviceBatchLoader if placement == "device" else HostBatchLoader
+    loader = loader_class(
+        data.train.images,
+        data.train.labels,
         config.batch_size,
         shuffle=True,
         drop_last=True,
         seed=config.seed,
         device=device,
+        rank=ddp.rank,
+        world_size=ddp.world_size,
     )
-    steps_per_epoch = len(train_images) // config.batch_size
+    steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     aug = build_augmentation(config, data.train, device)
@@ -517,6 +570,13 @@ def _pretrain(
     start_epoch, step = 0, 0
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path, config=config.to_dict(), map_location="cpu")
+        written_by = int(state.get("extra", {}).get("world_size", 1))
+        if written_by != ddp.world_size:
+            raise CheckpointError(
+                f"checkpoint {ckpt_path} was written by a run of {written_by} process(es), this one has "
+                f"{ddp.world_size}: the augmentation stream depends on the rank, so resume with "
+                f"{written_by} process(es) or start a new run dir"
+            )
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("loss"):
@@ -556,12 +616,11 @@ def _pretrain(
         _set_epoch_all(loader, temperature, epoch - 1)
         aug_generator.manual_seed(_epoch_seed(config.seed, epoch, ddp.rank))
         sums = torch.zeros(1 + len(_DIAGNOSTICS), device=device)
-        first_bad = torch.full((), steps_per_epoch, dtype=torch.int64, device=device)  # none yet
+        # the first step with a non-finite loss; steps_per_epoch: non-finite weights only; + 1: none
+        first_bad = torch.full((), steps_per_epoch + 1, dtype=torch.int64, device=device)
         t0 = time.perf_counter()
         lr = config.lr
         for i, (images, _, _) in enumerate(loader):
-            if ddp.world_size > 1:
-                images = images[ddp.rank * local_batch : (ddp.rank + 1) * local_batch]
             lr = lr_at(step, total_steps, warmup_steps, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -573,6 +632,8 @@ def _pretrain(
             first_bad = torch.where(bad, torch.clamp(first_bad, max=i), first_bad)
             step += 1
             bar.update(1)
+        weights_bad = ~_all_finite(raw_model)  # e.g. an update that overflowed while the loss was finite
+        first_bad = torch.where(weights_bad, torch.clamp(first_bad, max=steps_per_epoch), first_bad)
         if ddp.world_size > 1:  # epoch means over all ranks; every rank sees a divergence anywhere
             dist.all_reduce(sums)
             sums /= ddp.world_size
@@ -585,6 +646,12 @@ def _pretrain(
             raise TrainingDiverged(
                 f"non-finite loss at epoch {epoch}, step {bad_step} of {steps_per_epoch} "
                 f"(global step {(epoch - 1) * steps_per_epoch + bad_step}); the last good checkpoint is kept"
+            )
+        if bad_step == steps_per_epoch:
+            bar.close()
+            raise TrainingDiverged(
+                f"non-finite weights at the end of epoch {epoch} (every loss of the epoch was finite); "
+                "the last good checkpoint is kept"
             )
         images_per_second = steps_per_epoch * config.batch_size / train_seconds
         record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr, "loss": means[0]}
@@ -617,6 +684,7 @@ def _pretrain(
                     temperature=temperature,
                     temperature_name=config.temperature,
                     generators={"augmentation": aug_generator},
+                    extra={"world_size": ddp.world_size},
                 )
     bar.close()
     if ddp.world_size > 1:
@@ -637,7 +705,8 @@ def _pretrain(
         images_per_second=(total_steps * config.batch_size / train_time) if train_time > 0 else None,
         device=device_name(device),
         world_size=ddp.world_size,
-        precision="bf16" if bf16 else "fp32",
+        precision=precision_label(bf16, device),
+        data_placement=placement,
         torch_version=torch.__version__,
     )
     atomic_write_json(final_path, metrics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import yaml
@@ -125,6 +126,11 @@ def test_bad_overrides(override: str, message: str) -> None:
         ("train_subset", 1, "train_subset must be null or an integer >= 2"),
         ("train_subset", 64, "train_subset must be null or >= batch_size"),
         ("num_threads", 0, "num_threads must be null or an integer >= 1"),
+        ("data_placement", "gpu", "data_placement must be one of"),
+        ("data_workers", -1, "data_workers must be null or an integer >= 0"),
+        ("crop_size", 4, "crop_size must be null or an integer >= 8"),
+        ("crop_size", 33, r"crop_size must be null or an integer <= the image side \(32\)"),
+        ("image_size", 64, "image_size must be null or 32 for dataset cifar10"),
         ("lr", 0.0, "lr must be a finite number > 0"),
         ("lr", float("nan"), "lr must be a finite number > 0"),
         ("lr", float("inf"), "lr must be a finite number > 0"),
@@ -166,9 +172,34 @@ def test_run_id_is_stable_and_sensitive() -> None:
     for override in ["lr=0.016", "seed=1", "temperature_params.tau_min=0.1", "epochs=9", "profile=custom"]:
         ids.add(a.with_overrides([override]).run_id())
     assert len(ids) == 6
-    for override in ["data_root=/elsewhere", "num_threads=1", "download=false"]:
+    for override in [
+        "data_root=/elsewhere",
+        "num_threads=1",
+        "download=false",
+        "checkpoint_every=5",
+        "data_placement=host",
+        "data_workers=3",
+    ]:
         assert a.with_overrides([override]).run_id() == a.run_id()
-    assert set(NON_IDENTITY_FIELDS) == {"data_root", "download", "num_threads"}
+    assert a.with_overrides(["crop_size=28"]).run_id() != a.run_id()
+    assert set(NON_IDENTITY_FIELDS) == {
+        "data_root",
+        "download",
+        "num_threads",
+        "checkpoint_every",
+        "data_placement",
+        "data_workers",
+    }
+
+
+def test_imagefolder_needs_an_image_size_and_bounds_the_crop() -> None:
+    base = get_profile("smoke").to_dict()
+    with pytest.raises(ValueError, match="image_size must be an integer >= 8 for dataset imagefolder"):
+        PretrainConfig.from_dict({**base, "dataset": "imagefolder", "image_size": None})
+    with pytest.raises(ValueError, match=r"crop_size must be null or an integer <= the image side \(64\)"):
+        PretrainConfig.from_dict({**base, "dataset": "imagefolder", "image_size": 64, "crop_size": 72})
+    ok = PretrainConfig.from_dict({**base, "dataset": "imagefolder", "image_size": 256, "crop_size": 224})
+    assert (ok.image_size, ok.crop_size) == (256, 224)
 
 
 def test_profiles_follow_the_documented_setups() -> None:
@@ -201,6 +232,23 @@ def test_profiles_follow_the_documented_setups() -> None:
     )
     smoke = get_profile("smoke")
     assert smoke.train_subset <= 1024 and smoke.epochs <= 2 and smoke.backbone == "small_cnn"
+
+
+def test_imagenet100_profile_follows_the_documented_setup() -> None:
+    c = get_profile("imagenet100")
+    # STUDY.md section 3: ResNet-50, 2048-2048-128, LARS lr 0.075 sqrt(batch), 10 warm-up epochs, batch 256,
+    # 200 epochs, mixed precision, kNN k = 20, linear probe; section 1: (tau_min, tau_max) = (0.1, 0.2)
+    assert (c.dataset, c.backbone, c.stem, c.projector_hidden_dim, c.projector_out_dim) == (
+        "imagefolder",
+        "resnet50",
+        "imagenet",
+        2048,
+        128,
+    )
+    assert c.optimizer == "lars" and c.lr == pytest.approx(0.075 * math.sqrt(c.batch_size))
+    assert (c.warmup_epochs, c.batch_size, c.epochs, c.precision, c.knn_k) == (10, 256, 200, "auto", 20)
+    assert c.temperature == "cosine" and c.temperature_params == {"tau_min": 0.1, "tau_max": 0.2}
+    assert (c.image_size, c.crop_size, c.linear_probe) == (256, 224, True)
 
 
 def test_every_field_is_documented() -> None:

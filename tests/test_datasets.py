@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets
-from PIL import Image
 
 from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
 from dystress.data.longtail import longtail_counts, longtail_indices
@@ -245,51 +244,6 @@ def test_image_dataset_validates(field, value):
     kwargs[field] = value
     with pytest.raises(ValueError, match=field):
         ImageDataset(**kwargs)
-
-
-# ------------------------------------------------------------------------------------------ imagefolder
-
-
-def _save(path, array):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def test_imagefolder_resize_crop_and_labels(tmp_path):
-    rng = np.random.default_rng(0)
-    wide = rng.integers(0, 256, (16, 40, 3), dtype=np.uint8)  # H 16, W 40: no resize, center crop x 12..28
-    tall = rng.integers(0, 256, (21, 16, 3), dtype=np.uint8)  # H 21: crop rows round(2.5) = 2..18
-    flat = np.full((48, 64, 3), (10, 200, 30), dtype=np.uint8)  # resized: a constant stays constant
-    _save(tmp_path / "train" / "zebra" / "a.png", wide)
-    _save(tmp_path / "train" / "ant" / "b.png", tall)
-    _save(tmp_path / "train" / "ant" / "c.PNG", flat)
-    (tmp_path / "train" / "ant" / "notes.txt").write_text("ignored")
-    _save(tmp_path / "val" / "zebra" / "d.png", flat)
-    ds = load_dataset("imagefolder", tmp_path, train=True, image_size=16)
-    assert ds.classes == ["ant", "zebra"] and ds.labels.tolist() == [0, 0, 1]
-    assert ds.images.shape == (3, 3, 16, 16) and ds.images.dtype == torch.uint8
-    assert np.array_equal(ds.images[0].permute(1, 2, 0).numpy(), tall[2:18])
-    assert np.array_equal(ds.images[1].permute(1, 2, 0).numpy(), np.broadcast_to(flat[:16, :16], (16, 16, 3)))
-    assert np.array_equal(ds.images[2].permute(1, 2, 0).numpy(), wide[:, 12:28])
-    assert (ds.mean, ds.std) == NORMALIZATION["imagenet"]
-    val = load_dataset("imagefolder", tmp_path, train=False, image_size=16)
-    assert val.classes == ["ant", "zebra"] and val.labels.tolist() == [1]
-
-
-def test_imagefolder_errors(tmp_path):
-    with pytest.raises(ValueError, match="image_size"):
-        load_dataset("imagefolder", tmp_path)
-    with pytest.raises(FileNotFoundError, match="train"):
-        load_dataset("imagefolder", tmp_path, image_size=8)
-    (tmp_path / "train" / "cat").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="no .*images"):
-        load_dataset("imagefolder", tmp_path, image_size=8)
-    _save(tmp_path / "train" / "cat" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
-    with pytest.raises(FileNotFoundError, match="val"):
-        load_dataset("imagefolder", tmp_path, train=False, image_size=8)
-    _save(tmp_path / "val" / "dog" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
-    with pytest.raises(ValueError, match="dog"):
-        load_dataset("imagefolder", tmp_path, train=False, image_size=8)
 
 
 @pytest.mark.slow

@@ -302,6 +302,143 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert not (tmp_path / "final_metrics.json").exists()
 
 
+def test_non_finite_weights_stop_the_run_even_when_the_loss_is_finite(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_step = train_module.train_step
+    calls = {"n": 0}
+
+    def overflowing(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        loss = real_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+        if calls["n"] == 4:  # the last step of epoch 2: its update overflows, its loss was finite
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("inf")
+        return loss
+
+    monkeypatch.setattr(train_module, "train_step", overflowing)
+    config = smoke_config(cifar_root, "train_subset=256", "monitor_size=64", "snapshot_epochs=[]")
+    with pytest.raises(TrainingDiverged, match=r"non-finite weights at the end of epoch 2 \(every loss"):
+        pretrain(config, tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and state["extra"] == {"world_size": 1}
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "records.jsonl")] == [1]
+
+
+def test_resume_with_another_world_size_is_refused(cifar_root: Path, tmp_path: Path) -> None:
+    from dystress.checkpoint import CheckpointError
+    from dystress.io import atomic_torch_save
+
+    config = smoke_config(cifar_root, "train_subset=256", "monitor_size=0", "snapshot_epochs=[]", "epochs=1")
+    pretrain(config, tmp_path, progress=False)
+    (tmp_path / "final_metrics.json").unlink()
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    state["extra"]["world_size"] = 2
+    atomic_torch_save(ckpt, state)
+    with pytest.raises(CheckpointError, match=r"written by a run of 2 process\(es\), this one has 1"):
+        pretrain(config, tmp_path, progress=False)
+
+
+def test_host_placement_trains_the_same_weights_as_device_placement(cifar_root: Path, tmp_path: Path) -> None:
+    states = {}
+    for placement in ("device", "host"):
+        config = smoke_config(
+            cifar_root,
+            "train_subset=256",
+            "monitor_size=0",
+            "snapshot_epochs=[]",
+            "num_threads=1",
+            f"data_placement={placement}",
+        )
+        metrics = pretrain(config, tmp_path / placement, progress=False)
+        assert metrics["data_placement"] == placement
+        states[placement] = load_checkpoint(tmp_path / placement / "checkpoints" / "last.pt")["model"]
+    _assert_same_state(states["device"], states["host"])
+
+
+def _write_image_folder(root: Path, per_class: dict[str, int], seed: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, counts in per_class.items():
+        for c in range(3):
+            folder = root / split / f"class_{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(counts):
+                h, w = rng.integers(20, 40, size=2)
+                pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+                pixels[..., c] = 255 - 40 * c  # a class colour, so features separate the classes
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_image_folder_run_trains_on_crops_and_evaluates_the_center_crop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dystress.data.transforms import center_crop
+    from dystress.metrics import extract_features, knn_accuracy, uniformity
+
+    monkeypatch.setenv("DYSTRESS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "folder"
+    _write_image_folder(root, {"train": 12, "val": 4}, seed=0)
+    overrides = [
+        "dataset=imagefolder",
+        "image_size=24",
+        "crop_size=16",
+        "batch_size=12",
+        "epochs=1",
+        "test_subset=null",
+        "train_subset=null",
+        "monitor_size=12",
+        "snapshot_epochs=[1]",
+        "knn_k=5",
+        "data_workers=0",
+        "num_threads=1",
+    ]
+    config = get_profile("smoke").with_overrides([f"data_root={root}", *overrides])
+    metrics = pretrain(config, tmp_path / "run", progress=False)
+    assert (metrics["bank_size"], metrics["test_size"], metrics["num_classes"]) == (36, 12, 3)
+    assert list((tmp_path / "cache").glob("*.npy"))  # decoded once into the cache
+    # the final kNN is the one of the 16 px center crops of the 24 px images
+    model = train_module.build_model(config)
+    model.load_state_dict(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
+    data = train_module.load_data(config)
+    feats = {
+        split: extract_features(model.backbone, center_crop(ds.images, 16), ds.mean, ds.std, 64)
+        for split, ds in (("train", data.train), ("test", data.test))
+    }
+    assert data.train.images.shape[-1] == 24
+    expected = knn_accuracy(
+        feats["train"], data.train.labels, feats["test"], data.test.labels, k=5, t=config.knn_t, num_classes=3
+    )
+    assert metrics["knn_top1"] == pytest.approx(expected["top1"], abs=1e-9)
+    assert metrics["uniformity"] == pytest.approx(uniformity(feats["test"]), rel=1e-5)
+    whole = extract_features(model.backbone, data.test.images, data.test.mean, data.test.std, 64)
+    assert abs(uniformity(whole) - metrics["uniformity"]) > 1e-4  # the crop is not a no-op here
+    snapshot = torch.load(tmp_path / "run" / "snapshots" / "epoch_0001.pt", weights_only=True)
+    assert snapshot["view0"].shape[0] == 12
+
+
+@pytest.mark.slow
+def test_imagenet100_profile_runs_end_to_end_on_a_small_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profile's whole path (ResNet-50 + ImageNet stem at 224 px, LARS, blur, cache, linear probe)."""
+    monkeypatch.setenv("DYSTRESS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "imagenet100"
+    _write_image_folder(root, {"train": 4, "val": 2}, seed=1)
+    overrides = ["batch_size=4", "epochs=1", "warmup_epochs=0", "monitor_size=4", "snapshot_epochs=[1]"]
+    config = get_profile("imagenet100").with_overrides([f"data_root={root}", "num_threads=2", *overrides])
+    metrics = pretrain(config, tmp_path / "run", progress=False)
+    assert (metrics["bank_size"], metrics["test_size"], metrics["knn_k"]) == (12, 6, 12)
+    assert 0.0 <= metrics["linear_top1"] <= 100.0 and math.isfinite(metrics["final_loss"])
+    records = read_jsonl(tmp_path / "run" / "records.jsonl")
+    assert [r["step"] for r in records] == [3]
+    snapshot = torch.load(tmp_path / "run" / "snapshots" / "epoch_0001.pt", weights_only=True)
+    assert snapshot["features"].shape == (4, 2048)
+
+
 def _assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
@@ -362,6 +499,80 @@ def test_kill_and_resume_is_bit_identical(cifar_root: Path, tmp_path: Path) -> N
         sa = torch.load(killed / "snapshots" / f"epoch_{epoch:04d}.pt", weights_only=True)
         sb = torch.load(tmp_path / "uninterrupted" / "snapshots" / f"epoch_{epoch:04d}.pt", weights_only=True)
         assert torch.equal(sa["features"], sb["features"]) and torch.equal(sa["view0"], sb["view0"])
+
+
+class _Interrupted(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager_saves_plain_keys_and_resumes(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compile=true`` (inductor, C++ on the CPU): one compilation per run (the monitor's eval/train
+    switches included), checkpoints of the plain module that ``evaluate_checkpoint`` reads, a bit-identical
+    resume, and the per-step losses of the eager run up to fp32 reassociation. About 25 s with a cold
+    inductor cache (the first compilation), a few seconds warm."""
+    overrides = ["train_subset=256", "monitor_size=64", "snapshot_epochs=[]", "num_threads=1"]
+    eager = smoke_config(cifar_root, *overrides)  # 2 epochs x 2 steps, monitor on
+    compiled = smoke_config(cifar_root, *overrides, "compile=true")
+    real_step = train_module.train_step
+    calls: list[tuple[float, bool]] = []
+
+    def spy(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
+        loss = real_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+        calls.append((loss.item(), hasattr(model, "_orig_mod")))  # _orig_mod: a torch.compile wrapper
+        return loss
+
+    def run(config: PretrainConfig, run_dir: Path) -> list[tuple[float, bool]]:
+        calls.clear()
+        torch.compiler.reset()  # a fresh model is a fresh compilation, not a recompilation
+        try:
+            pretrain(config, run_dir, progress=False)
+        finally:
+            torch.set_num_threads(threads)
+        return list(calls)
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(train_module, "train_step", spy)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    eager_steps = run(eager, tmp_path / "eager")
+    compiled_steps = run(compiled, tmp_path / "compiled")
+    assert [c for _, c in eager_steps] == [False] * 4 and [c for _, c in compiled_steps] == [True] * 4
+
+    # fp32 on the CPU: the first loss (forward only, same weights) differs by an ulp (rel 8e-8 measured);
+    # afterwards inductor's other reduction orders in the backward grow through the steps (rel <= 3e-4
+    # measured over 4 steps with 1 and 2 threads; eager alone moves by 2e-5 from 1 to 2 threads), while
+    # a real error (a skipped update, stale weights) moves the loss by its per-step change, >= 2%.
+    (e0, *e_rest), (c0, *c_rest) = [loss for loss, _ in eager_steps], [loss for loss, _ in compiled_steps]
+    assert c0 == pytest.approx(e0, rel=1e-6)
+    assert c_rest == pytest.approx(e_rest, rel=2e-3)
+    assert all(abs(a - b) > 1e-2 * abs(a) for a, b in zip(e_rest, [e0, *e_rest], strict=False))
+
+    state = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt", config=compiled.to_dict())
+    assert list(state["model"]) == list(train_module.build_model(compiled).state_dict())  # no _orig_mod.
+    metrics = json.loads((tmp_path / "compiled" / "final_metrics.json").read_text())
+    evaluated = evaluate_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")
+    for key in ("knn_top1", "knn_top5", "uniformity", "tolerance", "alignment"):
+        assert evaluated[key] == pytest.approx(metrics[key], rel=1e-6, abs=1e-9), key
+
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(path, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        real_save(path, **kwargs)
+        raise _Interrupted
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Interrupted):
+        run(compiled, resumed)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["epoch"] == 1
+    assert run(compiled, resumed) == compiled_steps[2:]  # epoch 2 only, compiled, the same losses
+    again = load_checkpoint(resumed / "checkpoints" / "last.pt", config=compiled.to_dict())
+    assert again["epoch"] == 2
+    _assert_same_state(again["model"], state["model"])
+    assert json.loads((resumed / "final_metrics.json").read_text())["knn_top1"] == metrics["knn_top1"]
 
 
 # --------------------------------------------------------------------------------------- evaluation

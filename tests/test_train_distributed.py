@@ -1,21 +1,34 @@
-"""Two CPU processes (torchrun, gloo): DDP training runs and only rank 0 writes the run dir."""
+"""Two CPU processes (torchrun, gloo): DDP training runs, only rank 0 writes the run dir, and a
+non-finite loss on one rank stops every rank at the earliest bad step.
+
+Run as a script (under torchrun) this file is also the worker of the divergence test.
+"""
 
 from __future__ import annotations
 
+import copy
+import datetime
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from dystress.checkpoint import load_checkpoint
 from dystress.config import get_profile
 from dystress.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
+needs_distributed = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch.distributed is not available"
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +38,26 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory, lossless_cifar10_path: 
     return write_lossless_cifar10(lossless_cifar10_path, tmp_path_factory.mktemp("cifar"))
 
 
+def torchrun(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 *args`` on the CPU, one thread per process; the whole
+    process group (agent and workers) is killed and the test fails when it runs past ``timeout`` s."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun still running after {timeout} s (a rank hangs):\n{err.decode()[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+# --------------------------------------------------------------------------------------- a DDP run
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+@needs_distributed
 def test_torchrun_two_gloo_processes(cifar_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [
@@ -36,8 +67,7 @@ def test_torchrun_two_gloo_processes(cifar_root: Path, tmp_path: Path) -> None:
         "num_threads=1",
         "snapshot_epochs=[2]",
     ]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += [
+    args = [
         "-m",
         "dystress.cli",
         "pretrain",
@@ -48,9 +78,8 @@ def test_torchrun_two_gloo_processes(cifar_root: Path, tmp_path: Path) -> None:
         "--no-progress",
     ]
     for item in overrides:
-        cmd += ["--set", item]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=300)
+        args += ["--set", item]
+    proc = torchrun(args, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
 
     config = get_profile("smoke").with_overrides(overrides)
@@ -71,3 +100,129 @@ def test_torchrun_two_gloo_processes(cifar_root: Path, tmp_path: Path) -> None:
         "records.jsonl",
         "snapshots",
     ]
+
+
+# --------------------------------------------------------------------------------------- divergence
+STEPS_PER_EPOCH = 2  # 256 training images, global batch 128
+DIVERGENCE_OVERRIDES = [
+    "epochs=3",
+    "train_subset=256",
+    "monitor_size=64",
+    "snapshot_epochs=[2, 3]",
+    "num_threads=1",
+]
+#: name: (poison, reported (epoch, step), each rank's own non-finite (epoch, step)s). The poison maps a
+#: rank to the (epoch, step) where it goes bad and how: "loss" makes the loss NaN (so its gradients too,
+#: which DDP's all-reduce spreads to every rank: the other rank's loss is NaN one step later), "value"
+#: only the loss value the loop checks (the other rank never sees a bad loss).
+DIVERGENCE_CASES: dict[str, tuple[dict[int, tuple[int, int, str]], tuple[int, int], list[list]]] = {
+    "rank1_alone": ({1: (3, 1, "loss")}, (3, 1), [[], [(3, 1)]]),
+    "rank0_spreads": ({0: (3, 0, "loss")}, (3, 0), [[(3, 0), (3, 1)], [(3, 1)]]),
+    "different_steps": ({0: (3, 1, "value"), 1: (3, 0, "value")}, (3, 0), [[(3, 1)], [(3, 0)]]),
+}
+
+
+def _poisoned_train_step(real_step: Any, poison: tuple[int, int, str] | None, log: dict[str, Any]) -> Any:
+    """``train_step`` that goes bad as ``poison`` says and logs this rank's non-finite steps and, at
+    the end of every epoch, its model and optimizer states."""
+
+    def step(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
+        epoch, i = divmod(log["calls"], STEPS_PER_EPOCH)
+        here = poison is not None and (epoch + 1, i) == poison[:2]
+        criterion = (lambda a, b: loss_fn(a, b) * math.nan) if here and poison[2] == "loss" else loss_fn
+        loss = real_step(model, criterion, optimizer, v0, v1, bf16, channels_last)
+        if here and poison[2] == "value":
+            loss = loss * math.nan
+        if not torch.isfinite(loss):
+            log["local_bad"].append((epoch + 1, i))
+        if i == STEPS_PER_EPOCH - 1:
+            module = getattr(model, "module", model)
+            log["ends"][epoch + 1] = {
+                "model": {k: v.detach().clone() for k, v in module.state_dict().items()},
+                "optimizer": copy.deepcopy(optimizer.state_dict()),
+            }
+        log["calls"] += 1
+        return loss
+
+    return step
+
+
+def _divergence_worker(cifar_root: str, out_dir: str) -> None:
+    """One rank (under torchrun) of every case of DIVERGENCE_CASES, each in run dir out_dir/name; writes
+    out_dir/name.rank{r}.pt with the TrainingDiverged message and the log of the poisoned step."""
+    import dystress.train as train_module
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))  # a hang fails, not waits
+    rank = dist.get_rank()
+    real_step = train_module.train_step
+    config = get_profile("smoke").with_overrides(
+        [f"data_root={cifar_root}", "download=false", *DIVERGENCE_OVERRIDES]
+    )
+    try:
+        for name, (poison, _, _) in DIVERGENCE_CASES.items():
+            log: dict[str, Any] = {"calls": 0, "local_bad": [], "ends": {}}
+            train_module.train_step = _poisoned_train_step(real_step, poison.get(rank), log)
+            try:
+                train_module.pretrain(config, Path(out_dir) / name, progress=False)
+                log["message"] = None
+            except train_module.TrainingDiverged as err:
+                log["message"] = str(err)
+            torch.save(log, Path(out_dir) / f"{name}.rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _assert_equal_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys: Any = None) -> None:
+    for k in a.keys() if keys is None else keys:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+@needs_distributed
+def test_divergence_on_one_rank_stops_every_rank_at_the_earliest_bad_step(
+    cifar_root: Path, tmp_path: Path
+) -> None:
+    proc = torchrun([__file__, str(cifar_root), str(tmp_path)], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+
+    from dystress.train import build_model
+
+    config = get_profile("smoke").with_overrides(
+        [f"data_root={cifar_root}", "download=false", *DIVERGENCE_OVERRIDES]
+    )
+    parameters = [name for name, _ in build_model(config).named_parameters()]
+    for name, (_, (epoch, step), local_bad) in DIVERGENCE_CASES.items():
+        logs = [torch.load(tmp_path / f"{name}.rank{r}.pt", weights_only=True) for r in range(2)]
+        assert [log["local_bad"] for log in logs] == local_bad, name  # the scenario happened
+        expected = (
+            f"non-finite loss at epoch {epoch}, step {step} of {STEPS_PER_EPOCH} "
+            f"(global step {(epoch - 1) * STEPS_PER_EPOCH + step}); the last good checkpoint is kept"
+        )
+        assert [log["message"] for log in logs] == [expected, expected], name
+
+        run_dir = tmp_path / name
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt", config=config.to_dict())
+        assert (state["epoch"], state["step"]) == (epoch - 1, (epoch - 1) * STEPS_PER_EPOCH), name
+        good = [log["ends"][epoch - 1] for log in logs]
+        _assert_equal_states(state["model"], good[0]["model"])  # the writer's weights after epoch 2
+        _assert_equal_states(state["model"], good[1]["model"], parameters)  # = rank 1's (BN stats: local)
+        ckpt_momenta = [s["momentum_buffer"] for s in state["optimizer"]["state"].values()]
+        good_momenta = [s["momentum_buffer"] for s in good[0]["optimizer"]["state"].values()]
+        assert len(ckpt_momenta) == len(parameters)
+        for a, b in zip(ckpt_momenta, good_momenta, strict=True):
+            assert torch.equal(a, b), name
+        bad_end = logs[0]["ends"][epoch]["model"]  # the weights went on changing after the checkpoint
+        assert not all(torch.equal(state["model"][k], bad_end[k]) for k in parameters), name
+
+        assert [r["epoch"] for r in read_jsonl(run_dir / "records.jsonl")] == list(range(1, epoch)), name
+        files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+        assert files == [  # no record, snapshot, checkpoint or temporary file of the bad epoch
+            "checkpoints/last.pt",
+            "config.json",
+            "records.jsonl",
+            f"snapshots/epoch_{epoch - 1:04d}.pt",
+        ], name
+
+
+if __name__ == "__main__":  # the worker of the divergence test, under torchrun
+    _divergence_worker(*sys.argv[1:])

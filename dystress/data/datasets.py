@@ -1,5 +1,5 @@
 """Datasets as uint8 tensors [N, 3, H, W] with int64 labels [N]: CIFAR-10/100 (and their long-tailed
-versions) read from the official python-pickle layout, and small image folders.
+versions) read from the official python-pickle layout, and image folders (`dystress.data.imagefolder`).
 
 CIFAR files are read directly (`pickle.load(f, encoding="latin1")`), so the offline JPEG-decoded copy
 (`python ../shared/data/make_cifar10.py ROOT`), whose md5 sums differ from the official release, loads
@@ -23,9 +23,6 @@ from dystress.data.transforms import NORMALIZATION
 
 #: Names accepted by `load_dataset`.
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "cifar10_lt", "cifar100_lt", "imagefolder")
-
-#: File extensions (lower case) that the image-folder loader reads.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
 _CIFAR_LABEL_KEY = {"cifar10": "labels", "cifar100": "fine_labels"}
 _MAKE_OFFLINE_COPY = "python ../shared/data/make_cifar10.py ROOT"
@@ -105,6 +102,9 @@ def load_dataset(
     imbalance_ratio: float = 0.01,
     seed: int = 0,
     image_size: int | None = None,
+    workers: int | None = None,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> ImageDataset:
     """Load a dataset split as uint8 tensors.
 
@@ -113,7 +113,9 @@ def load_dataset(
     cifar100_lt: the training split reduced to the exponential profile with `imbalance_ratio` and `seed`
     (`dystress.data.longtail`); their test split is the full balanced test set. imagefolder:
     `root/train/<class>/*` or `root/val/<class>/*`, resized (shorter side) and center-cropped to
-    `image_size` (required), see `load_image_folder`. `image_size` must be None or 32 for CIFAR.
+    `image_size` (required), decoded by `workers` processes and cached on disk unless `cache` is false, see
+    `dystress.data.imagefolder.load_image_folder` (workers / cache / cache_dir are ignored for CIFAR).
+    `image_size` must be None or 32 for CIFAR.
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
@@ -129,7 +131,11 @@ def load_dataset(
     if name == "imagefolder":
         if image_size is None:
             raise ValueError("image_size is required for name='imagefolder' (e.g. 64 for TinyImageNet)")
-        return load_image_folder(root, train=train, image_size=image_size)
+        from dystress.data.imagefolder import load_image_folder  # imported here: it imports ImageDataset
+
+        return load_image_folder(
+            root, train=train, image_size=image_size, workers=workers, cache=cache, cache_dir=cache_dir
+        )
     if image_size not in (None, 32):
         raise ValueError(f"image_size must be None or 32 for {name}, got {image_size}")
     base = name.removesuffix("_lt")
@@ -210,66 +216,3 @@ def _missing_message(base: str, folder: Path, missing: list[str], url: str, reas
     if base == "cifar10":
         message += f", or write the offline copy with `{_MAKE_OFFLINE_COPY}` (ROOT = {folder.parent})"
     return message + "."
-
-
-def load_image_folder(root: str | Path, train: bool, image_size: int) -> ImageDataset:
-    """Read `root/train/<class>/*` (or `root/val/<class>/*`) into uint8 [N, 3, image_size, image_size].
-
-    Each image is resized with PIL (bilinear, antialiased) so that its shorter side is `image_size`, then
-    center-cropped, as torchvision's Resize + CenterCrop. Classes are the sorted folder names of
-    `root/train` (for both splits, so labels agree). Normalisation statistics are ImageNet's.
-
-    Everything is decoded into memory (N * 3 * image_size^2 bytes): meant for TinyImageNet-scale data
-    (100k images at 64 px = 1.2 GB). Full-resolution ImageNet-100 does not fit this way.
-    """
-    from PIL import Image
-
-    if not (isinstance(image_size, int) and image_size >= 1):
-        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
-    root = Path(root)
-    train_dir, split_dir = root / "train", root / ("train" if train else "val")
-    for d in {train_dir, split_dir}:
-        if not d.is_dir():
-            raise FileNotFoundError(f"imagefolder: {d} not found; expected {root}/train/<class>/*.jpg|png")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    if not classes:
-        raise FileNotFoundError(f"imagefolder: {train_dir} holds no class folders")
-    split_classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    unknown = sorted(set(split_classes) - set(classes))
-    if unknown:
-        raise ValueError(f"imagefolder: classes {unknown} of {split_dir} are not in {train_dir}")
-    files: list[tuple[Path, int]] = []
-    for label, cls in enumerate(classes):
-        cls_dir = split_dir / cls
-        if cls_dir.is_dir():
-            found = sorted(p for p in cls_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-            files.extend((p, label) for p in found)
-    if not files:
-        raise FileNotFoundError(f"imagefolder: no {'/'.join(IMAGE_EXTENSIONS)} images under {split_dir}")
-    images = torch.empty((len(files), 3, image_size, image_size), dtype=torch.uint8)
-    for i, (path, _) in enumerate(files):
-        with Image.open(path) as img:
-            images[i] = torch.from_numpy(_resize_center_crop(img.convert("RGB"), image_size)).permute(2, 0, 1)
-    mean, std = NORMALIZATION["imagenet"]
-    return ImageDataset(
-        images=images,
-        labels=torch.tensor([label for _, label in files], dtype=torch.int64),
-        classes=classes,
-        name="imagefolder",
-        mean=mean,
-        std=std,
-    )
-
-
-def _resize_center_crop(img, size: int) -> np.ndarray:  # img: PIL.Image.Image
-    """Shorter side to `size` (bilinear), then the central size x size square: uint8 [size, size, 3]."""
-    from PIL import Image
-
-    w, h = img.size
-    if (w <= h and w != size) or (h < w and h != size):
-        short, long = (w, h) if w <= h else (h, w)
-        new_long = int(size * long / short)
-        img = img.resize((size, new_long) if w <= h else (new_long, size), Image.Resampling.BILINEAR)
-    w, h = img.size
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return np.array(img.crop((left, top, left + size, top + size)), dtype=np.uint8)

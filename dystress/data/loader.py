@@ -1,14 +1,22 @@
-"""Shuffled batches from a dataset that lives on the device (the airbench pattern).
+"""Shuffled uint8 batches on the device, from a device-resident set (the airbench pattern) or host memory.
 
-The uint8 images and labels are moved to the device once; each batch is an `index_select` there, so an
-epoch costs no host-to-device traffic beyond one permutation. The permutation of epoch e is drawn on the
-CPU from a generator seeded with (seed, e), so it is the same on every device and a run resumed at an
-epoch boundary (`set_epoch(e)`) sees exactly the batches of an uninterrupted one.
+`DeviceBatchLoader` moves the uint8 images and labels to the device once; each batch is an `index_select`
+there, so an epoch costs no host-to-device traffic beyond one permutation. `HostBatchLoader` keeps the
+images in host memory (a memory-mapped cache is fine, see `dystress.data.imagefolder`) for sets that do
+not fit the device: a background thread gathers the next batch's rows (in sorted index order, for
+locality) into a pinned staging buffer while the device computes, the batch is copied with
+`non_blocking=True` and put back in the permutation's order on the device. Both yield exactly the same
+(images, labels, indices) sequence for the same (seed, epoch, batch_size, shuffle, drop_last).
+
+The permutation of epoch e is drawn on the CPU from a generator seeded with (seed, e), so it is the same on
+every device and a run resumed at an epoch boundary (`set_epoch(e)`) sees exactly the batches of an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -20,23 +28,38 @@ def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_samples, generator=torch.Generator().manual_seed(mixed))
 
 
-class DeviceBatchLoader:
-    """Iterate (images_uint8 [b, 3, H, W], labels [b], indices int64 [b]) batches of a device-resident set.
+def fits_on_device(num_bytes: int, device: torch.device | str, fraction: float = 0.5) -> bool:
+    """Whether `num_bytes` may live on `device`: at most `fraction` of its free memory (CUDA), always on CPU.
 
-    images: uint8 [N, 3, H, W]; labels: [N]. `set_epoch(epoch)` selects the epoch whose order the next
-    iteration uses (call it every epoch, like DistributedSampler's; the order does not advance by
-    itself). shuffle=False iterates in index order. drop_last drops the final partial batch.
+    Devices whose free memory torch cannot report (e.g. mps) answer True, the device-resident default.
     """
+    if not (isinstance(num_bytes, int) and not isinstance(num_bytes, bool) and num_bytes >= 0):
+        raise ValueError(f"num_bytes must be an int >= 0, got {num_bytes!r}")
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0.0 < fraction <= 1.0):
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a torch.device or a device string, got {device!r}") from err
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return num_bytes <= fraction * free
+
+
+class _EpochBatches:
+    """The batch order shared by the loaders: validation, `set_epoch`, `order`, `len`, index batches."""
 
     def __init__(
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
         batch_size: int,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        seed: int = 0,
-        device: torch.device | str | None = None,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
@@ -54,18 +77,27 @@ class DeviceBatchLoader:
             raise ValueError("images must hold at least one sample")
         if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        self.device = torch.device(device) if device is not None else images.device
-        self.images = images.to(self.device)
-        self.labels = labels.to(self.device)
+        if not (isinstance(world_size, int) and not isinstance(world_size, bool) and world_size >= 1):
+            raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
+        if not (isinstance(rank, int) and not isinstance(rank, bool) and 0 <= rank < world_size):
+            raise ValueError(f"rank must be an int in [0, world_size = {world_size}), got {rank!r}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size must be divisible by world_size = {world_size}, got {batch_size}")
+        if world_size > 1 and not drop_last:
+            raise ValueError("drop_last must be True when world_size > 1 (every rank takes an equal share)")
+        self._num_samples = int(images.shape[0])
+        self.rank = rank
+        self.world_size = world_size
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        self.device = torch.device("cpu")  # set by the subclass
 
     @property
     def num_samples(self) -> int:
-        return int(self.images.shape[0])
+        return self._num_samples
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of `epoch` (int >= 0) for the next iteration."""
@@ -75,19 +107,146 @@ class DeviceBatchLoader:
 
     def order(self) -> torch.Tensor:
         """The indices (int64 [N], on the device) in the order the current epoch visits them."""
+        return self._cpu_order().to(self.device, non_blocking=True)
+
+    def _cpu_order(self) -> torch.Tensor:
         if self.shuffle:
-            return epoch_permutation(self.num_samples, self.seed, self.epoch).to(
-                self.device, non_blocking=True
-            )
-        return torch.arange(self.num_samples, device=self.device)
+            return epoch_permutation(self.num_samples, self.seed, self.epoch)
+        return torch.arange(self.num_samples)
 
     def __len__(self) -> int:
         if self.drop_last:
             return self.num_samples // self.batch_size
         return -(-self.num_samples // self.batch_size)
 
+    @property
+    def local_batch_size(self) -> int:
+        """Samples per batch on this rank: batch_size / world_size."""
+        return self.batch_size // self.world_size
+
+    def _batch(self, order: torch.Tensor, b: int) -> torch.Tensor:
+        """This rank's indices of (global) batch `b` of the epoch whose visiting order is `order`.
+
+        Rank r takes the r-th contiguous share of the global batch, so the ranks' shares, concatenated
+        in rank order, are the batch of a single process.
+        """
+        start = b * self.batch_size + self.rank * self.local_batch_size
+        return order[start : min(start + self.local_batch_size, (b + 1) * self.batch_size)]
+
+
+class DeviceBatchLoader(_EpochBatches):
+    """Iterate (images_uint8 [b, 3, H, W], labels [b], indices int64 [b]) batches of a device-resident set.
+
+    images: uint8 [N, 3, H, W]; labels: [N]. `set_epoch(epoch)` selects the epoch whose order the next
+    iteration uses (call it every epoch, like DistributedSampler's; the order does not advance by
+    itself). shuffle=False iterates in index order. drop_last drops the final partial batch. Under
+    data parallelism, (rank, world_size) makes it yield only this rank's share of every global batch of
+    `batch_size` (see `_EpochBatches._batch`).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(images, labels, batch_size, shuffle, drop_last, seed, rank, world_size)
+        self.device = torch.device(device) if device is not None else images.device
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         order = self.order()
         for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            idx = self._batch(order, b)
             yield self.images.index_select(0, idx), self.labels.index_select(0, idx), idx
+
+
+class HostBatchLoader(_EpochBatches):
+    """Like `DeviceBatchLoader` (same arguments, same batches), with the images kept in host memory.
+
+    images: uint8 [N, 3, H, W] on the CPU (may be memory-mapped); labels: [N] (moved to `device`, they are
+    small). Each batch's rows are read in sorted index order into one of two staging buffers (pinned when
+    `device` is CUDA and `pin_memory` is not False), copied with `non_blocking=True`, and reordered on the
+    device to the permutation's order; the next batch is gathered by a background thread meanwhile.
+    prefetch=False gathers in the iterating thread (same batches).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        pin_memory: bool | None = None,
+        prefetch: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(images, labels, batch_size, shuffle, drop_last, seed, rank, world_size)
+        if images.device.type != "cpu":
+            raise ValueError(f"images must be on the CPU for HostBatchLoader, got {images.device}")
+        if pin_memory is not None and not isinstance(pin_memory, bool):
+            raise ValueError(f"pin_memory must be None or a bool, got {pin_memory!r}")
+        if not isinstance(prefetch, bool):
+            raise ValueError(f"prefetch must be a bool, got {prefetch!r}")
+        self.device = torch.device(device) if device is not None else images.device
+        self.images = images
+        self.labels = labels.to(self.device)
+        self.pin_memory = self.device.type == "cuda" and pin_memory is not False
+        self.prefetch = prefetch
+        self._staging: list[torch.Tensor] = []
+        self._copied: list[torch.cuda.Event | None] = [None, None]
+
+    def _stage(self, idx: torch.Tensor, slot: int) -> torch.Tensor:
+        """Gather rows `idx` (CPU int64 [b]) in sorted order into staging buffer `slot`: uint8 [b, C, H, W]"""
+        if not self._staging:
+            shape = (self.local_batch_size, *self.images.shape[1:])
+            self._staging = [
+                torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin_memory) for _ in range(2)
+            ]
+        event = self._copied[slot]
+        if event is not None:  # the previous copy out of this buffer must be done before overwriting it
+            event.synchronize()
+        out = self._staging[slot][: idx.numel()]
+        torch.index_select(self.images, 0, idx.sort().values, out=out)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        order_cpu = self._cpu_order()
+        order = order_cpu.to(self.device, non_blocking=True)
+        num_batches = len(self)
+        if num_batches == 0:
+            return
+        pool = ThreadPoolExecutor(1, thread_name_prefix="dystress-prefetch") if self.prefetch else None
+        try:
+            pending = pool.submit(self._stage, self._batch(order_cpu, 0), 0) if pool else None
+            for b in range(num_batches):
+                slot = b % 2
+                if pending is not None:
+                    staged = pending.result()
+                else:
+                    staged = self._stage(self._batch(order_cpu, b), slot)
+                if pool is not None and b + 1 < num_batches:
+                    pending = pool.submit(self._stage, self._batch(order_cpu, b + 1), 1 - slot)
+                idx = self._batch(order, b)
+                on_device = staged.to(self.device, non_blocking=True)
+                if self.device.type == "cuda":
+                    event = torch.cuda.Event()
+                    event.record(torch.cuda.current_stream(self.device))  # the stream `to` copied on
+                    self._copied[slot] = event
+                # staged row k holds sample sorted(idx)[k] = idx[argsort(idx)[k]]: scatter it back there
+                images = torch.empty_like(on_device).index_copy_(0, torch.argsort(idx), on_device)
+                yield images, self.labels.index_select(0, idx), idx
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)

@@ -26,3 +26,20 @@ def normalize(
     m = torch.tensor(mean, dtype=dtype, device=images.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=dtype, device=images.device).view(1, 3, 1, 1)
     return (images.to(dtype) / 255.0 - m) / s
+
+
+def center_crop(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of images [B, C, H, W] (a view; ``None``: the images).
+
+    The offsets are torchvision's CenterCrop ones, ``round((H - size) / 2)`` and ``round((W - size) / 2)``,
+    so Resize(256) followed by this with 224 is the usual ImageNet evaluation transform.
+    """
+    if size is None:
+        return images
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape [B, C, H, W], got {tuple(images.shape)}")
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= min(height, width)):
+        raise ValueError(f"size must be None or an int in [1, {min(height, width)}], got {size!r}")
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return images[..., top : top + size, left : left + size]
