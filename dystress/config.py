@@ -19,8 +19,8 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   small CNN, bf16 autocast (AMX), SGD momentum 0.9 lr 0.015 batch 256 cosine, 6 epochs (lr from a
   preliminary measurement of this network on the development machine, where 0.06 and above trained
   worse; fixed before any run of the study, the same for every temperature), evaluated on the full
-  test set with the 10k training images as the kNN bank. Sized so that the quick book (about nine
-  runs) builds in under 20 minutes on 2 cores.
+  test set with the 10k training images as the kNN bank. Sized so that the quick book (17 runs:
+  three seeds for four points) builds in about half an hour on 2 cores.
 - ``paper``: the CIFAR-10 setup of Manna et al. (arXiv 2308.01140) as in the authors' CIFAR script:
   ResNet-18 with the CIFAR stem, 512-512-128 projector, SGD lr 0.2, no momentum, weight decay 5e-4,
   cosine schedule, 200 epochs, batch 128 (the script's value; the paper does not state its batch),

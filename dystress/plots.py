@@ -203,11 +203,16 @@ def accuracy_heatmap(table: Any, value: str = "knn_top1", title: str = "") -> An
 
 
 def fixed_tau_curve(
-    fixed: Any, references: Mapping[str, float], random_init: float | None = None, value: str = "knn_top1"
+    fixed: Any,
+    references: Mapping[str, float | tuple[float, float]],
+    random_init: float | None = None,
+    value: str = "knn_top1",
 ) -> Any:
     """Accuracy vs fixed tau (mean and 95% interval over seeds), DySTreSS runs as horizontal lines.
 
     ``fixed``: a frame with columns ``tau``, ``mean``, ``ci`` (half-width, NaN for one seed).
+    ``references``: label -> mean, or (mean, half-width of its interval; NaN for one seed) drawn as a
+    shaded band around the line.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
@@ -223,8 +228,12 @@ def fixed_tau_curve(
             label="fixed tau (SimCLR)",
         )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (label, acc) in enumerate(references.items()):
-        ax.axhline(acc, ls="--", color=colors[i % len(colors)], label=label)
+    for i, (label, ref) in enumerate(references.items()):
+        acc, ci = ref if isinstance(ref, tuple) else (ref, float("nan"))
+        color = colors[i % len(colors)]
+        ax.axhline(acc, ls="--", color=color, label=label)
+        if np.isfinite(ci):
+            ax.axhspan(acc - ci, acc + ci, color=color, alpha=0.15, lw=0)
     if random_init is not None:
         ax.axhline(random_init, ls=":", color="grey", label="random initialisation")
     ax.set_xscale("log")
