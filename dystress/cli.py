@@ -4,6 +4,7 @@
     dystress evaluate CHECKPOINT [--out FILE] [--data-root DIR] [--device D] [--batch-size N]
     dystress study ...                    (forwarded to dystress.study.main)
     dystress config show [--profile P] [--config FILE] [--set key=value ...]
+    dystress data prepare [--profile P] [--config FILE] [--set key=value ...]
 
 Errors in the user's input (bad values, unknown keys or profiles, missing files, a run dir or
 checkpoint of another config) print one line on stderr and exit with status 2, without a traceback.
@@ -100,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_sub.add_parser("show", help="print the resolved config (YAML)")
     _add_config_options(show)
+
+    p = sub.add_parser("data", help="prepare a run's data ahead of training")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    prepare = data_sub.add_parser(
+        "prepare",
+        help="download (CIFAR) or decode into the cache (image folders) the run's train and test sets",
+        description="Load the training and test sets of the resolved config once, as a run would: CIFAR "
+        "is downloaded when missing, an image folder is decoded by data_workers processes into its "
+        "cache (e.g. on a CPU node before a GPU job). Prints what each split holds.",
+    )
+    _add_config_options(prepare)
     return parser
 
 
@@ -156,6 +168,22 @@ def _run(args: argparse.Namespace) -> int:
 
         result = dystress.study.main(list(args.study_args))
         return int(result or 0)
+    if args.command == "data":
+        from dystress.data.imagefolder import default_cache_dir
+        from dystress.train import load_data
+
+        config = resolve_config(args.profile, args.config, args.overrides)
+        data = load_data(config)
+        for split, ds in (("train", data.train), ("test", data.test)):
+            shape = "x".join(str(d) for d in ds.images.shape[1:])
+            size_gb = ds.images.numel() / 1e9
+            print(
+                f"{split}: {len(ds):,} images {shape} uint8 ({size_gb:.2f} GB), "
+                f"{ds.num_classes} classes ({config.dataset})"
+            )
+        if config.dataset == "imagefolder":
+            print(f"cache: {default_cache_dir(config.data_root)}")
+        return 0
     if args.command == "config":
         config = resolve_config(args.profile, args.config, args.overrides)
         sys.stdout.write(config.to_yaml())

@@ -191,3 +191,44 @@ def test_traceback_variable_reraises_the_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DYSTRESS_TRACEBACK", "1")
     with pytest.raises(ValueError, match="epochs must be an integer >= 0"):
         main(["config", "show", "--profile", "smoke", "--set", "epochs=-1"])
+
+
+def test_data_prepare_decodes_an_image_folder_once_into_its_cache(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    import dystress.data.imagefolder as imagefolder
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 5), ("val", 2)):
+        for c in ("cat", "dog"):
+            (tmp_path / "folder" / split / c).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(12 + i, 10, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "folder" / split / c / f"{i}.png")
+    monkeypatch.setenv("DYSTRESS_CACHE", str(tmp_path / "cache"))
+    argv = ["data", "prepare", "--profile", "smoke", "--set", f"data_root={tmp_path / 'folder'}"]
+    argv += ["--set", "dataset=imagefolder", "--set", "image_size=8", "--set", "train_subset=null"]
+    argv += ["--set", "test_subset=null", "--set", "batch_size=4", "--set", "data_workers=0"]
+    code, out, _ = _run(capsys, *argv)
+    assert code == 0
+    assert out.splitlines() == [
+        f"train: 10 images 3x8x8 uint8 ({10 * 192 / 1e9:.2f} GB), 2 classes (imagefolder)",
+        f"test: 4 images 3x8x8 uint8 ({4 * 192 / 1e9:.2f} GB), 2 classes (imagefolder)",
+        f"cache: {tmp_path / 'cache'}",
+    ]
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(imagefolder, "_decode_one", no_decoding)
+    assert _run(capsys, *argv)[0] == 0
+
+
+def test_data_prepare_reports_a_missing_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["data", "prepare", "--profile", "imagenet100", "--set", f"data_root={tmp_path / 'absent'}"]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and f"{tmp_path / 'absent'}/train not found" in err
