@@ -34,6 +34,8 @@ python -m dystress.cli pretrain --profile paper --set epochs=2 --set compile=tru
 for run in paper_3ep paper_1ep_host paper_2ep_compile; do
     echo "$run: $(tail -n 1 "$OUT/$run/records.jsonl")"
 done | tee "$OUT/runs_summary.txt"
+# ... HostBatchLoader's pinned double buffer under a busy GPU (exit 1 if a batch differs) ...
+python benchmarks/host_loader_check.py | tee "$OUT/host_loader_check.txt"
 # ... and image folders: parallel decode into the cache, host vs device loaders on CUDA (same batches).
 python benchmarks/imagefolder_bench.py --device cuda --n 10000 --workers 16 --compute-ms 50 \
     | tee "$OUT/imagefolder_bench.md"

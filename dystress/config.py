@@ -34,8 +34,10 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   training crops of 224 px are taken from that square (not from the whole image, a deviation that
   loses the edges of non-square images) and evaluation uses the 224 px center crop (Resize 256 +
   CenterCrop 224). Where the paper is silent we use SimCLR's ImageNet values: weight decay 1e-6, blur
-  with probability 0.5. The linear probe is this project's (L-BFGS on frozen center-crop features),
-  not a 90-epoch SGD probe with augmentation.
+  with probability 0.5; the colour jitter stays the CIFAR recipe's (0.4, 0.4, 0.4, 0.1) with p 0.8
+  (SimCLR's ImageNet strength 1.0 would be (0.8, 0.8, 0.8, 0.2); there is no config field for it
+  yet). The linear probe is this project's (L-BFGS on frozen center-crop features), not a 90-epoch SGD
+  probe with augmentation.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ FIELD_HELP: dict[str, str] = {
     "epochs": "training epochs >= 0 (0: evaluate the random initialisation)",
     "batch_size": "global batch size (pairs per step, over all ranks)",
     "seed": "seed of initialisation, shuffling and augmentation",
-    "precision": "fp32, bf16 (autocast, also on CPU) or auto (bf16 on CUDA, fp32 on CPU)",
+    "precision": "fp32, bf16 (autocast, also on CPU) or auto (bf16 on a CUDA GPU with native bf16, "
+    "else fp32)",
     "channels_last": "channels-last memory format where bf16 autocast runs",
     "compile": "torch.compile the model",
     "device": "auto, cpu or cuda",

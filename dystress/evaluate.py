@@ -5,7 +5,8 @@
 
 - weighted kNN (InstDisc; k = ``knn_k``, t = ``knn_t``, 200 and 0.1 in the paper's CIFAR tables) with
   the bank = the run's training set (after ``train_subset``) under the test transform and the queries =
-  the test set (or its fixed ``test_subset``);
+  the test set (or its fixed ``test_subset``); the test transform is the ``crop_size`` center crop (the
+  whole image when it is null) and normalisation;
 - for long-tailed datasets, class-averaged plain 1-NN and 10-NN (bank = the long-tailed training set);
 - optionally a linear probe on the cached features (:func:`dystress.metrics.linear_probe`);
 - uniformity, tolerance and inter-class uniformity of the test features, and the alignment of the

@@ -14,11 +14,25 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def make_temp_file(path: Path) -> tuple[int, str]:
+    """A new hidden ``.{name}.*.partial`` file beside ``path``: (fd, its path).
+
+    Its mode is the one ``open`` would give (0o666 minus the umask), not ``mkstemp``'s 0o600, so that
+    run dirs and data caches shared by a group stay readable by it.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    fd, tmp = make_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

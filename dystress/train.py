@@ -1,4 +1,4 @@
-"""The pretraining loop: two-view contrastive learning with device-resident data.
+"""The pretraining loop: two-view contrastive learning with device-resident (or host-streamed) data.
 
 ``pretrain(config, run_dir)`` trains a :class:`~dystress.models.ContrastiveModel` with the configured
 loss and temperature function and leaves in ``run_dir``::
@@ -202,6 +202,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ValueError("device='cuda' but CUDA is not available here")
+        if torch.cuda.device_count() == 1:  # one visible GPU per process (CUDA_VISIBLE_DEVICES per task)
+            return torch.device("cuda", 0)
         if local_rank >= torch.cuda.device_count():
             raise ValueError(
                 f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()} "
@@ -212,10 +214,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def uses_bf16(config: PretrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: always for ``bf16``, for ``auto`` on a CUDA GPU that supports bf16."""
+    """bf16 autocast: always for ``bf16``, for ``auto`` on a CUDA GPU with native bf16 (Ampere and later)."""
     if config.precision == "bf16":
         return True
-    return config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if config.precision != "auto" or device.type != "cuda":
+        return False
+    return torch.cuda.is_bf16_supported(including_emulation=False)  # not V100/T4's emulated bf16
 
 
 def precision_label(bf16: bool, device: torch.device) -> str:
@@ -308,12 +312,23 @@ def _init_distributed(device_name: str) -> _Dist:
     owns = False
     if not dist.is_initialized():
         use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-        minutes = float(os.environ.get("DYSTRESS_DIST_TIMEOUT_MIN", "30"))
+        minutes = _timeout_minutes(os.environ.get("DYSTRESS_DIST_TIMEOUT_MIN", "30"))
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=minutes)
         )
         owns = True
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def _timeout_minutes(text: str) -> float:
+    """``DYSTRESS_DIST_TIMEOUT_MIN`` as a number of minutes > 0 (ValueError naming the variable)."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"DYSTRESS_DIST_TIMEOUT_MIN must be a number of minutes > 0, got {text!r}")
+    return minutes
 
 
 # ---------------------------------------------------------------------------------------- the loop
@@ -451,6 +466,27 @@ def _set_epoch_all(loader: DeviceBatchLoader | HostBatchLoader, temperature: Any
     temperature.set_epoch(epoch)
 
 
+def _resumable_state(ckpt_path: Path, run_dir: Path, config: PretrainConfig, world_size: int) -> dict:
+    """The checkpoint's state, refused (CheckpointError) when it was written with another world size.
+
+    The augmentation stream depends on the rank, so a run only continues with its own number of
+    processes. Checkpoints older than the ``extra["world_size"]`` entry are checked against the
+    ``world_size`` of their epoch's record instead (and pass when there is none).
+    """
+    state = load_checkpoint(ckpt_path, config=config.to_dict(), map_location="cpu")
+    written_by = (state.get("extra") or {}).get("world_size")
+    if written_by is None:
+        records = read_jsonl(run_dir / "records.jsonl") if (run_dir / "records.jsonl").exists() else []
+        written_by = next((r.get("world_size") for r in records if r.get("epoch") == state["epoch"]), None)
+    if written_by is not None and int(written_by) != world_size:
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} was written by a run of {written_by} process(es), this one has "
+            f"{world_size}: the augmentation stream depends on the rank, so resume with {written_by} "
+            "process(es) or start a new run dir"
+        )
+    return state
+
+
 def resolve_placement(placement: str, num_bytes: int, device: torch.device) -> str:
     """``device`` or ``host`` for the training images (``auto``: device when they fit, see
     :func:`~dystress.data.loader.fits_on_device`)."""
@@ -525,6 +561,9 @@ def _pretrain(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", config.to_dict())
 
+    # the checkpoint to resume from is read (and checked) first: a refused resume costs no data loading
+    # and every rank refuses it at once
+    state = _resumable_state(ckpt_path, run_dir, config, ddp.world_size) if ckpt_path.exists() else None
     if ddp.world_size > 1 and not is_main:
         dist.barrier()  # rank 0 loads first, so only one process downloads and extracts
     data = load_data(config)
@@ -568,15 +607,7 @@ def _pretrain(
     aug_generator = torch.Generator(device=device)
 
     start_epoch, step = 0, 0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, config=config.to_dict(), map_location="cpu")
-        written_by = int(state.get("extra", {}).get("world_size", 1))
-        if written_by != ddp.world_size:
-            raise CheckpointError(
-                f"checkpoint {ckpt_path} was written by a run of {written_by} process(es), this one has "
-                f"{ddp.world_size}: the augmentation stream depends on the rank, so resume with "
-                f"{written_by} process(es) or start a new run dir"
-            )
+    if state is not None:
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("loss"):

@@ -504,3 +504,41 @@ def test_no_class_folders_and_empty_classes(tmp_path):
     (tmp_path / "train" / "a" / "x.gif").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="no .jpg/.jpeg/.png images"):
         scan_image_folder(tmp_path, True)
+
+
+_DEAD_WORKER = """
+import os, sys
+import dystress.data.imagefolder as m
+original = m._decode_one
+def dies(path, size):
+    if "img_03" in path:
+        os._exit(1)  # a worker killed without an exception (a decoder crash, the OOM killer)
+    return original(path, size)
+m._decode_one = dies
+try:
+    m.load_image_folder(sys.argv[1], train=True, image_size=8, workers=2)
+    print("loaded")
+except Exception as err:
+    print(type(err).__name__)
+"""
+
+
+def test_a_dead_decode_worker_fails_the_load_instead_of_hanging(folder):
+    root, _ = folder
+    done = subprocess.run(
+        [sys.executable, "-c", _DEAD_WORKER, str(root)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "BrokenProcessPool", done.stderr[-2000:]
+    cache_dir = root / ".dystress_cache"
+    assert _cache_files(cache_dir, ".*.partial") == [] and _cache_files(cache_dir, "*.npy") == []
+
+
+def test_cache_files_get_the_umask_mode(folder):
+    root, _ = folder
+    old = os.umask(0o022)
+    try:
+        load_image_folder(root, train=True, image_size=8, workers=0)
+    finally:
+        os.umask(old)
+    modes = {p.suffix: p.stat().st_mode & 0o777 for p in (root / ".dystress_cache").iterdir()}
+    assert modes == {".npy": 0o644, ".json": 0o644}

@@ -341,6 +341,73 @@ def test_resume_with_another_world_size_is_refused(cifar_root: Path, tmp_path: P
         pretrain(config, tmp_path, progress=False)
 
 
+def test_old_checkpoints_are_checked_against_the_world_size_of_their_record(
+    cifar_root: Path, tmp_path: Path
+) -> None:
+    from dystress.checkpoint import CheckpointError
+    from dystress.io import append_jsonl, atomic_torch_save
+
+    config = smoke_config(cifar_root, "train_subset=256", "monitor_size=0", "snapshot_epochs=[]", "epochs=2")
+    short = config.with_overrides(["epochs=1"])
+    ckpt, records = tmp_path / "checkpoints" / "last.pt", tmp_path / "records.jsonl"
+    # a run of two epochs stopped after epoch 1, its checkpoint written before the world_size entry
+    pretrain(short, tmp_path, progress=False)
+    state = load_checkpoint(ckpt)
+    state["config"] = config.to_dict()
+    state["extra"] = {}
+    atomic_torch_save(ckpt, state)
+    (tmp_path / "final_metrics.json").unlink()
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    kept = read_jsonl(records)
+    records.unlink()
+    for r in kept:
+        append_jsonl(records, {**r, "world_size": 2})  # the record says: two processes
+    with pytest.raises(CheckpointError, match=r"written by a run of 2 process\(es\), this one has 1"):
+        pretrain(config, tmp_path, progress=False)
+    records.unlink()  # no record of its epoch: nothing to check against, the resume goes on
+    metrics = pretrain(config, tmp_path, progress=False)
+    assert metrics["epochs"] == 2 and [r["epoch"] for r in read_jsonl(records)] == [2]
+
+
+def test_bf16_auto_needs_native_support_and_fp32_names_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def native_only(including_emulation: bool = True) -> bool:
+        calls.append(including_emulation)
+        return including_emulation  # an emulating GPU (V100, T4): supported only with emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", native_only)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    auto = get_profile("smoke").with_overrides(["precision=auto"])
+    assert not train_module.uses_bf16(auto, cuda) and calls == [False]
+    assert not train_module.uses_bf16(auto, cpu)
+    assert train_module.uses_bf16(auto.with_overrides(["precision=bf16"]), cpu)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert train_module.precision_label(False, cuda) == "fp32 (tf32 convolutions)"
+    assert train_module.precision_label(False, cpu) == "fp32"
+    assert train_module.precision_label(True, cuda) == "bf16"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert train_module.precision_label(False, cuda) == "fp32"
+
+
+def test_ranks_map_to_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert train_module.resolve_device("auto", local_rank=3) == torch.device("cuda", 0)  # one GPU per task
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert train_module.resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
+    with pytest.raises(ValueError, match="local rank 4 has no GPU: this machine has 4"):
+        train_module.resolve_device("cuda", local_rank=4)
+    assert train_module.resolve_device("cpu", local_rank=4) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-5", "nan", "inf", ""])
+def test_distributed_timeout_is_validated(text: str) -> None:
+    with pytest.raises(ValueError, match="DYSTRESS_DIST_TIMEOUT_MIN must be a number of minutes > 0"):
+        train_module._timeout_minutes(text)
+    assert train_module._timeout_minutes("2.5") == 2.5
+
+
 def test_host_placement_trains_the_same_weights_as_device_placement(cifar_root: Path, tmp_path: Path) -> None:
     states = {}
     for placement in ("device", "host"):
