@@ -476,7 +476,7 @@ def _resumable_state(ckpt_path: Path, run_dir: Path, config: PretrainConfig, wor
     state = load_checkpoint(ckpt_path, config=config.to_dict(), map_location="cpu")
     written_by = (state.get("extra") or {}).get("world_size")
     if written_by is None:
-        records = read_jsonl(run_dir / "records.jsonl") if (run_dir / "records.jsonl").exists() else []
+        records = read_jsonl(run_dir / "records.jsonl")  # [] when there is none
         written_by = next((r.get("world_size") for r in records if r.get("epoch") == state["epoch"]), None)
     if written_by is not None and int(written_by) != world_size:
         raise CheckpointError(

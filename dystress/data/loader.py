@@ -48,7 +48,8 @@ def fits_on_device(num_bytes: int, device: torch.device | str, fraction: float =
 
 
 class _EpochBatches:
-    """The batch order shared by the loaders: validation, `set_epoch`, `order`, `len`, index batches."""
+    """What the loaders share: validation, the target device and labels there, `set_epoch`, `order`,
+    `len`, and this rank's index batches."""
 
     def __init__(
         self,
@@ -58,8 +59,9 @@ class _EpochBatches:
         shuffle: bool,
         drop_last: bool,
         seed: int,
-        rank: int = 0,
-        world_size: int = 1,
+        device: torch.device | str | None,
+        rank: int,
+        world_size: int,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
@@ -93,7 +95,8 @@ class _EpochBatches:
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
-        self.device = torch.device("cpu")  # set by the subclass
+        self.device = torch.device(device) if device is not None else images.device
+        self.labels = labels.to(self.device)
 
     @property
     def num_samples(self) -> int:
@@ -156,10 +159,8 @@ class DeviceBatchLoader(_EpochBatches):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        super().__init__(images, labels, batch_size, shuffle, drop_last, seed, rank, world_size)
-        self.device = torch.device(device) if device is not None else images.device
+        super().__init__(images, labels, batch_size, shuffle, drop_last, seed, device, rank, world_size)
         self.images = images.to(self.device)
-        self.labels = labels.to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         order = self.order()
@@ -192,16 +193,14 @@ class HostBatchLoader(_EpochBatches):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        super().__init__(images, labels, batch_size, shuffle, drop_last, seed, rank, world_size)
         if images.device.type != "cpu":
             raise ValueError(f"images must be on the CPU for HostBatchLoader, got {images.device}")
+        super().__init__(images, labels, batch_size, shuffle, drop_last, seed, device, rank, world_size)
         if pin_memory is not None and not isinstance(pin_memory, bool):
             raise ValueError(f"pin_memory must be None or a bool, got {pin_memory!r}")
         if not isinstance(prefetch, bool):
             raise ValueError(f"prefetch must be a bool, got {prefetch!r}")
-        self.device = torch.device(device) if device is not None else images.device
         self.images = images
-        self.labels = labels.to(self.device)
         self.pin_memory = self.device.type == "cuda" and pin_memory is not False
         self.prefetch = prefetch
         self._staging: list[torch.Tensor] = []
