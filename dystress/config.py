@@ -34,10 +34,9 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   training crops of 224 px are taken from that square (not from the whole image, a deviation that
   loses the edges of non-square images) and evaluation uses the 224 px center crop (Resize 256 +
   CenterCrop 224). Where the paper is silent we use SimCLR's ImageNet values: weight decay 1e-6, blur
-  with probability 0.5; the colour jitter stays the CIFAR recipe's (0.4, 0.4, 0.4, 0.1) with p 0.8
-  (SimCLR's ImageNet strength 1.0 would be (0.8, 0.8, 0.8, 0.2); there is no config field for it
-  yet). The linear probe is this project's (L-BFGS on frozen center-crop features), not a 90-epoch SGD
-  probe with augmentation.
+  with probability 0.5, colour-jitter strength 1.0 (ColorJitter(0.8, 0.8, 0.8, 0.2) with p 0.8; the
+  CIFAR recipe is strength 0.5). The linear probe is this project's (L-BFGS on frozen center-crop
+  features), not a 90-epoch SGD probe with augmentation.
 """
 
 from __future__ import annotations
@@ -81,6 +80,10 @@ NON_IDENTITY_FIELDS = (
     "data_workers",
 )
 
+#: Identity fields added after run ids were first published, with the value every earlier run had:
+#: left out of :meth:`PretrainConfig.run_id` at that value, so earlier run folders keep their ids.
+LATER_FIELD_DEFAULTS: dict[str, Any] = {"jitter_strength": 0.5}
+
 #: One line of documentation per field (used by ``dystress pretrain --help``).
 FIELD_HELP: dict[str, str] = {
     "profile": "name of the profile this config started from (recorded, not interpreted)",
@@ -120,6 +123,8 @@ FIELD_HELP: dict[str, str] = {
     "from host memory / the image-folder cache) or auto (device when they take under half the free memory)",
     "data_workers": "null (all CPU cores, at most 32) or the processes decoding an image folder to its cache",
     "crop_scale_min": "lower bound of the random-resized-crop area scale, in (0, 1]",
+    "jitter_strength": "SimCLR colour-jitter strength s in [0, 2.5]: ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) "
+    "with p 0.8 (0.5 for CIFAR, 1.0 for ImageNet)",
     "blur_prob": "Gaussian blur probability in [0, 1] (0 for CIFAR)",
     "checkpoint_every": "write checkpoints/last.pt every this many epochs (and at the end)",
     "snapshot_epochs": "epochs whose monitor features are saved (0: before training; needs a monitor)",
@@ -188,6 +193,7 @@ class PretrainConfig:
     num_threads: int | None = None
     # augmentation
     crop_scale_min: float = 0.08
+    jitter_strength: float = 0.5
     blur_prob: float = 0.0
     # bookkeeping and evaluation
     checkpoint_every: int = 1
@@ -299,6 +305,12 @@ class PretrainConfig:
             _fail("imbalance_ratio", "a number in (0, 1]", self.imbalance_ratio)
         if not _is_real(self.crop_scale_min) or not 0 < self.crop_scale_min <= 1:
             _fail("crop_scale_min", "a number in (0, 1]", self.crop_scale_min)
+        if not _is_real(self.jitter_strength) or not 0 <= self.jitter_strength <= 2.5:
+            _fail(
+                "jitter_strength",
+                "a number in [0, 2.5] (the hue range 0.2 s is at most 0.5)",
+                self.jitter_strength,
+            )
         if not _is_real(self.blur_prob) or not 0 <= self.blur_prob <= 1:
             _fail("blur_prob", "a number in [0, 1]", self.blur_prob)
         if not isinstance(self.snapshot_epochs, list) or not all(
@@ -407,8 +419,14 @@ class PretrainConfig:
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict[str, Any]:
-        """The fields that determine what the run computes (all but :data:`NON_IDENTITY_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
+        """The fields that determine what the run computes (all but :data:`NON_IDENTITY_FIELDS`, and
+        the :data:`LATER_FIELD_DEFAULTS` at their old value)."""
+        old_default = LATER_FIELD_DEFAULTS.get
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in NON_IDENTITY_FIELDS and not (k in LATER_FIELD_DEFAULTS and v == old_default(k))
+        }
 
     def run_id(self) -> str:
         """Short stable hash (12 hex digits) of the canonical JSON of :meth:`identity`."""
@@ -422,8 +440,10 @@ def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tupl
     Both dicts go through :meth:`PretrainConfig.from_dict` first (absent fields take their defaults,
     so a config saved before a field was added still matches); raises ``ValueError`` for an invalid one.
     """
-    ia, ib = PretrainConfig.from_dict(dict(a)).identity(), PretrainConfig.from_dict(dict(b)).identity()
-    return {k: (ia.get(k), ib.get(k)) for k in sorted(ia.keys() | ib.keys()) if ia.get(k) != ib.get(k)}
+    ca, cb = PretrainConfig.from_dict(dict(a)), PretrainConfig.from_dict(dict(b))
+    da, db = ca.to_dict(), cb.to_dict()
+    keys = ca.identity().keys() | cb.identity().keys()
+    return {k: (da[k], db[k]) for k in sorted(keys) if da[k] != db[k]}
 
 
 def _smoke() -> PretrainConfig:
@@ -523,6 +543,7 @@ def _imagenet100() -> PretrainConfig:
         epochs=200,
         batch_size=256,
         precision="auto",
+        jitter_strength=1.0,
         blur_prob=0.5,
         checkpoint_every=5,
         snapshot_epochs=[0, 50, 100, 200],

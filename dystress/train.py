@@ -279,10 +279,16 @@ def build_augmentation(
     config: PretrainConfig, dataset: ImageDataset, device: torch.device | str = "cpu"
 ) -> SimCLRAugmentation:
     """The SimCLR augmentation of the config (output side ``crop_size``, else ``dataset``'s image side)
-    with ``dataset``'s statistics, on ``device``."""
+    with ``dataset``'s statistics, on ``device``. Colour jitter of strength s is SimCLR's
+    ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) (Chen et al. 2020, appendix A)."""
+    s = config.jitter_strength
     return SimCLRAugmentation(
         image_size=config.crop_size or int(dataset.images.shape[-1]),
         crop_scale=(config.crop_scale_min, 1.0),
+        brightness=0.8 * s,
+        contrast=0.8 * s,
+        saturation=0.8 * s,
+        hue=0.2 * s,
         blur_prob=config.blur_prob,
         mean=dataset.mean,
         std=dataset.std,

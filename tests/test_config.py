@@ -9,7 +9,14 @@ import math
 import pytest
 import yaml
 
-from dystress.config import NON_IDENTITY_FIELDS, PROFILES, PretrainConfig, get_profile
+from dystress.config import (
+    LATER_FIELD_DEFAULTS,
+    NON_IDENTITY_FIELDS,
+    PROFILES,
+    PretrainConfig,
+    get_profile,
+    identity_differences,
+)
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
@@ -142,6 +149,9 @@ def test_bad_overrides(override: str, message: str) -> None:
         ("imbalance_ratio", 0.0, r"imbalance_ratio must be a number in \(0, 1\]"),
         ("crop_scale_min", 1.5, r"crop_scale_min must be a number in \(0, 1\]"),
         ("blur_prob", 1.1, r"blur_prob must be a number in \[0, 1\]"),
+        ("jitter_strength", 2.6, r"jitter_strength must be a number in \[0, 2.5\]"),
+        ("jitter_strength", -0.1, r"jitter_strength must be a number in \[0, 2.5\]"),
+        ("jitter_strength", "strong", r"jitter_strength must be a number in \[0, 2.5\]"),
         ("snapshot_epochs", [0, 3], r"snapshot_epochs must be a list of integers in \[0, epochs = 2\]"),
         ("snapshot_epochs", 1, "snapshot_epochs must be a list"),
         ("monitor_size", 0, "snapshot_epochs must be empty when monitor_size = 0"),
@@ -182,6 +192,27 @@ def test_run_id_is_stable_and_sensitive() -> None:
     ]:
         assert a.with_overrides([override]).run_id() == a.run_id()
     assert a.with_overrides(["crop_size=28"]).run_id() != a.run_id()
+    assert a.with_overrides(["jitter_strength=1.0"]).run_id() != a.run_id()
+
+
+def test_later_fields_at_their_old_value_keep_earlier_run_ids() -> None:
+    """A field added later (jitter_strength) is left out of the hash at the value every earlier run
+    had, so the id is the hash of the config without it; any other value is part of the identity."""
+    import hashlib
+
+    config = get_profile("quick")
+    assert config.jitter_strength == LATER_FIELD_DEFAULTS["jitter_strength"] == 0.5
+    left_out = {*NON_IDENTITY_FIELDS, "jitter_strength"}
+    without = {k: v for k, v in config.to_dict().items() if k not in left_out}
+    canonical = json.dumps(without, sort_keys=True, separators=(",", ":"))
+    assert config.run_id() == hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    # a config saved before the field existed loads with the old value and the same id
+    old = config.to_dict()
+    del old["jitter_strength"]
+    assert PretrainConfig.from_dict(old).run_id() == config.run_id()
+    stronger = config.with_overrides(["jitter_strength=1.0"])
+    assert stronger.identity()["jitter_strength"] == 1.0
+    assert identity_differences(old, stronger.to_dict()) == {"jitter_strength": (0.5, 1.0)}
     assert set(NON_IDENTITY_FIELDS) == {
         "data_root",
         "download",

@@ -695,3 +695,27 @@ def test_evaluate_backbone_long_tailed_and_probe(cifar_root: Path, monkeypatch: 
     assert (metrics["bank_size"], metrics["test_size"]) == (len(train), 300) and len(train) < 4000
     assert metrics["tolerance"] == pytest.approx(_tolerance64(fq, test.labels), rel=1e-4)
     assert metrics["uniformity"] == pytest.approx(_uniformity64(fq), rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0, 2.5])
+def test_build_augmentation_maps_the_jitter_strength(cifar_root: Path, strength: float) -> None:
+    """SimCLR's colour-jitter strength s is ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) (Chen et al. 2020,
+    appendix A); s = 0.5 is exactly the CIFAR recipe of docs/STUDY.md, (0.4, 0.4, 0.4, 0.1)."""
+    from dystress.data.augment import SimCLRAugmentation
+    from dystress.data.datasets import load_dataset
+    from dystress.train import build_augmentation
+
+    config = smoke_config(cifar_root, f"jitter_strength={strength}")
+    train = load_dataset("cifar10", cifar_root, train=True, download=False)
+    aug = build_augmentation(config, train)
+    assert (aug.brightness, aug.contrast, aug.saturation, aug.hue) == (
+        0.8 * strength,
+        0.8 * strength,
+        0.8 * strength,
+        0.2 * strength,
+    )
+    assert aug.jitter_prob == 0.8
+    if strength == 0.5:
+        recipe = SimCLRAugmentation()
+        assert (aug.brightness, aug.contrast, aug.saturation, aug.hue) == (0.4, 0.4, 0.4, 0.1)
+        assert repr(aug) == repr(recipe)
