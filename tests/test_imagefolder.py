@@ -236,7 +236,9 @@ def test_cache_is_written_once_then_mapped_without_decoding(folder, monkeypatch)
     first = load_image_folder(root, train=True, image_size=12, workers=0)
     assert spy.calls == len(first) and torch.equal(first.images, reference.images)
     cache_dir = root / ".dystress_cache"
-    assert [p.suffix for p in _cache_files(cache_dir)] == [".json", ".npy"]
+    # the array, its sidecar and the (empty, hidden) build lock
+    assert [p.suffix for p in _cache_files(cache_dir)] == [".lock", ".json", ".npy"]
+    assert _cache_files(cache_dir, ".*build.lock")[0].stat().st_size == 0
     spy.fail = True
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: neither from the cache check nor from torch.from_numpy
@@ -376,7 +378,9 @@ def test_failed_decode_leaves_no_cache(folder, monkeypatch):
     monkeypatch.setattr(imagefolder, "_decode_one", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         load_image_folder(root, train=True, image_size=8, workers=0)
-    assert _cache_files(root / ".dystress_cache", ".*") == [] and _cache_files(root / ".dystress_cache") == []
+    # nothing but the empty build lock (kept: deleting a lock file would race with a waiting process)
+    left = _cache_files(root / ".dystress_cache")
+    assert [p.name.endswith("build.lock") and p.stat().st_size == 0 for p in left] == [True]
 
 
 _KILLED_CHILD = """
@@ -430,6 +434,60 @@ def test_partial_file_being_written_is_kept(folder):
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         load_image_folder(root, train=True, image_size=8, workers=0)
         assert live.exists() and not orphan.exists() and other.exists()
+
+
+_GATED_CHILD = """
+import os, sys, time
+import torch
+import dystress.data.imagefolder as m
+root, log, gate = sys.argv[1:4]
+original = m._write_cache
+def gated(*args, **kwargs):
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    while not os.path.exists(gate):
+        time.sleep(0.02)
+    return original(*args, **kwargs)
+m._write_cache = gated
+ds = m.load_image_folder(root, train=True, image_size=8, workers=0)
+print(int(ds.images.to(torch.int64).sum()), len(ds))
+"""
+
+
+def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(imagefolder.fcntl is None, reason="flock is POSIX")
+def test_concurrent_jobs_decode_once(folder, tmp_path):
+    """Two processes loading the same uncached split: the second waits for the first's build, then maps
+    its cache (one decode in all), and both get the same pixels."""
+    root, _ = folder
+    log, gate = tmp_path / "decodes.log", tmp_path / "gate"
+    reference = load_image_folder(root, train=True, image_size=8, cache=False)
+    expected = f"{int(reference.images.to(torch.int64).sum())} {len(reference)}"
+    args = [sys.executable, "-c", _GATED_CHILD, str(root), str(log), str(gate)]
+    err_b = tmp_path / "b.err"
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    second = None
+    try:
+        _wait_for(lambda: log.exists() and log.read_text().count("\n") == 1, "the first build to start")
+        with open(err_b, "w") as err:
+            second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
+        _wait_for(lambda: "another process is decoding" in err_b.read_text(), "the second job to wait")
+        gate.touch()
+        outs = [first.communicate(timeout=120)[0], second.communicate(timeout=120)[0]]
+    finally:
+        for child in (first, second):
+            if child is not None and child.poll() is None:
+                child.kill()
+    assert (first.returncode, second.returncode) == (0, 0)
+    assert [out.strip() for out in outs] == [expected, expected]
+    assert log.read_text().split() == [str(first.pid)]  # one decode, by the first job
+    assert len(_cache_files(root / ".dystress_cache", "*.npy")) == 1
 
 
 def test_cache_false_writes_nothing(folder):
@@ -541,4 +599,4 @@ def test_cache_files_get_the_umask_mode(folder):
     finally:
         os.umask(old)
     modes = {p.suffix: p.stat().st_mode & 0o777 for p in (root / ".dystress_cache").iterdir()}
-    assert modes == {".npy": 0o644, ".json": 0o644}
+    assert modes == {".npy": 0o644, ".json": 0o644, ".lock": 0o644}

@@ -13,19 +13,22 @@ The cache key covers `CACHE_VERSION`, `image_size`, the split, the class list an
 (relative path, size in bytes, mtime_ns): adding, removing or touching a file rebuilds it. The array is
 written to a hidden ``.partial`` file in the cache folder and renamed into place (then the sidecar), so a
 killed decode never leaves a cache that loads (its partial file is removed by the next decode of the same
-split); a corrupt cache is reported with a warning and rebuilt.
+split); a corrupt cache is reported with a warning and rebuilt. Building holds a per-split lock file, so
+jobs started together on one folder (the runs of an ablation) decode it once: the others wait, then map it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import mmap
 import multiprocessing
 import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,38 +298,75 @@ def _cache_names(index: ImageFolderIndex, image_size: int) -> tuple[str, str]:
 
 
 def _cached_images(index: ImageFolderIndex, image_size: int, folder: Path, workers: int | None) -> np.ndarray:
-    """The decoded split from the cache in `folder`, decoding and writing it first if absent or invalid."""
+    """The decoded split from the cache in `folder`, decoding and writing it first if absent or invalid.
+
+    The build runs under `_build_lock`, and the cache is checked again once the lock is held, so jobs
+    started together on the same folder (an ablation sweep) decode it once: the others wait, then map it.
+    """
     prefix, stem = _cache_names(index, image_size)
     array_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
     shape = (len(index.files), 3, image_size, image_size)
     key = index.cache_key(image_size)
-    images = _open_cache(array_path, meta_path, key, shape, index.labels)
+    images = _open_cache(array_path, meta_path, key, shape, index.labels, warn=False)
     if images is not None:
         return images
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(folder, prefix)
-    _write_cache(index, image_size, array_path, shape, workers)
-    meta = {
-        "version": CACHE_VERSION,
-        "key": key,
-        "shape": list(shape),
-        "root": str(index.root.resolve()),
-        "split": index.split,
-        "classes": index.classes,
-        "labels": index.labels,
-    }
-    atomic_write_text(meta_path, json.dumps(meta, sort_keys=True) + "\n")
-    _remove_stale(folder, prefix, stem)
+    with _build_lock(folder, prefix):
+        images = _open_cache(array_path, meta_path, key, shape, index.labels)
+        if images is not None:  # built by another process while this one waited
+            return images
+        _remove_orphans(folder, prefix)
+        _write_cache(index, image_size, array_path, shape, workers)
+        meta = {
+            "version": CACHE_VERSION,
+            "key": key,
+            "shape": list(shape),
+            "root": str(index.root.resolve()),
+            "split": index.split,
+            "classes": index.classes,
+            "labels": index.labels,
+        }
+        atomic_write_text(meta_path, json.dumps(meta, sort_keys=True) + "\n")
+        _remove_stale(folder, prefix, stem)
     images = _open_cache(array_path, meta_path, key, shape, index.labels)
     if images is None:  # pragma: no cover - only if the folder is modified while we write
         raise RuntimeError(f"imagefolder: the cache {array_path} just written does not load")
     return images
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path, prefix: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `folder/.<prefix>build.lock` (one per root/split/size) while building.
+
+    A process that finds the lock taken says so on stderr and waits. Without flock (Windows, a file
+    system that lacks it) the build goes on unlocked: concurrent jobs then each decode, still safely.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder / f".{prefix}build.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                f"imagefolder: another process is decoding {prefix.rstrip('-')} into {folder}; waiting",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no flock here (Lustre noflock, some FUSE): go on unlocked
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _open_cache(
-    array_path: Path, meta_path: Path, key: str, shape: tuple[int, ...], labels: list[int]
+    array_path: Path, meta_path: Path, key: str, shape: tuple[int, ...], labels: list[int], warn: bool = True
 ) -> np.ndarray | None:
-    """The memory-mapped cached array, or None (with a warning when a cache exists but is invalid)."""
+    """The memory-mapped cached array, or None (with a warning, if `warn`, when a cache exists but is
+    invalid)."""
     if not array_path.exists() and not meta_path.exists():
         return None
     problem = None
@@ -351,7 +391,9 @@ def _open_cache(
                 problem = f"the file holds {os.path.getsize(array_path)} bytes, expected {expected_bytes}"
             else:
                 return images
-    warnings.warn(f"imagefolder: ignoring the cache {array_path}: {problem}; decoding again", stacklevel=4)
+    if warn:
+        message = f"imagefolder: ignoring the cache {array_path}: {problem}; decoding again"
+        warnings.warn(message, stacklevel=4)
     return None
 
 
