@@ -18,14 +18,17 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
 - ``quick``: the CPU default, about 1.5 minutes on 2 cores: a fixed 10k-image CIFAR-10 subset, the
   small CNN, bf16 autocast (AMX), SGD momentum 0.9 lr 0.015 batch 256 cosine, 6 epochs (lr from a
   preliminary measurement of this network on the development machine, where 0.06 and above trained
-  worse; fixed before any run of the study, the same for every temperature), evaluated on the full
+  worse; this setup has no validation split, so that measurement used the kNN accuracy on test
+  images; the lr was fixed before any run of the study and is the same for every temperature and
+  every baseline), evaluated on the full
   test set with the 10k training images as the kNN bank. Sized so that the quick book (17 runs:
   three seeds for four points) builds in about half an hour on 2 cores.
 - ``paper``: the CIFAR-10 setup of Manna et al. (arXiv 2308.01140) as in the authors' CIFAR script:
   ResNet-18 with the CIFAR stem, 512-512-128 projector, SGD lr 0.2, no momentum, weight decay 5e-4,
   cosine schedule, 200 epochs, batch 128 (the script's value; the paper does not state its batch),
   DySTreSS with (tau_min, tau_max) = (0.07, 0.2) (the script's CIFAR range; the paper's CIFAR range is
-  not stated), bf16 autocast on GPU.
+  not stated), bf16 autocast on GPU, each view forwarded on its own (BatchNorm statistics per view,
+  as the script does; every profile does so, ``view_forward = separate``).
 - ``imagenet100``: the ImageNet-100 setup of docs/STUDY.md section 3 for a GPU, on an image folder
   (``data_root`` = a folder with ``train/<class>/`` and ``val/<class>/``): ResNet-50 with the ImageNet
   stem, 2048-2048-128 projector, LARS lr 0.075 sqrt(256) = 1.2, momentum 0.9, 10 warm-up epochs then
@@ -68,6 +71,7 @@ OPTIMIZERS = ("sgd", "lars")
 PRECISIONS = ("fp32", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_PLACEMENTS = ("auto", "device", "host")
+VIEW_FORWARDS = ("separate", "joint")
 
 #: Fields that do not change what a run computes; excluded from :meth:`PretrainConfig.run_id` and
 #: from the check that a checkpoint belongs to the run.
@@ -82,7 +86,7 @@ NON_IDENTITY_FIELDS = (
 
 #: Identity fields added after run ids were first published, with the value every earlier run had:
 #: left out of :meth:`PretrainConfig.run_id` at that value, so earlier run folders keep their ids.
-LATER_FIELD_DEFAULTS: dict[str, Any] = {"jitter_strength": 0.5}
+LATER_FIELD_DEFAULTS: dict[str, Any] = {"jitter_strength": 0.5, "view_forward": "joint"}
 
 #: One line of documentation per field (used by ``dystress pretrain --help``).
 FIELD_HELP: dict[str, str] = {
@@ -118,6 +122,8 @@ FIELD_HELP: dict[str, str] = {
     "else fp32)",
     "channels_last": "channels-last memory format where bf16 autocast runs",
     "compile": "torch.compile the model",
+    "view_forward": "separate (each view through the network on its own: BatchNorm statistics per view, as "
+    "the authors' CIFAR script, solo-learn and lightly) or joint (both views in one batch, as SimCLR's code)",
     "device": "auto, cpu or cuda",
     "data_placement": "where the uint8 training images live: device (GPU-resident), host (batches streamed "
     "from host memory / the image-folder cache) or auto (device when they take under half the free memory)",
@@ -187,6 +193,7 @@ class PretrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    view_forward: str = "separate"
     device: str = "auto"
     data_placement: str = "auto"
     data_workers: int | None = None
@@ -244,6 +251,7 @@ class PretrainConfig:
             ("precision", PRECISIONS),
             ("device", DEVICES),
             ("data_placement", DATA_PLACEMENTS),
+            ("view_forward", VIEW_FORWARDS),
         ):
             if getattr(self, name) not in choices:
                 _fail(name, f"one of {list(choices)}", getattr(self, name))
@@ -362,6 +370,14 @@ class PretrainConfig:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
         return cls(**data)
 
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> PretrainConfig:
+        """Build from a config written by an earlier run (``config.json``, a checkpoint): fields added
+        since then (:data:`LATER_FIELD_DEFAULTS`) take the value that run had, not today's default."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a mapping of fields, got {type(data).__name__}")
+        return cls.from_dict({**LATER_FIELD_DEFAULTS, **data})
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
@@ -437,10 +453,11 @@ class PretrainConfig:
 def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Identity fields whose values differ between two config dicts: ``{field: (value in a, in b)}``.
 
-    Both dicts go through :meth:`PretrainConfig.from_dict` first (absent fields take their defaults,
-    so a config saved before a field was added still matches); raises ``ValueError`` for an invalid one.
+    Both dicts go through :meth:`PretrainConfig.from_saved` first (absent fields take the value runs
+    had before the field existed, so a config saved then still matches); raises ``ValueError`` for an
+    invalid one.
     """
-    ca, cb = PretrainConfig.from_dict(dict(a)), PretrainConfig.from_dict(dict(b))
+    ca, cb = PretrainConfig.from_saved(dict(a)), PretrainConfig.from_saved(dict(b))
     da, db = ca.to_dict(), cb.to_dict()
     keys = ca.identity().keys() | cb.identity().keys()
     return {k: (da[k], db[k]) for k in sorted(keys) if da[k] != db[k]}

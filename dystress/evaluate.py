@@ -174,13 +174,13 @@ def evaluate_checkpoint(
     from dystress.train import build_augmentation, build_model, load_data, resolve_device, uses_bf16
 
     state = load_checkpoint(path)
-    run_id = PretrainConfig.from_dict(state["config"]).run_id()
+    run_id = PretrainConfig.from_saved(state["config"]).run_id()
     updates: dict[str, Any] = {"device": device}
     if data_root is not None:
         updates["data_root"] = str(data_root)
     if batch_size is not None:
         updates["eval_batch_size"] = batch_size
-    config = PretrainConfig.from_dict(state["config"]).updated(updates)
+    config = PretrainConfig.from_saved(state["config"]).updated(updates)
     dev = resolve_device(config.device)
     model = build_model(config)
     model.load_state_dict(state["model"])

@@ -115,6 +115,15 @@ class ContrastiveModel(nn.Module):
         self.projector = projector
         self.feature_dim = feature_dim
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.backbone(x)
-        return h, self.projector(h)
+    def forward(self, x: torch.Tensor, views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [V * B, 3, H, W]; with ``views`` = V > 1, the V equal chunks of x (one view each) go through
+        the network one at a time, so that BatchNorm normalises each view over its own batch (as the
+        DySTreSS authors' CIFAR script, solo-learn and lightly do); V = 1: one joint pass (SimCLR's
+        concatenated views). Returns (h [V * B, feature_dim], z [V * B, out_dim]) in the order of x."""
+        if views == 1:
+            h = self.backbone(x)
+            return h, self.projector(h)
+        if x.shape[0] % views:
+            raise ValueError(f"views must divide the batch ({x.shape[0]}), got {views}")
+        outs = [self.forward(chunk) for chunk in x.chunk(views)]
+        return torch.cat([h for h, _ in outs]), torch.cat([z for _, z in outs])

@@ -396,15 +396,23 @@ def _with_seeds(points: Iterable[Point]) -> tuple[Point, ...]:
 
 _SEEDS_NOTE = f"; seeds {', '.join(map(str, SEEDS))} for the main points"
 
-#: Kukleva et al.'s TS period (epochs) and the imbalance ratio n_min / n_max of the long-tailed setups.
+#: Kukleva et al.'s TS period (epochs); the length of the paper's long-tailed comparison with TS (their
+#: training length, five TS periods); the imbalance ratio n_min / n_max of the long-tailed setups.
 TS_PERIOD = 400
+LT_TS_EPOCHS = 2000
 LT_IMBALANCE_RATIO = 0.01
+#: Labels of the long-tailed points trained for LT_TS_EPOCHS epochs.
+LT_TS_LABEL = f"TS, {LT_TS_EPOCHS} epochs"
+LT_DYSTRESS_LONG_LABEL = f"DySTreSS (0.07, 0.2), {LT_TS_EPOCHS} epochs"
 
 
-def _on_dataset(dataset: str, label: str, point: Point, **params: Any) -> tuple[Point, ...]:
-    """``point``'s method trained on ``dataset`` (with ``params``): ablation ``dataset``, every seed."""
+def _on_dataset(
+    dataset: str, label: str, point: Point, ablation: str | None = None, **params: Any
+) -> tuple[Point, ...]:
+    """``point``'s method trained on ``dataset`` (with ``params``): ablation ``ablation`` (default:
+    ``dataset``), every seed."""
     base = {**point.parameters, **params, "dataset": dataset}
-    return tuple(Point(dataset, label, _freeze({**base, "seed": s})) for s in SEEDS)
+    return tuple(Point(ablation or dataset, label, _freeze({**base, "seed": s})) for s in SEEDS)
 
 
 def _cifar100() -> tuple[Point, ...]:
@@ -417,15 +425,32 @@ def _cifar100() -> tuple[Point, ...]:
 
 
 def _long_tailed(dataset: str) -> tuple[Point, ...]:
+    """The paper's long-tailed comparison with SimCLR, at the profile's epochs (200)."""
     lt = {"imbalance_ratio": LT_IMBALANCE_RATIO}
-    ts = _on_dataset(dataset, "TS", _baseline("TS"), period=TS_PERIOD, **lt)
-    return ts + _on_dataset(dataset, "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE), **lt)
+    return _on_dataset(dataset, "SimCLR (tau 0.2)", _fixed(0.2), **lt) + _on_dataset(
+        dataset, "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE), **lt
+    )
+
+
+def _long_tailed_ts(dataset: str) -> tuple[Point, ...]:
+    """The paper's long-tailed comparison with TS, at :data:`LT_TS_EPOCHS` epochs (TS needs several
+    periods: in 200 epochs tau would only fall from tau_plus to tau_minus); ablation ``<dataset>_ts``."""
+    long = {"imbalance_ratio": LT_IMBALANCE_RATIO, "epochs": LT_TS_EPOCHS}
+    ablation = f"{dataset}_ts"
+    return _on_dataset(
+        dataset, LT_TS_LABEL, _baseline("TS"), ablation, period=TS_PERIOD, **long
+    ) + _on_dataset(dataset, LT_DYSTRESS_LONG_LABEL, _dystress(*REFERENCE_RANGE), ablation, **long)
 
 
 _SEEDS_ALL = f"; seeds {', '.join(map(str, SEEDS))}; paper profile only"
 _LT_NOTE = (
-    f"TS (tau_plus 1.0, tau_minus 0.1, period {TS_PERIOD}) and DySTreSS (0.07, 0.2), imbalance ratio "
-    f"{LT_IMBALANCE_RATIO:g}; class-averaged 1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
+    f"SimCLR (fixed tau 0.2) and DySTreSS (0.07, 0.2), imbalance ratio {LT_IMBALANCE_RATIO:g}; "
+    "class-averaged 1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
+)
+_LT_TS_NOTE = (
+    f"TS (tau_plus 1.0, tau_minus 0.1, period {TS_PERIOD}) and DySTreSS (0.07, 0.2) for {LT_TS_EPOCHS} "
+    f"epochs (the paper's comparison with TS), imbalance ratio {LT_IMBALANCE_RATIO:g}; class-averaged "
+    "1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
 )
 
 #: Every ablation at full (paper) size; :func:`plan` takes a profile's subset.
@@ -484,6 +509,18 @@ ABLATIONS: dict[str, Ablation] = {
         ),
         Ablation("cifar10_lt", "CIFAR-10-LT", "on CIFAR-10-LT: " + _LT_NOTE, _long_tailed("cifar10_lt")),
         Ablation("cifar100_lt", "CIFAR-100-LT", "on CIFAR-100-LT: " + _LT_NOTE, _long_tailed("cifar100_lt")),
+        Ablation(
+            "cifar10_lt_ts",
+            "CIFAR-10-LT vs TS",
+            "on CIFAR-10-LT: " + _LT_TS_NOTE,
+            _long_tailed_ts("cifar10_lt"),
+        ),
+        Ablation(
+            "cifar100_lt_ts",
+            "CIFAR-100-LT vs TS",
+            "on CIFAR-100-LT: " + _LT_TS_NOTE,
+            _long_tailed_ts("cifar100_lt"),
+        ),
     )
 }
 

@@ -146,9 +146,11 @@ class ShiftedCosineTemperature(TemperatureFunction):
     tau(s) = tau_min + 0.5 (tau_max - tau_min)(1 + cos(pi (s + offset) / scale)) for s <= -offset.
 
     Continuous at s = -offset (tau_max), tau_min at s = -offset - scale, tau_max again at
-    s = -offset - 2 scale. One formula for both signs of ``offset`` (the authors' code mis-indexes the
-    positive branch). Best reported (offset, scale) = (-0.4, 0.7): tau_max at s = -1, tau_min at
-    s = -0.3, tau_max from s = 0.4 up.
+    s = -offset - 2 scale, below which the cosine goes on and tau falls again, as in the authors' code
+    (this happens within [-1, 1] when -offset - 2 scale > -1: (-0.5, 0.7) and (-0.4, 0.6) of the
+    study's shifted ablation). One formula for both signs of
+    ``offset`` (the authors' code mis-indexes the positive branch). Best reported (offset, scale) =
+    (-0.4, 0.7): tau_max at s = -1, tau_min at s = -0.3, tau_max from s = 0.4 up.
     """
 
     def __init__(

@@ -16,8 +16,10 @@ same batches either way). Both views are
 drawn by :class:`~dystress.data.augment.SimCLRAugmentation` from a generator seeded from
 (seed, epoch, rank), the shuffling from (seed, epoch), so a run killed at any moment and restarted
 with the same command resumes from its last checkpoint and ends, on the CPU, with bit-identical
-weights to an uninterrupted run. Both views go through the network as one batch (as in SimCLR);
-the loss runs in float32 on the projections; bf16 autocast (+ channels-last) is used on CUDA, and on
+weights to an uninterrupted run. With ``view_forward = separate`` (the default) each view goes through
+the network on its own, so BatchNorm normalises each view over its own batch, as in the DySTreSS
+authors' CIFAR script, solo-learn and lightly; ``joint`` passes both as one batch (SimCLR's TPU code).
+The loss runs in float32 on the projections; bf16 autocast (+ channels-last) is used on CUDA, and on
 the CPU when ``precision="bf16"``. The learning rate follows a linear warm-up then a cosine decay to 0,
 per step. A non-finite loss stops the run at the end of its epoch with :class:`TrainingDiverged`
 naming the epoch and the first bad step (checked once per epoch on a device-side flag: no per-step
@@ -346,13 +348,19 @@ def train_step(
     v1: Tensor,
     bf16: bool,
     channels_last: bool,
+    separate_views: bool = True,
 ) -> Tensor:
-    """One optimizer step on two views [B, 3, H, W]; returns the detached float32 loss (0-dim)."""
+    """One optimizer step on two views [B, 3, H, W]; returns the detached float32 loss (0-dim).
+
+    separate_views: each view passes through the network on its own (BatchNorm statistics per view;
+    ``view_forward = separate``), else both in one batch (``joint``). Either way one call of ``model``,
+    so DistributedDataParallel sees one forward per backward.
+    """
     x = torch.cat([v0, v1])
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        _, z = model(x)
+        _, z = model(x, views=2 if separate_views else 1)
     z0, z1 = z.float().chunk(2)
     loss = loss_fn(z0, z1)
     optimizer.zero_grad(set_to_none=True)
@@ -563,6 +571,7 @@ def _pretrain(
         torch.backends.cudnn.benchmark = True
     bf16 = uses_bf16(config, device)
     channels_last = config.channels_last and (bf16 or device.type == "cuda")
+    separate_views = config.view_forward == "separate"
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", config.to_dict())
@@ -662,7 +671,7 @@ def _pretrain(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             v0, v1 = aug.two_views(images, aug_generator)
-            loss = train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+            loss = train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last, separate_views)
             d = loss_fn.diagnostics
             sums += torch.stack([loss] + [d[k].float() for k in _DIAGNOSTICS])
             bad = ~torch.isfinite(loss)

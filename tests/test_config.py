@@ -152,6 +152,7 @@ def test_bad_overrides(override: str, message: str) -> None:
         ("jitter_strength", 2.6, r"jitter_strength must be a number in \[0, 2.5\]"),
         ("jitter_strength", -0.1, r"jitter_strength must be a number in \[0, 2.5\]"),
         ("jitter_strength", "strong", r"jitter_strength must be a number in \[0, 2.5\]"),
+        ("view_forward", "split", "view_forward must be one of"),
         ("snapshot_epochs", [0, 3], r"snapshot_epochs must be a list of integers in \[0, epochs = 2\]"),
         ("snapshot_epochs", 1, "snapshot_epochs must be a list"),
         ("monitor_size", 0, "snapshot_epochs must be empty when monitor_size = 0"),
@@ -221,6 +222,28 @@ def test_later_fields_at_their_old_value_keep_earlier_run_ids() -> None:
         "data_placement",
         "data_workers",
     }
+
+
+def test_saved_configs_without_later_fields_mean_their_old_values() -> None:
+    """Every profile forwards the views separately (the authors' script); a config saved before
+    view_forward existed was a joint run and loads as one (from_saved), with its old run id."""
+    import hashlib
+
+    assert all(get_profile(name).view_forward == "separate" for name in PROFILES)
+    assert PretrainConfig().view_forward == "separate"
+    old = get_profile("quick").to_dict()
+    del old["view_forward"], old["jitter_strength"]
+    saved = PretrainConfig.from_saved(old)
+    assert (saved.view_forward, saved.jitter_strength) == ("joint", 0.5)
+    assert PretrainConfig.from_dict(old).view_forward == "separate"  # a new partial config: today's default
+    identity = {k: v for k, v in old.items() if k not in NON_IDENTITY_FIELDS}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    assert saved.run_id() == hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    assert get_profile("quick").run_id() != saved.run_id()
+    differences = identity_differences(old, get_profile("quick").to_dict())
+    assert differences == {"view_forward": ("joint", "separate")}
+    with pytest.raises(ValueError, match="a config must be a mapping"):
+        PretrainConfig.from_saved([1])
 
 
 def test_imagefolder_needs_an_image_size_and_bounds_the_crop() -> None:

@@ -124,6 +124,29 @@ def test_contrastive_model_and_eval_determinism():
     torch.testing.assert_close(h0, h1[:1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("views", [2, 3])
+def test_separate_views_use_per_view_batchnorm_statistics(views):
+    """views = V: each of the V chunks goes through the network alone (train-mode BatchNorm normalises
+    it over its own batch and updates the running statistics once per view), exactly like V calls."""
+    import copy
+
+    torch.manual_seed(0)
+    model = ContrastiveModel(build_backbone("small_cnn"), Projector(256, 64, 16)).train()
+    reference, joint = copy.deepcopy(model), copy.deepcopy(model)
+    x = torch.randn(views * 6, 3, 32, 32) + torch.arange(views * 6).view(-1, 1, 1, 1) % 3
+    h, z = model(x, views=views)
+    outs = [reference(chunk) for chunk in x.chunk(views)]
+    torch.testing.assert_close(h, torch.cat([o[0] for o in outs]))
+    torch.testing.assert_close(z, torch.cat([o[1] for o in outs]))
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)  # running means/vars and batch counters
+    assert model.projector.net[1].num_batches_tracked.item() == views
+    _, z_joint = joint(x)  # one pass: statistics over all views at once
+    assert (z_joint - z).abs().max() > 1e-2
+    with pytest.raises(ValueError, match=r"views must divide the batch \(7\), got 2"):
+        model(torch.randn(7, 3, 32, 32), views=2)
+
+
 def test_contrastive_model_rejects_mismatch():
     with pytest.raises(ValueError, match="in_dim"):
         ContrastiveModel(build_backbone("small_cnn"), Projector(512))

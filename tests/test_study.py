@@ -168,10 +168,31 @@ OTHER_DATASETS = {
         "tau_min": 0.1,
         "tau_max": 0.2,
     },
+    # the paper's long-tailed comparisons: with SimCLR at 200 epochs, with TS at 2000 (five periods of 400)
     **{
-        (lt, "TS"): {
+        (lt, "SimCLR (tau 0.2)"): {
             "dataset": lt,
             "imbalance_ratio": 0.01,
+            "temperature": "constant",
+            "tau": 0.2,
+        }
+        for lt in ("cifar10_lt", "cifar100_lt")
+    },
+    **{
+        (lt, "DySTreSS (0.07, 0.2)"): {
+            "dataset": lt,
+            "imbalance_ratio": 0.01,
+            "temperature": "cosine",
+            "tau_min": 0.07,
+            "tau_max": 0.2,
+        }
+        for lt in ("cifar10_lt", "cifar100_lt")
+    },
+    **{
+        (f"{lt}_ts", "TS, 2000 epochs"): {
+            "dataset": lt,
+            "imbalance_ratio": 0.01,
+            "epochs": 2000,
             "temperature": "ts_schedule",
             "tau_plus": 1.0,
             "tau_minus": 0.1,
@@ -180,9 +201,10 @@ OTHER_DATASETS = {
         for lt in ("cifar10_lt", "cifar100_lt")
     },
     **{
-        (lt, "DySTreSS (0.07, 0.2)"): {
+        (f"{lt}_ts", "DySTreSS (0.07, 0.2), 2000 epochs"): {
             "dataset": lt,
             "imbalance_ratio": 0.01,
+            "epochs": 2000,
             "temperature": "cosine",
             "tau_min": 0.07,
             "tau_max": 0.2,
@@ -215,7 +237,7 @@ def test_paper_only_points_build_valid_paper_configs(env: Path, ablation: str, l
         assert c.temperature_params == {
             k: v for k, v in expected.items() if k in study.TEMPERATURE_PARAMETERS
         }
-        assert c.seed == p.seed and c.epochs == paper.epochs == 200
+        assert c.seed == p.seed and c.epochs == expected.get("epochs", paper.epochs) and paper.epochs == 200
         assert (c.backbone, c.lr, c.batch_size, c.knn_k) == (paper.backbone, paper.lr, paper.batch_size, 200)
         if "imbalance_ratio" in expected:
             assert c.imbalance_ratio == 0.01
@@ -231,15 +253,16 @@ def test_paper_plan_keys_and_ids_are_unique_across_datasets(env: Path) -> None:
         assert r.status != "invalid", r.error
         by_key.setdefault(r.key, set()).add(r.dataset)
     assert all(len(datasets) == 1 for datasets in by_key.values())
-    # The same temperature on two datasets is two runs: DySTreSS (0.07, 0.2) seed 0 on four datasets.
+    # The same temperature on two datasets, or for another number of epochs, is another run:
+    # DySTreSS (0.07, 0.2) seed 0 on four datasets, and for 2000 epochs on the two long-tailed ones.
     reference = {
         r.key
         for r in study.load_results("paper")
-        if r.point.label in ("(0.07, 0.2)", "DySTreSS (0.07, 0.2)")
+        if r.point.label in ("(0.07, 0.2)", "DySTreSS (0.07, 0.2)", "DySTreSS (0.07, 0.2), 2000 epochs")
         and r.point.seed == 0
         and r.point.parameters.get("temperature") == "cosine"
     }
-    assert len(reference) == 4
+    assert len(reference) == 6
 
 
 def test_results_frame_has_dataset_and_class_averaged_columns(env: Path) -> None:
@@ -255,7 +278,7 @@ def test_results_frame_has_dataset_and_class_averaged_columns(env: Path) -> None
     assert (row.knn1_class_averaged, row.knn10_class_averaged) == (41.5, 44.25)
     assert set(frame.dataset) == {"cifar10", "cifar100", "cifar10_lt", "cifar100_lt"}
     assert set(frame[frame.dataset == "cifar10"].ablation).isdisjoint(
-        {"cifar100", "cifar10_lt", "cifar100_lt"}
+        {"cifar100", "cifar10_lt", "cifar100_lt", "cifar10_lt_ts", "cifar100_lt_ts"}
     )
 
 

@@ -288,9 +288,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     real_step = train_module.train_step
     calls = {"n": 0}
 
-    def poisoned(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
+    def poisoned(model, loss_fn, optimizer, v0, v1, *rest):  # noqa: ANN001, ANN002, ANN202
         calls["n"] += 1
-        loss = real_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+        loss = real_step(model, loss_fn, optimizer, v0, v1, *rest)
         return loss * float("nan") if calls["n"] == 4 else loss  # epoch 2, step index 1 (2 steps per epoch)
 
     monkeypatch.setattr(train_module, "train_step", poisoned)
@@ -308,9 +308,9 @@ def test_non_finite_weights_stop_the_run_even_when_the_loss_is_finite(
     real_step = train_module.train_step
     calls = {"n": 0}
 
-    def overflowing(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
+    def overflowing(model, loss_fn, optimizer, v0, v1, *rest):  # noqa: ANN001, ANN002, ANN202
         calls["n"] += 1
-        loss = real_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+        loss = real_step(model, loss_fn, optimizer, v0, v1, *rest)
         if calls["n"] == 4:  # the last step of epoch 2: its update overflows, its loss was finite
             with torch.no_grad():
                 next(model.parameters()).view(-1)[0] = float("inf")
@@ -586,8 +586,8 @@ def test_compiled_run_matches_eager_saves_plain_keys_and_resumes(
     real_step = train_module.train_step
     calls: list[tuple[float, bool]] = []
 
-    def spy(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
-        loss = real_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+    def spy(model, loss_fn, optimizer, v0, v1, *rest):  # noqa: ANN001, ANN002, ANN202
+        loss = real_step(model, loss_fn, optimizer, v0, v1, *rest)
         calls.append((loss.item(), hasattr(model, "_orig_mod")))  # _orig_mod: a torch.compile wrapper
         return loss
 
@@ -719,3 +719,34 @@ def test_build_augmentation_maps_the_jitter_strength(cifar_root: Path, strength:
         recipe = SimCLRAugmentation()
         assert (aug.brightness, aug.contrast, aug.saturation, aug.hue) == (0.4, 0.4, 0.4, 0.1)
         assert repr(aug) == repr(recipe)
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_train_step_forwards_the_views_as_configured(separate: bool) -> None:
+    """train_step against a hand-written step: separate views = two passes (BatchNorm statistics per
+    view), joint = one pass over both; the two give different updates."""
+    import copy
+
+    from dystress.losses import InfoNCELoss
+    from dystress.models import ContrastiveModel, Projector, build_backbone
+
+    torch.manual_seed(0)
+    model = ContrastiveModel(build_backbone("small_cnn"), Projector(256, 64, 16)).train()
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    v0, v1 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32) * 2 + 1
+    loss_fn = InfoNCELoss(temperature=0.2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.5)
+    loss = train_module.train_step(model, loss_fn, opt, v0, v1, False, False, separate_views=separate)
+    if separate:
+        z0, z1 = reference(v0)[1], reference(v1)[1]
+    else:
+        z0, z1 = reference(torch.cat([v0, v1]))[1].chunk(2)
+    ref_loss = loss_fn(z0, z1)
+    ref_loss.backward()
+    ref_opt.step()
+    torch.testing.assert_close(loss, ref_loss.detach())
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    z0, z1 = (initial(v0)[1], initial(v1)[1]) if not separate else initial(torch.cat([v0, v1]))[1].chunk(2)
+    assert abs(float(loss_fn(z0, z1).detach()) - float(loss)) > 1e-3  # the other choice: another loss

@@ -126,11 +126,11 @@ def _poisoned_train_step(real_step: Any, poison: tuple[int, int, str] | None, lo
     """``train_step`` that goes bad as ``poison`` says and logs this rank's non-finite steps and, at
     the end of every epoch, its model and optimizer states."""
 
-    def step(model, loss_fn, optimizer, v0, v1, bf16, channels_last):  # noqa: ANN001, ANN202
+    def step(model, loss_fn, optimizer, v0, v1, *rest):  # noqa: ANN001, ANN002, ANN202
         epoch, i = divmod(log["calls"], STEPS_PER_EPOCH)
         here = poison is not None and (epoch + 1, i) == poison[:2]
         criterion = (lambda a, b: loss_fn(a, b) * math.nan) if here and poison[2] == "loss" else loss_fn
-        loss = real_step(model, criterion, optimizer, v0, v1, bf16, channels_last)
+        loss = real_step(model, criterion, optimizer, v0, v1, *rest)
         if here and poison[2] == "value":
             loss = loss * math.nan
         if not torch.isfinite(loss):
