@@ -162,13 +162,18 @@ def load_checkpoint(
             different config (the message names the file and the differing fields).
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"checkpoint {path} is a folder; a run's checkpoint is <run>/checkpoints/last.pt"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...: all mean "unusable"
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated or not a checkpoint): {err}"
+            f"checkpoint {path} cannot be read (truncated or not a checkpoint): {first_line}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dystress checkpoint (no format marker {FORMAT!r})")

@@ -8,6 +8,11 @@
 
 Errors in the user's input (bad values, unknown keys or profiles, missing files, a run dir or
 checkpoint of another config) print one line on stderr and exit with status 2, without a traceback.
+An interrupted ``pretrain`` (Ctrl-C) says how to resume and exits with status 130.
+
+Environment: ``$DYSTRESS_DATA`` is the data root of every config that does not set ``data_root``
+(in ``--config`` or ``--set``); ``$DYSTRESS_RUNS`` replaces ``runs/`` as the parent of the default
+run folder ``runs/<profile>/<run_id>``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from dystress.config import FIELD_HELP, PROFILES, PretrainConfig, get_profile
 
-__all__ = ["build_parser", "main", "resolve_config"]
+__all__ = ["build_parser", "default_run_dir", "main", "resolve_config"]
 
 DEFAULT_PROFILE = "quick"
 
@@ -77,11 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_options(p)
-    p.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<profile>/<run_id>)")
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="run directory (default: $DYSTRESS_RUNS or runs, /<profile>/<run_id>)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint into one JSON record")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/last.pt file")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/last.pt file, or its run folder")
     p.add_argument("--out", metavar="FILE", help="write the metrics there as JSON (atomically)")
     p.add_argument(
         "--data-root", metavar="DIR", help="dataset folder (default: the one in the checkpoint's config)"
@@ -134,28 +143,64 @@ def resolve_config(profile: str | None, config_file: str | None, overrides: Sequ
         if not isinstance(data, dict):
             raise _UserError(f"config file {path} must hold a mapping of config fields")
         config = config.updated(data)
+        explicit_root = "data_root" in data
+    else:
+        explicit_root = False
+    explicit_root = explicit_root or any(
+        isinstance(o, str) and o.split("=", 1)[0].strip() == "data_root" for o in overrides
+    )
+    if os.environ.get("DYSTRESS_DATA") and not explicit_root:
+        config = config.updated({"data_root": os.environ["DYSTRESS_DATA"]})
     return config.with_overrides(list(overrides))
+
+
+def default_run_dir(config: PretrainConfig) -> Path:
+    """``$DYSTRESS_RUNS`` (else ``runs``) ``/<profile>/<run_id>``."""
+    return Path(os.environ.get("DYSTRESS_RUNS") or "runs") / config.profile / config.run_id()
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "pretrain":
         config = resolve_config(args.profile, args.config, args.overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.profile / config.run_id()
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
         from dystress.train import TrainingDiverged, pretrain
 
+        final = run_dir / "final_metrics.json"
+        finished = final.stat().st_mtime if final.exists() else None
         try:
             metrics = pretrain(config, run_dir, progress=not args.no_progress)
         except TrainingDiverged as err:
             print(f"dystress pretrain: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(
+                f"\ndystress pretrain: interrupted; the same command resumes {run_dir} from its last "
+                "checkpoint (checkpoints/last.pt, written every checkpoint_every epochs)",
+                file=sys.stderr,
+            )
+            return 130
+        if finished is not None:
+            import datetime
+
+            when = datetime.datetime.fromtimestamp(finished).isoformat(" ", "minutes")
+            print(
+                f"dystress pretrain: {run_dir} was already complete (finished {when}): its metrics are shown "
+                "and nothing was trained; use another --run-dir to train again",
+                file=sys.stderr,
+            )
         if metrics:
             print(f"{run_dir}: kNN top-1 {metrics['knn_top1']:.2f} %")
         return 0
     if args.command == "evaluate":
         from dystress.evaluate import evaluate_checkpoint
 
+        checkpoint = Path(args.checkpoint)
+        if checkpoint.is_dir() and (checkpoint / "checkpoints" / "last.pt").is_file():
+            checkpoint = checkpoint / "checkpoints" / "last.pt"  # a run folder
+        if args.batch_size is not None and args.batch_size < 1:
+            raise _UserError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
         metrics = evaluate_checkpoint(
-            args.checkpoint,
+            checkpoint,
             data_root=args.data_root,
             out=args.out,
             device=args.device,

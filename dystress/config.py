@@ -402,15 +402,30 @@ class PretrainConfig:
         return cls.from_yaml(text)
 
     def updated(self, updates: dict[str, Any]) -> PretrainConfig:
-        """A new config with ``updates`` (a dict of fields) applied; validated once at the end."""
+        """A new config with ``updates`` (a dict of fields) applied; validated once at the end.
+
+        When ``temperature`` changes to another function and ``temperature_params`` is not given, the
+        old function's parameters are dropped (the new function's defaults apply), as in the notebook.
+        """
         data = self.to_dict()
+        if self._changes_function(updates.get("temperature")) and "temperature_params" not in updates:
+            data["temperature_params"] = {}
         data.update(updates)
         return type(self).from_dict(data)
 
+    def _changes_function(self, temperature: Any) -> bool:
+        return temperature is not None and temperature != self.temperature
+
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> PretrainConfig:
-        """Apply ``["key=value", "temperature_params.tau_min=0.05", ...]`` (values parsed as YAML)."""
+        """Apply ``["key=value", "temperature_params.tau_min=0.05", ...]`` (values parsed as YAML).
+
+        ``temperature=NAME`` naming another function drops the old function's parameters unless a
+        whole ``temperature_params=...`` is given, so ``temperature=constant temperature_params.tau=0.2``
+        works from any profile.
+        """
         data = self.to_dict()
         known = {f.name for f in dataclasses.fields(self)}
+        parsed: list[tuple[str, str, str, Any]] = []
         for item in overrides:
             if not isinstance(item, str) or "=" not in item:
                 raise ValueError(f"override {item!r} must have the form key=value")
@@ -425,6 +440,12 @@ class PretrainConfig:
                 raise ValueError(
                     f"override {item!r}: unknown config key {head!r}; known keys: {sorted(known)}"
                 )
+            parsed.append((item, head, sub, value))
+        whole = {head for _, head, sub, _ in parsed if not sub}
+        new_function = any(head == "temperature" and self._changes_function(v) for _, head, _, v in parsed)
+        if new_function and "temperature_params" not in whole:
+            data["temperature_params"] = {}
+        for item, head, sub, value in parsed:
             if sub:
                 if not isinstance(data[head], dict):
                     raise ValueError(f"override {item!r}: {head!r} is not a mapping")

@@ -180,16 +180,36 @@ def build_config(profile: str, params: Mapping[str, Any]):  # noqa: ANN201 (Pret
             continue
         if name in TEMPERATURE_PARAMETERS:
             continue
+        if isinstance(value, str) and isinstance(getattr(base, name, None), (list, dict)):
+            value = _parse_text(name, value)  # papermill -p passes lists and mappings as text
         updates[name] = value
     if "temperature" in updates and updates["temperature"] != base.temperature:
         temperature_params = {}
     if "temperature_params" in updates:
-        temperature_params = dict(updates.pop("temperature_params"))
+        given = updates.pop("temperature_params")
+        if not isinstance(given, dict):
+            raise ValueError(
+                f"temperature_params must be a mapping such as {{tau: 0.1}} (papermill: -y "
+                f"'temperature_params: {{tau: 0.1}}'), got {given!r}"
+            )
+        temperature_params = dict(given)
     for name in TEMPERATURE_PARAMETERS:
         if params.get(name) is not None:
             temperature_params[name] = params[name]
     updates["temperature_params"] = temperature_params
     return base.updated(updates)
+
+
+def _parse_text(name: str, text: str) -> Any:
+    """A list or mapping parameter given as YAML text (``"[0, 5]"``, ``"{tau: 0.1}"``)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(
+            f"{name} must be YAML such as [0, 5] or {{tau: 0.1}}, got {text!r} ({err})"
+        ) from None
 
 
 def _hash_files(paths: Iterable[tuple[str, bytes]]) -> str:
@@ -1083,13 +1103,29 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+def _older_results(result: RunResult) -> list[str]:
+    """Complete run folders of the same point made by other code versions (same slug, other key)."""
+    slug = result.key.rsplit("-", 1)[0]
+    folder = result.run_dir.parent
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.glob(f"{slug}-*")
+        if p.name != result.key and p.name.rsplit("-", 1)[0] == slug and (p / "final_metrics.json").is_file()
+    )
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     results = load_results(args.profile, args.runs)
+    print(f"code version {code_version()} (run folders are keyed by the config and this version)")
     seen: set[str] = set()
     for r in results:
         shared = " (shared)" if r.key in seen else ""
         seen.add(r.key)
-        print(f"{r.status:<11} {r.point.id:<40} {r.run_dir}{shared}")
+        older = _older_results(r) if r.status == "missing" else []
+        note = f" (results of other code: {', '.join(older)})" if older else ""
+        print(f"{r.status:<11} {r.point.id:<40} {r.run_dir}{shared}{note}")
     return 0
 
 

@@ -68,6 +68,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -556,7 +557,11 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, progress: bool = True)
 def _pretrain(
     config: PretrainConfig, run_dir: Path, progress: bool, ddp: _Dist, final_path: Path, ckpt_path: Path
 ) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    import warnings
+
+    with warnings.catch_warnings():  # in a kernel without ipywidgets (papermill) tqdm falls back to text
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
 
     is_main = ddp.rank == 0
     if config.batch_size % ddp.world_size:
@@ -635,6 +640,11 @@ def _pretrain(
                 f"epoch {start_epoch}: the training set differs from the one it was written with"
             )
         if is_main:  # drop records of epochs that will be redone
+            print(
+                f"{run_dir}: resuming after epoch {start_epoch} of {config.epochs}",
+                file=sys.stderr,
+                flush=True,
+            )
             kept = [r for r in read_jsonl(run_dir / "records.jsonl") if r.get("epoch", 0) <= start_epoch]
             atomic_write_text(
                 run_dir / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)

@@ -28,7 +28,9 @@ Run it with papermill, e.g.
 
 Every parameter left at `None` takes the value of the chosen `profile` (`smoke`, `quick` or `paper`,
 see `dystress.config`). Temperature parameters (`tau`, `tau_min`, `tau_max`, `offset`, `scale`, ...)
-go to the temperature function named by `temperature`. The run folder (default
+go to the temperature function named by `temperature` (another function than the profile's starts
+from its own defaults). Lists and mappings are YAML: `-y 'snapshot_epochs: [0, 5]'` or `-p
+snapshot_epochs '[0, 5]'`. The run folder (default
 `$DYSTRESS_RUNS/<profile>/<run_key>`, keyed by the configuration and the code version) receives the
 config, the per-epoch records, the feature snapshots and the final metrics; a complete run is not
 trained again, an interrupted one resumes from its last checkpoint."""

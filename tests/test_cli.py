@@ -17,6 +17,13 @@ from dystress.cli import main
 from dystress.config import PretrainConfig, get_profile
 
 
+@pytest.fixture(autouse=True)
+def _no_location_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make test` exports DYSTRESS_DATA / DYSTRESS_RUNS; these tests set them where they test them."""
+    monkeypatch.delenv("DYSTRESS_DATA", raising=False)
+    monkeypatch.delenv("DYSTRESS_RUNS", raising=False)
+
+
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -184,7 +191,13 @@ def test_evaluate_prints_and_writes(
         "64",
     )
     assert code == 0 and json.loads(out) == {"knn_top1": 50.0}
-    assert seen == {"path": "c.pt", "data_root": "d", "out": "o.json", "device": "cpu", "batch_size": 64}
+    assert seen == {
+        "path": Path("c.pt"),
+        "data_root": "d",
+        "out": "o.json",
+        "device": "cpu",
+        "batch_size": 64,
+    }
 
 
 def test_traceback_variable_reraises_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,3 +245,83 @@ def test_data_prepare_reports_a_missing_folder(capsys: pytest.CaptureFixture[str
     argv = ["data", "prepare", "--profile", "imagenet100", "--set", f"data_root={tmp_path / 'absent'}"]
     code, _, err = _run(capsys, *argv)
     assert code == 2 and f"{tmp_path / 'absent'}/train not found" in err
+
+
+def test_location_environment_variables(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DYSTRESS_DATA is the data root unless the config sets one; $DYSTRESS_RUNS holds default run dirs."""
+    seen = {}
+
+    def fake_pretrain(config: PretrainConfig, run_dir: Path, progress: bool = True) -> dict:
+        seen.update(config=config, run_dir=run_dir)
+        return {"knn_top1": 1.0}
+
+    monkeypatch.setattr(train_module, "pretrain", fake_pretrain)
+    monkeypatch.setenv("DYSTRESS_DATA", str(tmp_path / "d"))
+    monkeypatch.setenv("DYSTRESS_RUNS", str(tmp_path / "r"))
+    assert _run(capsys, "pretrain", "--profile", "smoke")[0] == 0
+    config = get_profile("smoke").updated({"data_root": str(tmp_path / "d")})
+    assert seen == {"config": config, "run_dir": tmp_path / "r" / "smoke" / config.run_id()}
+    assert config.run_id() == get_profile("smoke").run_id()  # the data root is not part of the identity
+    _run(capsys, "pretrain", "--profile", "smoke", "--set", "data_root=mine")
+    assert seen["config"].data_root == "mine"
+    path = tmp_path / "c.yaml"
+    path.write_text("data_root: fromfile\n")
+    _run(capsys, "pretrain", "--profile", "smoke", "--config", str(path))
+    assert seen["config"].data_root == "fromfile"
+    code, out, _ = _run(capsys, "config", "show", "--profile", "smoke")
+    assert yaml.safe_load(out)["data_root"] == str(tmp_path / "d")
+
+
+def test_interrupted_pretrain_says_how_to_resume(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "pretrain", interrupted)
+    code, _, err = _run(capsys, "pretrain", "--profile", "smoke", "--run-dir", "r1")
+    assert code == 130 and "interrupted; the same command resumes r1 from its last checkpoint" in err
+    assert "Traceback" not in err
+
+
+def test_a_complete_run_says_nothing_was_trained(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "pretrain", lambda *a, **k: {"knn_top1": 40.0})
+    run_dir = tmp_path / "run"
+    code, out, err = _run(capsys, "pretrain", "--profile", "smoke", "--run-dir", str(run_dir))
+    assert code == 0 and "40.00" in out and "already complete" not in err
+    run_dir.mkdir()
+    (run_dir / "final_metrics.json").write_text("{}")
+    code, out, err = _run(capsys, "pretrain", "--profile", "smoke", "--run-dir", str(run_dir))
+    assert code == 0 and "40.00" in out
+    assert f"{run_dir} was already complete" in err and "nothing was trained" in err
+
+
+def test_evaluate_takes_a_run_folder_and_checks_the_batch_size(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dystress.evaluate as evaluate_module
+
+    seen = {}
+    monkeypatch.setattr(
+        evaluate_module,
+        "evaluate_checkpoint",
+        lambda path, **kwargs: seen.update(path=path) or {"knn_top1": 1.0},
+    )
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    assert _run(capsys, "evaluate", str(run))[0] == 0
+    assert seen["path"] == run / "checkpoints" / "last.pt"
+    code, out, err = _run(capsys, "evaluate", str(run), "--batch-size", "0")
+    assert code == 2 and "--batch-size must be an integer >= 1, got 0" in err and out == ""
+    monkeypatch.undo()
+    code, _, err = _run(capsys, "evaluate", str(tmp_path))
+    assert code == 2 and "is a folder; a run's checkpoint is <run>/checkpoints/last.pt" in err
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n" * 50)
+    code, _, err = _run(capsys, "evaluate", str(tmp_path / "notes.txt"))
+    assert code == 2 and "cannot be read (truncated or not a checkpoint)" in err
+    assert len(err.splitlines()) == 1 and len(err) < 500

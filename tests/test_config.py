@@ -87,8 +87,8 @@ def test_with_overrides(override: str, field: str, expected: object) -> None:
 
 def test_overrides_are_validated_together() -> None:
     base = get_profile("smoke")
-    with pytest.raises(ValueError, match="temperature='constant'.*tau"):
-        base.with_overrides(["temperature=constant"])
+    with pytest.raises(ValueError, match="temperature='constant'.*tau_min"):
+        base.with_overrides(["temperature=constant", "temperature_params.tau_min=0.1"])
     config = base.with_overrides(["temperature=constant", "temperature_params={tau: 0.15}"])
     assert config.temperature_params == {"tau": 0.15}
     assert config.build_temperature().params() == {"tau": 0.15}
@@ -315,3 +315,26 @@ def test_yaml_is_plain_data() -> None:
     data = yaml.safe_load(get_profile("paper").to_yaml())
     assert data["temperature_params"] == {"tau_min": 0.07, "tau_max": 0.2}
     assert data["snapshot_epochs"] == [0, 1, 10, 50, 100, 200]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["temperature=constant", "temperature_params.tau=0.2"], ("constant", {"tau": 0.2})),
+        (["temperature_params.tau=0.2", "temperature=constant"], ("constant", {"tau": 0.2})),  # any order
+        (["temperature=constant"], ("constant", {})),  # the function's defaults
+        (
+            ["temperature=cosine", "temperature_params.tau_min=0.05"],
+            ("cosine", {"tau_min": 0.05, "tau_max": 0.2}),
+        ),
+        (["temperature=macl", "temperature_params={tau_0: 0.2}"], ("macl", {"tau_0": 0.2})),
+        (["temperature_params.tau_max=0.3"], ("cosine", {"tau_min": 0.1, "tau_max": 0.3})),
+    ],
+)
+def test_switching_the_temperature_function_drops_the_old_parameters(overrides, expected) -> None:
+    """As in the notebook: the smoke profile's cosine (0.1, 0.2) parameters do not leak into another
+    function; the same function keeps them."""
+    config = get_profile("smoke").with_overrides(overrides)
+    assert (config.temperature, config.temperature_params) == expected
+    updated = get_profile("smoke").updated({"temperature": expected[0]})
+    assert updated.temperature_params == ({} if expected[0] != "cosine" else {"tau_min": 0.1, "tau_max": 0.2})

@@ -483,5 +483,35 @@ def test_cli_list_and_bad_arguments(env: Path, capsys: pytest.CaptureFixture[str
     assert study.main(["list", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "missing" in out and "fixed_tau/0.1/s0" in out
+    assert f"code version {study.code_version()}" in out and "results of other code" not in out
+    # a complete run of the same point under older code is pointed out (its folder has another key)
+    point = next(p for p in study.plan("smoke") if p.id == "fixed_tau/0.1/s0")
+    key = study.run_key(study.build_config("smoke", point.parameters))
+    older = env / "smoke" / (key.rsplit("-", 1)[0] + "-0123456789ab")
+    older.mkdir(parents=True)
+    (older / "final_metrics.json").write_text("{}")
+    (env / "smoke" / (key.rsplit("-", 1)[0] + "_s1-0123456789ab")).mkdir()  # another slug: not listed
+    assert study.main(["list", "--profile", "smoke"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "fixed_tau/0.1/s0" in x)
+    assert line.startswith("missing") and line.endswith(f"(results of other code: {older.name})")
     with pytest.raises(SystemExit):
         study.main(["run", "--profile", "huge"])
+
+
+def test_papermill_text_parameters_are_parsed_as_yaml(env: Path) -> None:
+    """papermill -p passes lists and mappings as text: they are parsed, and a wrong shape names the
+    parameter and the -y form."""
+    config = study.build_config(
+        "smoke", {"snapshot_epochs": "[0, 2]", "temperature": "constant", "temperature_params": "{tau: 0.3}"}
+    )
+    assert (config.snapshot_epochs, config.temperature, config.temperature_params) == (
+        [0, 2],
+        "constant",
+        {"tau": 0.3},
+    )
+    with pytest.raises(ValueError, match=r"temperature_params must be a mapping .*-y 'temperature_params"):
+        study.build_config("smoke", {"temperature_params": "0.3"})
+    with pytest.raises(ValueError, match="snapshot_epochs must be YAML"):
+        study.build_config("smoke", {"snapshot_epochs": "[0, 2"})
+    with pytest.raises(ValueError, match="snapshot_epochs must be a list of integers"):
+        study.build_config("smoke", {"snapshot_epochs": "[0, 7]"})

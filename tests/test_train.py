@@ -539,10 +539,12 @@ def test_kill_and_resume_is_bit_identical(cifar_root: Path, tmp_path: Path) -> N
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    assert load_checkpoint(ckpt)["epoch"] < 3 and not (killed / "final_metrics.json").exists()
+    killed_at = load_checkpoint(ckpt)["epoch"]
+    assert killed_at < 3 and not (killed / "final_metrics.json").exists()
 
     rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=180)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    assert f"{killed}: resuming after epoch {killed_at} of 3" in rerun.stderr.decode()
 
     threads = torch.get_num_threads()
     try:

@@ -213,6 +213,6 @@ def _missing_message(base: str, folder: Path, missing: list[str], url: str, reas
         f"{base}: {', '.join(missing)} not found in {folder}{reason}. Put the official python release "
         f"there (unpack {url} into {folder.parent})"
     )
-    if base == "cifar10":
+    if base == "cifar10" and (Path.cwd().parent / "shared" / "data" / "make_cifar10.py").is_file():
         message += f", or write the offline copy with `{_MAKE_OFFLINE_COPY}` (ROOT = {folder.parent})"
     return message + "."

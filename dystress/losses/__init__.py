@@ -19,7 +19,9 @@ def build_loss(name: str, temperature: float | TemperatureFunction = 0.5, **kwar
     """Build a two-view loss by name: "infonce", "dcl" or "dclw" (extra keyword arguments pass through).
 
     Example:
-        >>> build_loss("infonce", build_temperature("cosine", tau_min=0.1, tau_max=0.2))
+        >>> from dystress.temperature import build_temperature
+        >>> build_loss("dclw", build_temperature("cosine", tau_min=0.1, tau_max=0.2)).weighted
+        True
     """
     if name == "infonce":
         return InfoNCELoss(temperature, **kwargs)

@@ -31,8 +31,15 @@ class DCLLoss(nn.Module):
         gather_distributed: negatives (and DCLW's softmax) over every rank's samples.
 
     Example:
+        >>> import math, torch
+        >>> from dystress.temperature import CosineTemperature
         >>> criterion = DCLLoss(CosineTemperature(0.1, 0.2), weighted=True)
-        >>> loss = criterion(z0, z1)  # z0, z1: [N, D]
+        >>> z0, z1 = torch.randn(8, 16), torch.randn(8, 16)  # projections of the two views, [N, D]
+        >>> criterion(z0, z1).shape
+        torch.Size([])
+        >>> same = torch.ones(4, 16)  # every logit equal, DCLW weight 1: log of the 2N - 2 negatives
+        >>> round(float(criterion(same, same)), 4) == round(math.log(6), 4)
+        True
     """
 
     def __init__(

@@ -31,10 +31,15 @@ class InfoNCELoss(nn.Module):
     ``sim_neg`` (means over positives / negatives of the local anchors).
 
     Example:
+        >>> import math, torch
         >>> from dystress.temperature import CosineTemperature
         >>> criterion = InfoNCELoss(CosineTemperature(tau_min=0.1, tau_max=0.2))
-        >>> z0, z1 = model(view0), model(view1)  # [N, D] each
-        >>> loss = criterion(z0, z1)
+        >>> z0, z1 = torch.randn(8, 16), torch.randn(8, 16)  # projections of the two views, [N, D]
+        >>> criterion(z0, z1).shape
+        torch.Size([])
+        >>> same = torch.ones(4, 16)  # every logit equal: the loss is log(2N - 1)
+        >>> round(float(criterion(same, same)), 4) == round(math.log(7), 4)
+        True
     """
 
     def __init__(

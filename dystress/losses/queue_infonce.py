@@ -38,8 +38,12 @@ class QueueInfoNCELoss(nn.Module):
         gather_distributed: enqueue the keys of every rank.
 
     Example:
+        >>> import torch
+        >>> from dystress.temperature import CosineTemperature
         >>> criterion = QueueInfoNCELoss(CosineTemperature(0.1, 0.2), queue_size=4096, dim=128)
-        >>> loss = criterion(model(view0), momentum_model(view1))
+        >>> queries, keys = torch.randn(256, 128), torch.randn(256, 128)  # model(x0), momentum model(x1)
+        >>> criterion(queries, keys).shape, criterion.queue.shape
+        (torch.Size([]), torch.Size([4096, 128]))
     """
 
     queue: Tensor
