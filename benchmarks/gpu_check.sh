@@ -3,7 +3,8 @@
 # (about 4 + 5 minutes on one H100/H200, plus the first compile and data setup):
 #
 #   core   training throughput (engine with device- and host-resident data vs PIL DataLoader vs
-#          model only, ResNet-18 / CIFAR-10, batch 512) and a short real paper-profile run in bf16
+#          model only, ResNet-18 / CIFAR-10, batch 512; views forwarded separately, then jointly) and a
+#          short real paper-profile run in bf16
 #   paths  loss and metric timings, then the CUDA-only paths that CI cannot run: host-streamed data
 #          (pinned buffers), torch.compile, HostBatchLoader under a busy GPU, image-folder cache +
 #          loaders on CUDA
@@ -67,6 +68,8 @@ step setup gpu.txt setup
 if [ "$STAGE" != paths ]; then
     step throughput throughput.md python benchmarks/throughput.py --device cuda --backbone resnet18 \
         --batch-size 512 --data-root "$DATA"
+    step throughput_joint throughput_joint.md python benchmarks/throughput.py --device cuda --backbone resnet18 \
+        --batch-size 512 --data-root "$DATA" --modes engine,model --view-forward joint
     # A short real run of the paper profile (ResNet-18, full CIFAR-10, bf16): 3 epochs, last-epoch kNN.
     step paper_3ep paper_3ep.log paper paper_3ep --set epochs=3 --set "snapshot_epochs=[0,3]"
 fi

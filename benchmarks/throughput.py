@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--data-root", default="data", help="CIFAR-10 root (random images when absent)")
     p.add_argument(
+        "--view-forward",
+        default="separate",
+        choices=["separate", "joint"],
+        help="views through the network one at a time (the default) or as one batch",
+    )
+    p.add_argument(
         "--modes", default="engine,host,pil,model", help="comma-separated subset of engine,host,pil,model"
     )
     args = p.parse_args(argv)
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         momentum=0.9,
         temperature="cosine",
         temperature_params={"tau_min": 0.1, "tau_max": 0.2},
+        view_forward=args.view_forward,
     )
     device = resolve_device(config.device)
     bf16 = uses_bf16(config, device)
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     bs = args.batch_size
 
     def run_step(v0: torch.Tensor, v1: torch.Tensor) -> None:
-        train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last)
+        train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last, config.view_forward == "separate")
 
     results: dict[str, float] = {}
     engines = {
@@ -211,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
 
     name = device_name(device)
     print(
-        f"\n{args.backbone}, batch {bs} pairs, {'bf16' if bf16 else 'fp32'}"
+        f"\n{args.backbone}, batch {bs} pairs, {args.view_forward} views, {'bf16' if bf16 else 'fp32'}"
         f"{' + channels_last' if channels_last else ''}, {name}, torch {torch.__version__}, "
         f"{args.steps} timed steps\n"
     )
