@@ -126,10 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(profile: str | None, config_file: str | None, overrides: Sequence[str]) -> PretrainConfig:
     """Profile (default ``quick`` without a file; the dataclass defaults with a file and no profile),
-    then the file's fields, then the ``key=value`` overrides."""
+    then the file's fields, then the ``key=value`` overrides; ``$DYSTRESS_DATA`` is the data root
+    unless the file or an override sets one."""
     if profile is None and config_file is None:
         profile = DEFAULT_PROFILE
     config = get_profile(profile) if profile is not None else PretrainConfig()
+    data: dict = {}
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -143,13 +145,10 @@ def resolve_config(profile: str | None, config_file: str | None, overrides: Sequ
         if not isinstance(data, dict):
             raise _UserError(f"config file {path} must hold a mapping of config fields")
         config = config.updated(data)
-        explicit_root = "data_root" in data
-    else:
-        explicit_root = False
-    explicit_root = explicit_root or any(
+    sets_root = "data_root" in data or any(
         isinstance(o, str) and o.split("=", 1)[0].strip() == "data_root" for o in overrides
     )
-    if os.environ.get("DYSTRESS_DATA") and not explicit_root:
+    if os.environ.get("DYSTRESS_DATA") and not sets_root:
         config = config.updated({"data_root": os.environ["DYSTRESS_DATA"]})
     return config.with_overrides(list(overrides))
 
