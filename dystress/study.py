@@ -263,7 +263,12 @@ def code_version() -> str:
 
 
 def _slug(config: Any) -> str:
+    from dystress.config import PROFILES
+
     parts = [config.temperature] + [f"{k}{v:g}" for k, v in sorted(config.temperature_params.items())]
+    profile = PROFILES.get(config.profile)
+    if profile is not None and config.epochs not in (0, profile.epochs):  # e.g. the 2000-epoch LT runs
+        parts.append(f"e{config.epochs}")
     parts.append(f"s{config.seed}")
     if config.epochs == 0:
         parts = ["random_init", f"s{config.seed}"]

@@ -263,6 +263,11 @@ def test_paper_plan_keys_and_ids_are_unique_across_datasets(env: Path) -> None:
         and r.point.parameters.get("temperature") == "cosine"
     }
     assert len(reference) == 6
+    # and every distinct configuration has its own readable slug (the 2000-epoch runs say e2000), so
+    # `study list` never takes another configuration's folder for an older version of a run
+    slugs = {r.key.rsplit("-", 1)[0] for r in study.load_results("paper")}
+    assert len(slugs) == len(by_key)
+    assert any(s.endswith("_e2000_s0") for s in slugs)
 
 
 def test_results_frame_has_dataset_and_class_averaged_columns(env: Path) -> None:
