@@ -164,15 +164,21 @@ def build_config(profile: str, params: Mapping[str, Any]):  # noqa: ANN201 (Pret
     ``None`` values keep the profile's value. Temperature parameters (``tau``, ``tau_min``, ...) go
     into ``temperature_params``; when ``temperature`` names another function than the profile's, the
     profile's ``temperature_params`` are dropped first (the function's defaults fill the rest). The
-    data root is ``$DYSTRESS_DATA`` unless ``data_root`` is given. Raises ``ValueError`` naming the bad
+    data root is ``$DYSTRESS_DATA`` unless ``data_root`` is given (an image-folder profile such as
+    ``imagenet100``, which the study does not run, needs it). Raises ``ValueError`` naming the bad
     parameter or value.
     """
-    from dystress.config import get_profile
+    from dystress.config import PROFILES, get_profile
 
-    if profile not in PROFILE_NAMES:
-        raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     check_parameter_names(params)
     base = get_profile(profile)
+    if base.dataset == "imagefolder" and params.get("data_root") is None:
+        raise ValueError(
+            f"profile {profile} trains on an image folder: give its path as data_root "
+            "(papermill: -p data_root /path/with/train/and/val)"
+        )
     updates: dict[str, Any] = {"data_root": str(data_root())}
     temperature_params = dict(base.temperature_params)
     for name, value in params.items():

@@ -26,14 +26,14 @@ Run it with papermill, e.g.
 
     papermill notebooks/pretrain_run.ipynb out.ipynb -p tau_min 0.05 -p tau_max 0.3
 
-Every parameter left at `None` takes the value of the chosen `profile` (`smoke`, `quick` or `paper`,
-see `dystress.config`). Temperature parameters (`tau`, `tau_min`, `tau_max`, `offset`, `scale`, ...)
-go to the temperature function named by `temperature` (another function than the profile's starts
-from its own defaults). Lists and mappings are YAML: `-y 'snapshot_epochs: [0, 5]'` or `-p
-snapshot_epochs '[0, 5]'`. The run folder (default
-`$DYSTRESS_RUNS/<profile>/<run_key>`, keyed by the configuration and the code version) receives the
-config, the per-epoch records, the feature snapshots and the final metrics; a complete run is not
-trained again, an interrupted one resumes from its last checkpoint."""
+Every parameter left at `None` takes the value of the chosen `profile` (`smoke`, `quick`, `paper`, or
+`imagenet100` with `-p data_root /path/to/imagenet100`; see `dystress.config`). Temperature
+parameters (`tau`, `tau_min`, `tau_max`, `offset`, `scale`, ...) go to the temperature function named
+by `temperature` (another function than the profile's starts from its own defaults). Lists and
+mappings are YAML: `-y 'snapshot_epochs: [0, 5]'` or `-p snapshot_epochs '[0, 5]'`. The run folder
+(default `$DYSTRESS_RUNS/<profile>/<run_key>`, keyed by the configuration and the code version)
+receives the config, the per-epoch records, the feature snapshots and the final metrics; a complete run
+is not trained again, an interrupted one resumes from its last checkpoint."""
 
 GUARD = """\
 # Names that exist before the parameters: whatever is new after the next cell is a parameter.

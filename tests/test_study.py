@@ -520,3 +520,21 @@ def test_papermill_text_parameters_are_parsed_as_yaml(env: Path) -> None:
         study.build_config("smoke", {"snapshot_epochs": "[0, 2"})
     with pytest.raises(ValueError, match="snapshot_epochs must be a list of integers"):
         study.build_config("smoke", {"snapshot_epochs": "[0, 7]"})
+
+
+def test_notebook_runs_the_imagenet100_profile_on_a_given_folder(env: Path, tmp_path: Path) -> None:
+    """The run notebook takes every profile of dystress.config; an image-folder one needs data_root."""
+    with pytest.raises(
+        ValueError, match="profile imagenet100 trains on an image folder: give its path as data_root"
+    ):
+        study.build_config("imagenet100", {"tau_min": 0.05})
+    config, run_dir = study.prepare_run(
+        {"profile": "imagenet100", "data_root": str(tmp_path), "tau_min": 0.05}
+    )
+    assert (config.dataset, config.data_root, config.backbone) == ("imagefolder", str(tmp_path), "resnet50")
+    assert config.temperature_params == {"tau_min": 0.05, "tau_max": 0.2}
+    assert run_dir == env.resolve() / "imagenet100" / study.run_key(config)
+    with pytest.raises(
+        ValueError, match=r"profile must be one of \['smoke', 'quick', 'paper', 'imagenet100'\]"
+    ):
+        study.build_config("huge", {})
