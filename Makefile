@@ -24,7 +24,8 @@ data: setup
 	elif [ -f "$(OFFLINE_CIFAR10)" ]; then \
 	  $(PY) "$(OFFLINE_CIFAR10)" "$(DYSTRESS_DATA)"; \
 	else \
-	  echo "CIFAR-10 will be downloaded into $(DYSTRESS_DATA) on first use"; \
+	  echo "Downloading CIFAR-10 into $(DYSTRESS_DATA) (once, before any run)"; \
+	  $(VENV)/bin/dystress data prepare --profile smoke --set "data_root=$(DYSTRESS_DATA)"; \
 	fi
 
 book: data
