@@ -880,7 +880,9 @@ def run_study(
 ) -> StudyReport:
     """Run every missing or interrupted run of ``profile`` (each configuration once), one after another.
 
-    ``only``: restrict to these ablation names. Prints ``[i/n]`` progress with the time spent and an
+    A run failing with ``FileNotFoundError`` (its dataset is missing and cannot be downloaded) makes
+    the later runs of the same dataset be skipped (left missing). ``only``: restrict to these ablation
+    names. Prints ``[i/n]`` progress with the time spent and an
     estimate of what is left to ``stream`` (stderr).
     """
     stream = sys.stderr if stream is None else stream
@@ -904,10 +906,16 @@ def run_study(
     )
     ran: list[str] = []
     durations: list[float] = []
+    no_data: dict[str, str] = {}  # dataset -> the run whose data could not be found
+    skipped = 0
     for i, r in enumerate(todo, 1):
         left = len(todo) - i
-        eta = f", about {_fmt(left * sum(durations) / len(durations))} left after it" if durations else ""
         prefix = f"[study {i}/{len(todo)}]"
+        if r.dataset in no_data:  # every run of this dataset would fail the same way
+            skipped += 1
+            print(f"{prefix} {r.point.id}: skipped, no {r.dataset} data ({no_data[r.dataset]})", file=stream)
+            continue
+        eta = f", about {_fmt(left * sum(durations) / len(durations))} left after it" if durations else ""
         print(f"{prefix} {r.point.id} -> {r.run_dir.name} ({left} more to run{eta})", file=stream, flush=True)
         start = time.perf_counter()
         new = run_point(r.point, profile, runs, template, retry_failed, prefix, stream)
@@ -915,9 +923,14 @@ def run_study(
         ran.append(new.key)
         note = f": {new.error}" if new.status == "failed" else ""
         print(f"{prefix} {new.status} in {_fmt(durations[-1])}{note}", file=stream, flush=True)
+        if new.status == "failed" and str(new.error).startswith("FileNotFoundError"):
+            no_data[r.dataset] = f"see the failure of {r.point.id}"
     final = load_results(profile, runs)
     failed = len({r.key for r in final if r.status == "failed"})
-    print(f"[study] profile {profile}: {len(ran)} run now, {failed} failed", file=stream, flush=True)
+    skip_note = f", {skipped} skipped for missing data" if skipped else ""
+    print(
+        f"[study] profile {profile}: {len(ran)} run now, {failed} failed{skip_note}", file=stream, flush=True
+    )
     for r in final:
         if r.status == "invalid":
             print(f"[study] {r.point.id}: {r.error}", file=stream, flush=True)

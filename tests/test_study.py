@@ -538,3 +538,39 @@ def test_notebook_runs_the_imagenet100_profile_on_a_given_folder(env: Path, tmp_
         ValueError, match=r"profile must be one of \['smoke', 'quick', 'paper', 'imagenet100'\]"
     ):
         study.build_config("huge", {})
+
+
+def test_run_study_skips_the_runs_of_a_dataset_whose_data_are_missing(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first CIFAR-100 run fails for want of data: the other CIFAR-100 runs are skipped (left
+    missing), the CIFAR-10 runs still run, and the summary says how many were skipped."""
+    called: list[str] = []
+
+    def fake_run_point(point, profile, *args):  # noqa: ANN001, ANN202
+        called.append(point.id)
+        if point.ablation == "cifar100":
+            return SimpleNamespace(
+                key=point.id, status="failed", error="FileNotFoundError: cifar100: not found"
+            )
+        return SimpleNamespace(key=point.id, status="complete", error=None)
+
+    monkeypatch.setattr(study, "run_point", fake_run_point)
+    out = io.StringIO()
+    study.run_study("paper", only=["cifar100", "random_init"], stream=out)
+    cifar100 = [p.id for p in study.plan("paper") if p.ablation == "cifar100"]
+    assert called == ["random_init/random initialisation/s0", cifar100[0]]
+    text = out.getvalue()
+    assert f"skipped, no cifar100 data (see the failure of {cifar100[0]})" in text
+    assert f"2 run now, 0 failed, {len(cifar100) - 1} skipped for missing data" in text
+    # another failure (not missing data) does not stop the dataset's other runs
+    called.clear()
+    monkeypatch.setattr(
+        study,
+        "run_point",
+        lambda point, *a: (
+            called.append(point.id) or SimpleNamespace(key=point.id, status="failed", error="ValueError: x")
+        ),
+    )
+    study.run_study("paper", only=["cifar100"], stream=io.StringIO())
+    assert called == cifar100
