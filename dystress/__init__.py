@@ -10,14 +10,24 @@ Example:
     >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
 """
 
-from dystress.config import PretrainConfig, get_profile
+from dystress.checkpoint import CheckpointError
+from dystress.config import PROFILES, PretrainConfig, get_profile
 from dystress.data.augment import SimCLRAugmentation
 from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
 from dystress.data.imagefolder import load_image_folder
 from dystress.data.loader import DeviceBatchLoader, HostBatchLoader
-from dystress.evaluate import evaluate_checkpoint
+from dystress.evaluate import Pretrained, evaluate_checkpoint, load_pretrained
 from dystress.losses import DCLLoss, InfoNCELoss, QueueInfoNCELoss, build_loss
-from dystress.metrics import alignment, knn_accuracy, linear_probe, tolerance, uniformity
+from dystress.metrics import (
+    alignment,
+    extract_features,
+    inter_class_uniformity,
+    knn_accuracy,
+    knn_class_averaged_accuracy,
+    linear_probe,
+    tolerance,
+    uniformity,
+)
 from dystress.models import BACKBONES, ContrastiveModel, Projector, build_backbone
 from dystress.temperature import (
     ConstantTemperature,
@@ -32,13 +42,15 @@ from dystress.temperature import (
     as_temperature,
     build_temperature,
 )
-from dystress.train import pretrain
+from dystress.train import TrainingDiverged, build_model, pretrain
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKBONES",
     "DATASETS",
+    "PROFILES",
+    "CheckpointError",
     "ConstantTemperature",
     "ContrastiveModel",
     "CosineScheduleTemperature",
@@ -52,23 +64,30 @@ __all__ = [
     "LinearTemperature",
     "MACLTemperature",
     "OneSidedCosineTemperature",
+    "Pretrained",
     "PretrainConfig",
     "Projector",
     "QueueInfoNCELoss",
     "ShiftedCosineTemperature",
     "SimCLRAugmentation",
     "TemperatureFunction",
+    "TrainingDiverged",
     "alignment",
     "as_temperature",
     "build_backbone",
     "build_loss",
+    "build_model",
     "build_temperature",
     "evaluate_checkpoint",
+    "extract_features",
     "get_profile",
+    "inter_class_uniformity",
     "knn_accuracy",
+    "knn_class_averaged_accuracy",
     "linear_probe",
     "load_dataset",
     "load_image_folder",
+    "load_pretrained",
     "pretrain",
     "tolerance",
     "uniformity",

@@ -28,7 +28,8 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   cosine schedule, 200 epochs, batch 128 (the script's value; the paper does not state its batch),
   DySTreSS with (tau_min, tau_max) = (0.07, 0.2) (the script's CIFAR range; the paper's CIFAR range is
   not stated), bf16 autocast on GPU, each view forwarded on its own (BatchNorm statistics per view,
-  as the script does; every profile does so, ``view_forward = separate``).
+  as the script does, ``view_forward = separate``; so do smoke and quick). The script steps its cosine
+  schedule once per epoch; here it is stepped per optimizer step (a shift of half an epoch at most).
 - ``imagenet100``: the ImageNet-100 setup of docs/STUDY.md section 3 for a GPU, on an image folder
   (``data_root`` = a folder with ``train/<class>/`` and ``val/<class>/``): ResNet-50 with the ImageNet
   stem, 2048-2048-128 projector, LARS lr 0.075 sqrt(256) = 1.2, momentum 0.9, 10 warm-up epochs then
@@ -38,8 +39,16 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   loses the edges of non-square images) and evaluation uses the 224 px center crop (Resize 256 +
   CenterCrop 224). Where the paper is silent we use SimCLR's ImageNet values: weight decay 1e-6, blur
   with probability 0.5, colour-jitter strength 1.0 (ColorJitter(0.8, 0.8, 0.8, 0.2) with p 0.8; the
-  CIFAR recipe is strength 0.5). The linear probe is this project's (L-BFGS on frozen center-crop
-  features), not a 90-epoch SGD probe with augmentation.
+  CIFAR recipe is strength 0.5). Both views go through the network as one batch (``view_forward =
+  joint``), as in the authors' ImageNet code (built on lightly's ImageNet benchmark, with synchronised
+  BatchNorm). The cosine decays to 0, where lightly's scheduler ends at 0.001 x the peak. ``lr`` is not
+  rescaled when ``batch_size`` is overridden: set ``lr = 0.075 * sqrt(batch_size)`` with it. The linear
+  probe is this project's (L-BFGS on frozen center-crop features), not the authors' 90-epoch SGD probe
+  with augmentation, which reports the best validation accuracy over its epochs (a selection on the
+  evaluation set that the paper's ImageNet numbers carry and ours do not).
+
+``device`` is part of the identity on purpose: the same config gives different numbers on the CPU and
+on a GPU, so a checkpoint written on one does not resume on the other under the same id.
 """
 
 from __future__ import annotations
@@ -48,11 +57,18 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from dystress._checks import is_int as _is_int
+from dystress._checks import is_real as _is_real
+
+if TYPE_CHECKING:
+    from dystress.temperature import TemperatureFunction
 
 __all__ = [
     "DATASETS",
@@ -123,7 +139,8 @@ FIELD_HELP: dict[str, str] = {
     "channels_last": "channels-last memory format where bf16 autocast runs",
     "compile": "torch.compile the model",
     "view_forward": "separate (each view through the network on its own: BatchNorm statistics per view, as "
-    "the authors' CIFAR script, solo-learn and lightly) or joint (both views in one batch, as SimCLR's code)",
+    "the authors' CIFAR script, solo-learn and lightly's CIFAR benchmark) or joint (both views in one batch, "
+    "as SimCLR's code and the authors' ImageNet code)",
     "device": "auto, cpu or cuda",
     "data_placement": "where the uint8 training images live: device (GPU-resident), host (batches streamed "
     "from host memory / the image-folder cache) or auto (device when they take under half the free memory)",
@@ -147,12 +164,15 @@ def _fail(name: str, allowed: str, value: Any) -> None:
     raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _plain(value: Any) -> Any:
+    """NumPy (or other ``numbers``) scalars as plain ``int`` / ``float``, so configs serialise to JSON."""
+    if isinstance(value, bool) or type(value) in (int, float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
 
 
 @dataclass
@@ -219,7 +239,8 @@ class PretrainConfig:
     def _coerce(self) -> None:
         """Accept ints for float fields and numeric strings that YAML 1.1 leaves as text (``1e-3``)."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+            value = _plain(getattr(self, f.name))
+            setattr(self, f.name, value)
             if f.type in ("float", "float | None") and isinstance(value, str):
                 try:
                     setattr(self, f.name, float(value))
@@ -230,6 +251,7 @@ class PretrainConfig:
         if isinstance(self.temperature_params, dict):
             params = {}
             for k, v in self.temperature_params.items():
+                v = _plain(v)
                 if isinstance(v, str):
                     try:
                         v = float(v)
@@ -237,8 +259,8 @@ class PretrainConfig:
                         pass
                 params[k] = v
             self.temperature_params = params
-        if isinstance(self.snapshot_epochs, tuple):
-            self.snapshot_epochs = list(self.snapshot_epochs)
+        if isinstance(self.snapshot_epochs, (tuple, list)):
+            self.snapshot_epochs = [_plain(e) for e in self.snapshot_epochs]
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field and what it allows."""
@@ -341,9 +363,16 @@ class PretrainConfig:
             isinstance(k, str) for k in self.temperature_params
         ):
             _fail("temperature_params", "a mapping from parameter names to numbers", self.temperature_params)
-        self.build_temperature()
+        temperature = self.build_temperature()
+        if self.loss in ("dcl", "dclw") and temperature.needs_positive_statistics:
+            _fail(
+                "loss",
+                f"infonce with temperature {self.temperature} (it sets tau from the positive pairs' "
+                "probability, which DCL removes from the denominator)",
+                self.loss,
+            )
 
-    def build_temperature(self):  # noqa: ANN201 (TemperatureFunction; import kept lazy)
+    def build_temperature(self) -> TemperatureFunction:
         """The run's temperature function (raises ``ValueError`` naming ``temperature``/its params)."""
         from dystress.temperature import build_temperature
 
@@ -379,17 +408,21 @@ class PretrainConfig:
         return cls.from_dict({**LATER_FIELD_DEFAULTS, **data})
 
     def to_json(self) -> str:
+        """The config as indented JSON (sorted keys)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> PretrainConfig:
+        """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
     def to_yaml(self) -> str:
+        """The config as YAML (sorted keys)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=True, default_flow_style=None)
 
     @classmethod
     def from_yaml(cls, text: str) -> PretrainConfig:
+        """Inverse of :meth:`to_yaml` (an empty document is the default config)."""
         return cls.from_dict(yaml.safe_load(text) or {})
 
     @classmethod
@@ -404,25 +437,39 @@ class PretrainConfig:
     def updated(self, updates: dict[str, Any]) -> PretrainConfig:
         """A new config with ``updates`` (a dict of fields) applied; validated once at the end.
 
-        When ``temperature`` changes to another function and ``temperature_params`` is not given, the
-        old function's parameters are dropped (the new function's defaults apply), as in the notebook.
+        Dependent fields follow a change unless given too (:meth:`_follow`): another ``temperature``
+        function drops the old function's parameters (the new function's defaults apply), and a
+        smaller ``epochs`` drops the ``snapshot_epochs`` beyond it.
         """
+        if not isinstance(updates, dict):
+            raise ValueError(f"updates must be a dict of config fields, got {type(updates).__name__}")
         data = self.to_dict()
-        if self._changes_function(updates.get("temperature")) and "temperature_params" not in updates:
-            data["temperature_params"] = {}
+        self._follow(data, updates, given=set(updates))
         data.update(updates)
         return type(self).from_dict(data)
 
-    def _changes_function(self, temperature: Any) -> bool:
-        return temperature is not None and temperature != self.temperature
+    def _follow(self, data: dict[str, Any], new: dict[str, Any], given: set[str]) -> None:
+        """Reset in ``data`` the fields that depend on a changed field of ``new`` and are not ``given``."""
+        temperature = new.get("temperature")
+        if temperature is not None and temperature != self.temperature and "temperature_params" not in given:
+            data["temperature_params"] = {}
+        epochs = new.get("epochs")
+        if _is_int(epochs) and epochs != self.epochs and "snapshot_epochs" not in given:
+            data["snapshot_epochs"] = [e for e in self.snapshot_epochs if e <= epochs]
 
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> PretrainConfig:
         """Apply ``["key=value", "temperature_params.tau_min=0.05", ...]`` (values parsed as YAML).
 
-        ``temperature=NAME`` naming another function drops the old function's parameters unless a
-        whole ``temperature_params=...`` is given, so ``temperature=constant temperature_params.tau=0.2``
-        works from any profile.
+        Dependent fields follow as in :meth:`updated`: ``temperature=NAME`` naming another function
+        drops the old function's parameters unless a whole ``temperature_params=...`` is given, so
+        ``temperature=constant temperature_params.tau=0.2`` works from any profile; ``epochs=N`` drops
+        the snapshot epochs beyond N unless ``snapshot_epochs=...`` is given.
         """
+        if isinstance(overrides, str) or not isinstance(overrides, (list, tuple)):
+            raise ValueError(
+                f"overrides must be a list of 'key=value' strings, got {type(overrides).__name__} "
+                f"{overrides!r}"
+            )
         data = self.to_dict()
         known = {f.name for f in dataclasses.fields(self)}
         parsed: list[tuple[str, str, str, Any]] = []
@@ -441,10 +488,8 @@ class PretrainConfig:
                     f"override {item!r}: unknown config key {head!r}; known keys: {sorted(known)}"
                 )
             parsed.append((item, head, sub, value))
-        whole = {head for _, head, sub, _ in parsed if not sub}
-        new_function = any(head == "temperature" and self._changes_function(v) for _, head, _, v in parsed)
-        if new_function and "temperature_params" not in whole:
-            data["temperature_params"] = {}
+        whole = {head: value for _, head, sub, value in parsed if not sub}
+        self._follow(data, whole, given=set(whole))
         for item, head, sub, value in parsed:
             if sub:
                 if not isinstance(data[head], dict):
@@ -583,6 +628,7 @@ def _imagenet100() -> PretrainConfig:
         precision="auto",
         jitter_strength=1.0,
         blur_prob=0.5,
+        view_forward="joint",
         checkpoint_every=5,
         snapshot_epochs=[0, 50, 100, 200],
         monitor_size=1000,

@@ -18,6 +18,7 @@ selected on the test set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +38,21 @@ from dystress.metrics import (
     tolerance,
     uniformity,
 )
+from dystress.models import ContrastiveModel
 
 if TYPE_CHECKING:
     from dystress.config import PretrainConfig
     from dystress.data.augment import SimCLRAugmentation
     from dystress.train import RunData
 
-__all__ = ["embed_views", "evaluate_backbone", "evaluate_checkpoint", "extract"]
+__all__ = [
+    "Pretrained",
+    "embed_views",
+    "evaluate_backbone",
+    "evaluate_checkpoint",
+    "extract",
+    "load_pretrained",
+]
 
 #: Seed of the generator of the augmented test views used for the alignment.
 ALIGNMENT_VIEW_SEED = 12345
@@ -150,6 +159,39 @@ def evaluate_backbone(
     return metrics
 
 
+@dataclass
+class Pretrained:
+    """A model loaded from a checkpoint: ``model`` (eval mode; ``model.backbone`` gives the features),
+    the run's ``config`` and the ``epoch`` the checkpoint was written after."""
+
+    model: ContrastiveModel
+    config: PretrainConfig
+    epoch: int
+
+
+def load_pretrained(path: str | Path, device: str = "cpu") -> Pretrained:
+    """The model stored in checkpoint ``path`` (``checkpoints/last.pt`` of a run; loaded weights-only),
+    on ``device`` (``auto``, ``cpu`` or ``cuda``), in eval mode.
+
+    Example::
+
+        pre = load_pretrained("runs/quick/<run>/checkpoints/last.pt")
+        features = pre.model.backbone(images)  # images: normalised float [B, 3, H, W]
+    """
+    from dystress.checkpoint import load_checkpoint
+    from dystress.config import DEVICES, PretrainConfig
+    from dystress.train import build_model, resolve_device
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+    state = load_checkpoint(path)
+    config = PretrainConfig.from_saved(state["config"])
+    model = build_model(config)
+    model.load_state_dict(state["model"])
+    model.to(resolve_device(device)).eval()
+    return Pretrained(model, config, int(state["epoch"]))
+
+
 def evaluate_checkpoint(
     path: str | Path,
     data_root: str | Path | None = None,
@@ -169,32 +211,26 @@ def evaluate_checkpoint(
     Returns:
         the metrics of :func:`evaluate_backbone` plus ``checkpoint``, ``epoch`` and ``run_id``.
     """
-    from dystress.checkpoint import load_checkpoint
-    from dystress.config import PretrainConfig
-    from dystress.train import build_augmentation, build_model, load_data, resolve_device, uses_bf16
+    from dystress.train import build_augmentation, load_data, uses_bf16
 
-    state = load_checkpoint(path)
-    run_id = PretrainConfig.from_saved(state["config"]).run_id()
     updates: dict[str, Any] = {"device": device}
     if data_root is not None:
         updates["data_root"] = str(data_root)
     if batch_size is not None:
         updates["eval_batch_size"] = batch_size
-    config = PretrainConfig.from_saved(state["config"]).updated(updates)
-    dev = resolve_device(config.device)
-    model = build_model(config)
-    model.load_state_dict(state["model"])
-    model.to(dev)
+    pre = load_pretrained(path, device)
+    config = pre.config.updated(updates)
+    dev = next(pre.model.parameters()).device
     data = load_data(config)
     metrics = evaluate_backbone(
-        model.backbone,
+        pre.model.backbone,
         data,
         config,
         dev,
         build_augmentation(config, data.train, dev),
         amp=uses_bf16(config, dev),
     )
-    metrics.update(checkpoint=str(path), epoch=int(state["epoch"]), run_id=run_id)
+    metrics.update(checkpoint=str(path), epoch=pre.epoch, run_id=pre.config.run_id())
     if out is not None:
         atomic_write_json(out, metrics)
     return metrics

@@ -4,12 +4,16 @@ ResNets are torchvision's (weights=None, fc replaced by Identity) with either th
 CIFAR stem of SimCLR [Chen et al., ICML 2020, appendix B.9]: conv1 3x3 stride 1 without bias and no
 max-pool. `small_cnn` is a 4-block CNN that trains in minutes on a CPU. The projector is
 Linear-BN-ReLU-Linear-BN without biases (docs/STUDY.md section 3).
+
+Against other code: the CIFAR conv1 has padding 1 as in SimCLR and the DySTreSS authors' script
+(solo-learn pads by 2, giving 34x34 maps); it is initialised with torchvision's own rule (Kaiming
+normal, fan-out), where the authors and solo-learn keep PyTorch's default Conv2d init (about half the
+standard deviation); BatchNorm follows it directly, so the difference barely matters.
 """
 
 from __future__ import annotations
 
 import torch
-import torchvision.models
 from torch import nn
 
 #: Names accepted by `build_backbone`.
@@ -65,6 +69,8 @@ def build_backbone(name: str, stem: str = "cifar") -> nn.Module:
         if stem != "cifar":
             raise ValueError(f"stem must be 'cifar' for small_cnn, got {stem!r}")
         return SmallCNN()
+    import torchvision.models  # imported here: `import dystress` for a loss need not load torchvision
+
     model = getattr(torchvision.models, name)(weights=None)
     if stem == "cifar":
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -118,8 +124,11 @@ class ContrastiveModel(nn.Module):
     def forward(self, x: torch.Tensor, views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [V * B, 3, H, W]; with ``views`` = V > 1, the V equal chunks of x (one view each) go through
         the network one at a time, so that BatchNorm normalises each view over its own batch (as the
-        DySTreSS authors' CIFAR script, solo-learn and lightly do); V = 1: one joint pass (SimCLR's
-        concatenated views). Returns (h [V * B, feature_dim], z [V * B, out_dim]) in the order of x."""
+        DySTreSS authors' CIFAR script, solo-learn and lightly's CIFAR benchmark do); V = 1: one joint
+        pass (SimCLR's concatenated views, the authors' ImageNet code). Returns (h [V * B, feature_dim],
+        z [V * B, out_dim]) in the order of x."""
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(f"views must be an integer >= 1, got {views!r}")
         if views == 1:
             h = self.backbone(x)
             return h, self.projector(h)

@@ -7,6 +7,7 @@ figure and returns it (``None`` when there is nothing to draw); captions are the
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "metrics_table",
     "negative_weights",
     "run_curves",
+    "similarities_with_temperature",
     "similarity_grid",
     "snapshot_similarities",
     "structure_curves",
@@ -51,6 +53,12 @@ METRIC_LABELS = {
     "linear_top1": "linear top-1 (%)",
     "uniformity": "uniformity",
     "tolerance": "tolerance",
+    "alignment": "alignment (lower: better aligned)",
+    "trustworthiness": "trustworthiness of the 2-D view",
+    "knn_overlap": "k-NN overlap (feature space vs 2-D)",
+    "label_purity_high": "label purity of k-NN, feature space",
+    "label_purity_low": "label purity of k-NN, 2-D view",
+    "centroid_distance_agreement": "class-centroid distance agreement (Spearman)",
 }
 
 PAIR_COLORS = {"tp": "tab:green", "tn": "tab:blue", "fn": "tab:red"}
@@ -61,6 +69,32 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _legend_below(fig: Any, handles: Sequence[Any], labels: Sequence[str], fontsize: float = 8) -> Any:
+    """A figure legend below the axes (constrained layout makes room), as many columns as fit its width.
+
+    Returns the legend (None for no entries).
+    """
+    if not handles:
+        return None
+    width = fig.get_figwidth() * fig.dpi
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+    for ncol in range(len(handles), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=fontsize)
+        if ncol == 1 or renderer is None or legend.get_window_extent(renderer).width <= 0.98 * width:
+            return legend
+        legend.remove()
+    return None  # unreachable: ncol == 1 always returns
+
+
+def _unique_handles(axes: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """The legend handles and labels of ``axes``, one per label, in order of first appearance."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    return list(seen.values()), list(seen)
 
 
 def config_label(config: Any) -> str:
@@ -78,28 +112,46 @@ def metrics_table(metrics: Mapping[str, Any]) -> Any:
 
 
 def run_curves(records: Sequence[Mapping[str, Any]], title: str = "") -> Any:
-    """Per-epoch curves of one run: loss, temperatures, monitor kNN, uniformity/tolerance/alignment."""
+    """Per-epoch curves of one run: loss, temperatures, monitor kNN, uniformity, tolerance, alignment.
+
+    One panel per quantity (each on its own scale; panels without any value are left out), labelled
+    with :data:`METRIC_LABELS`.
+    """
     if not records:
         print("no per-epoch record (a run of 0 epochs)")
         return None
     plt = _plt()
     epochs = [r["epoch"] for r in records]
     panels = [
-        ("loss", ["loss"]),
-        ("temperature", ["tau_pos", "tau_neg"]),
-        ("monitor kNN top-1 (%)", ["monitor_knn_top1"]),
-        ("geometry", ["monitor_uniformity", "monitor_tolerance", "monitor_alignment"]),
+        ("loss", "training loss", ["loss"]),
+        ("temperature", "temperature tau", ["tau_pos", "tau_neg"]),
+        ("monitor kNN", METRIC_LABELS["monitor_knn_top1"], ["monitor_knn_top1"]),
+        ("uniformity", METRIC_LABELS["monitor_uniformity"], ["monitor_uniformity"]),
+        ("tolerance", "tolerance (mean same-class similarity)", ["monitor_tolerance"]),
+        ("alignment", METRIC_LABELS["alignment"], ["monitor_alignment"]),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), constrained_layout=True)
-    for ax, (name, keys) in zip(axes, panels, strict=True):
+    present = [p for p in panels if any(r.get(key) is not None for r in records for key in p[2])]
+    if not present:
+        print("no per-epoch metric in the records")
+        return None
+    ncols = min(3, len(present))
+    nrows = math.ceil(len(present) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False, constrained_layout=True
+    )
+    for ax, (name, ylabel, keys) in zip(axes.flat, present, strict=False):
         for key in keys:
             values = [r.get(key) for r in records]
             if any(v is not None for v in values):
-                ax.plot(epochs, [np.nan if v is None else v for v in values], marker="o", ms=3, label=key)
+                ys = [np.nan if v is None else v for v in values]
+                ax.plot(epochs, ys, marker="o", ms=3, label=METRIC_LABELS.get(key, key))
         ax.set_xlabel("epoch")
-        ax.set_title(name)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_title(name, fontsize=10)
         if len(keys) > 1:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(keys))
+    for ax in axes.flat[len(present) :]:
+        ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -121,21 +173,29 @@ def snapshot_similarities(path: str | Path, bins: int = 60) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- page 2
-def temperature_profiles(panels: Mapping[str, Mapping[str, Any]], points: int = 801) -> Any:
-    """tau(s) on s in [-1, 1]: one axis per panel, one curve per named temperature function."""
+def temperature_profiles(
+    panels: Mapping[str, Mapping[str, Any]], points: int = 801, log_tau: Sequence[str] = ()
+) -> Any:
+    """tau(s) on s in [-1, 1]: one axis per panel, one curve per named temperature function.
+
+    Each panel's legend sits below its axes. ``log_tau``: titles of the panels drawn on a log tau axis
+    (for a panel where one curve reaches a much larger tau than the others).
+    """
     import torch
 
     plt = _plt()
     s = torch.linspace(-1.0, 1.0, points, dtype=torch.float64)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), constrained_layout=True)
     axes = np.atleast_1d(axes)
     for ax, (title, functions) in zip(axes, panels.items(), strict=True):
         for label, fn in functions.items():
             ax.plot(s.numpy(), fn(s).numpy(), label=label)
+        if title in log_tau:
+            ax.set_yscale("log")
         ax.set_xlabel("cosine similarity s")
-        ax.set_ylabel("tau(s)")
+        ax.set_ylabel("tau(s)" + (" (log scale)" if title in log_tau else ""))
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     return fig
 
 
@@ -143,7 +203,7 @@ def negative_weights(functions: Mapping[str, Any], points: int = 801) -> Any:
     """Effective weight of a negative vs its similarity, exp(s / tau(s)) / tau(s), relative to s = 0.
 
     Left: the weight on a log axis; right: the slope d tau / d s (Proposition 1: negative for s < 0,
-    positive for s > 0).
+    positive for s > 0). One legend for both panels, below them.
     """
     import torch
 
@@ -165,33 +225,51 @@ def negative_weights(functions: Mapping[str, Any], points: int = 801) -> Any:
     ax_d.set_xlabel("s")
     ax_d.set_ylabel("d tau / d s")
     ax_d.set_title("slope of the temperature", fontsize=10)
-    ax_w.legend(fontsize=7)
+    _legend_below(fig, *ax_w.get_legend_handles_labels())
     return fig
 
 
 # ---------------------------------------------------------------------------------------------- page 3
+def _text_color(rgba: Sequence[float]) -> str:
+    """Black on a light colour, white on a dark one (luminance 0.2126 R + 0.7152 G + 0.0722 B > 0.5)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
 def accuracy_heatmap(table: Any, value: str = "knn_top1", title: str = "") -> Any:
-    """Heatmap of ``value`` over (tau_min rows, tau_max columns); empty cells are runs that do not exist."""
+    """Heatmap of ``value`` over (tau_min rows, tau_max columns); empty cells are runs that do not exist.
+
+    ``table``: columns ``tau_min, tau_max, value``, optionally ``ci`` (95% half-width, NaN for one seed)
+    and ``n`` (seeds): then each cell reads the value over "±0.7 (n=3)" (or "(n=1)" for a NaN ``ci``).
+    """
     plt = _plt()
     if table is None or len(table) == 0:
         return None
     grid = table.pivot_table(index="tau_min", columns="tau_max", values=value, aggfunc="mean")
+    extra = {}
+    if "ci" in table.columns and "n" in table.columns:
+        for col in ("ci", "n"):
+            cells = table.pivot_table(
+                index="tau_min", columns="tau_max", values=col, aggfunc="first", dropna=False
+            )
+            extra[col] = cells.reindex(index=grid.index, columns=grid.columns).to_numpy(dtype=float)
     fig, ax = plt.subplots(
-        figsize=(1.1 * grid.shape[1] + 2.5, 0.8 * grid.shape[0] + 1.5), constrained_layout=True
+        figsize=(1.2 * grid.shape[1] + 2.5, (1.0 if extra else 0.8) * grid.shape[0] + 1.5),
+        constrained_layout=True,
     )
     data = grid.to_numpy(dtype=float)
     im = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", aspect="auto")
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
-            ax.text(
-                j,
-                i,
-                "" if math.isnan(data[i, j]) else f"{data[i, j]:.1f}",
-                ha="center",
-                va="center",
-                color="w",
-                fontsize=9,
-            )
+            if math.isnan(data[i, j]):
+                continue
+            text = f"{data[i, j]:.1f}"
+            if extra:
+                ci, n = extra["ci"][i, j], extra["n"][i, j]
+                seeds = "" if math.isnan(n) else f"(n={n:g})"
+                text += "\n" + (seeds if math.isnan(ci) else f"±{ci:.1f} {seeds}").strip()
+            color = _text_color(im.cmap(im.norm(data[i, j])))
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9 if not extra else 8)
     ax.set_xticks(range(grid.shape[1]), [f"{c:g}" for c in grid.columns])
     ax.set_yticks(range(grid.shape[0]), [f"{r:g}" for r in grid.index])
     ax.set_xlabel("tau_max")
@@ -247,8 +325,16 @@ def fixed_tau_curve(
 
 
 # ---------------------------------------------------------------------------------------------- page 4
-def trajectories(series: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str]) -> Any:
-    """One panel per record key, one line per run (label -> per-epoch records)."""
+def trajectories(
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+    keys: Sequence[str],
+    references: Mapping[str, tuple[str, float]] | None = None,
+) -> Any:
+    """One panel per record key, one line per run (label -> per-epoch records); legend below the figure.
+
+    ``references``: key -> (label, y), a grey dashed horizontal line with its label in that key's panel
+    (e.g. ``{"label_purity_high": ("chance (1 / classes)", 0.1)}``).
+    """
     plt = _plt()
     fig, axes = plt.subplots(1, len(keys), figsize=(4.3 * len(keys), 3.5), constrained_layout=True)
     axes = np.atleast_1d(axes)
@@ -257,20 +343,56 @@ def trajectories(series: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequen
             pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
+        if references and key in references:
+            ref_label, y = references[key]
+            ax.axhline(y, color="grey", ls="--", lw=1, zorder=1)
+            ax.annotate(
+                ref_label,
+                (0.01, y),
+                xycoords=("axes fraction", "data"),
+                xytext=(0, 2),
+                textcoords="offset points",
+                fontsize=8,
+                color="dimgrey",
+                va="bottom",
+            )
         ax.set_xlabel("epoch")
+        ax.set_ylabel(textwrap.fill(METRIC_LABELS.get(key, key), 36), fontsize=9)
         ax.set_title(METRIC_LABELS.get(key, key), fontsize=10)
-    axes[0].legend(fontsize=7)
+    _legend_below(fig, *_unique_handles(axes))
     return fig
 
 
-def uniformity_tolerance_plane(table: Any, value: str = "knn_top1") -> Any:
-    """Final uniformity (x) vs tolerance (y) of each run, coloured by ``value``, labelled by run."""
+def uniformity_tolerance_plane(table: Any, value: str = "knn_top1", connect: str | None = None) -> Any:
+    """Final uniformity (x) vs tolerance (y) of each run, coloured by ``value``, labelled by run.
+
+    ``connect``: an ``ablation`` value (e.g. ``"fixed_tau"``) whose runs are joined by a thin grey line
+    in order of their ``tau`` (the mean point per tau when several seeds share one).
+    """
     plt = _plt()
     if table is None or len(table) == 0:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    if connect is not None:
+        rows = table[table["ablation"] == connect]
+        taus = np.asarray(rows["tau"], dtype=float)
+        finite = np.isfinite(taus)
+        if finite.any():
+            us = np.asarray(rows["uniformity"], dtype=float)[finite]
+            ts = np.asarray(rows["tolerance"], dtype=float)[finite]
+            levels = np.unique(taus[finite])  # sorted
+            mean_u = [float(us[taus[finite] == t].mean()) for t in levels]
+            mean_t = [float(ts[taus[finite] == t].mean()) for t in levels]
+            ax.plot(mean_u, mean_t, color="grey", lw=0.8, zorder=1, label="fixed tau sweep")
+            ax.legend(fontsize=8, loc="best")
     sc = ax.scatter(
-        table["uniformity"], table["tolerance"], c=table[value], cmap="viridis", s=60, edgecolor="black"
+        table["uniformity"],
+        table["tolerance"],
+        c=table[value],
+        cmap="viridis",
+        s=60,
+        edgecolor="black",
+        zorder=2,
     )
     for _, row in table.iterrows():
         ax.annotate(
@@ -309,31 +431,98 @@ def _run_snapshot_grid(
     return fig, axes, cells
 
 
-def umap_grid(embeddings: Mapping[str, Sequence[tuple[int, np.ndarray]]], labels: np.ndarray) -> Any:
-    """Rows: runs; columns: snapshot epochs; points coloured by class (labels for display only)."""
+def _class_norm_cmap(n_classes: int) -> tuple[Any, Any]:
+    """The colormap and normalisation of class indices: tab10 on [0, 9] up to 10 classes, else turbo."""
+    import matplotlib
+    from matplotlib.colors import Normalize
+
+    if n_classes <= 10:
+        return matplotlib.colormaps["tab10"], Normalize(vmin=0, vmax=9)
+    return matplotlib.colormaps["turbo"], Normalize(vmin=0, vmax=n_classes - 1)
+
+
+def umap_grid(
+    embeddings: Mapping[str, Sequence[tuple[int, np.ndarray]]],
+    labels: np.ndarray,
+    class_names: Sequence[str] | None = None,
+) -> Any:
+    """Rows: runs; columns: snapshot epochs; points coloured by class (labels for display only).
+
+    Class ``c`` has the tab10 colour ``c`` (fixed per class index, whichever labels occur).
+    ``class_names``: names of the classes 0, 1, ..., shown in a legend below the grid.
+    """
+    from matplotlib.lines import Line2D
+
+    labels = np.asarray(labels)
+    n_classes = max(len(class_names or ()), int(labels.max()) + 1 if labels.size else 0)
+    cmap, norm = _class_norm_cmap(n_classes)
     fig, _, cells = _run_snapshot_grid(embeddings, (2.8, 2.8))
     for ax, _, name, j, (epoch, emb) in cells:
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap="tab10", s=3, alpha=0.8, linewidths=0)
+        ax.scatter(
+            emb[:, 0],
+            emb[:, 1],
+            c=labels,
+            cmap=cmap,
+            vmin=norm.vmin,
+            vmax=norm.vmax,
+            s=3,
+            alpha=0.8,
+            linewidths=0,
+        )
         ax.set_title(f"epoch {epoch}", fontsize=9)
         if j == 0:
-            ax.set_ylabel(name, fontsize=9)
+            ax.set_ylabel(textwrap.fill(name, 26), fontsize=10, fontweight="bold")
+    if class_names:
+        handles = [
+            Line2D([], [], ls="", marker="o", ms=6, color=cmap(norm(c))) for c in range(len(class_names))
+        ]
+        _legend_below(fig, handles, list(class_names))
     return fig
 
 
-def structure_curves(scores: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str]) -> Any:
-    """Structure scores over epochs: one panel per score, one line per run (records with ``epoch``)."""
-    return trajectories(scores, keys)
+def structure_curves(
+    scores: Mapping[str, Sequence[Mapping[str, Any]]],
+    keys: Sequence[str],
+    references: Mapping[str, tuple[str, float]] | None = None,
+) -> Any:
+    """Structure scores over epochs: one panel per score, one line per run (records with ``epoch``).
+
+    ``references``: as in :func:`trajectories` (e.g. chance label purity).
+    """
+    return trajectories(scores, keys, references=references)
 
 
-def similarity_grid(histograms: Mapping[str, Sequence[tuple[int, Any, Mapping[str, Any]]]]) -> Any:
-    """TP / TN / FN similarity histograms: rows are runs, columns snapshots.
+def _nonzero_range(
+    cells: Sequence[tuple[Any, Any, Mapping[str, Any]]], pad: float = 0.05
+) -> tuple[float, float]:
+    """[first, last] bin edge where any histogram of ``cells`` is non-zero, padded, clipped to [-1, 1]."""
+    lo, hi = math.inf, -math.inf
+    for _, edges, hists in cells:
+        edges = np.asarray(edges, dtype=float)
+        for kind in ("tp", "tn", "fn"):
+            if kind in hists:
+                nz = np.flatnonzero(np.asarray(hists[kind], dtype=float) > 0)
+                if nz.size:
+                    lo, hi = min(lo, edges[nz[0]]), max(hi, edges[nz[-1] + 1])
+    if lo > hi:
+        return -1.0, 1.0
+    return max(-1.0, float(lo) - pad), min(1.0, float(hi) + pad)
+
+
+def similarity_grid(
+    histograms: Mapping[str, Sequence[tuple[int, Any, Mapping[str, Any]]]],
+    xlabel: str = "cosine similarity",
+) -> Any:
+    """TP / TN / FN similarity histograms: rows are runs, columns snapshots; legend below the grid.
 
     ``histograms``: run name -> [(epoch, edges [bins + 1], {"tp"|"tn"|"fn": fractions [bins]})], as
-    from :func:`dystress.metrics.similarity_histograms`.
+    from :func:`dystress.metrics.similarity_histograms`. All panels share the x-range where any
+    histogram is non-zero (padded by 0.05, within [-1, 1]).
     """
     fig, axes, cells = _run_snapshot_grid(histograms, (3.2, 2.6))
+    xlim = _nonzero_range([item for *_, item in cells])
     for ax, _, name, _, (epoch, edges, hists) in cells:
         edges = np.asarray(edges, dtype=float)
         centers = 0.5 * (edges[1:] + edges[:-1])
@@ -341,9 +530,49 @@ def similarity_grid(histograms: Mapping[str, Sequence[tuple[int, Any, Mapping[st
             if kind in hists:
                 ax.plot(centers, np.asarray(hists[kind]), color=PAIR_COLORS[kind], label=PAIR_NAMES[kind])
         ax.set_title(f"{name} epoch {epoch}".strip(), fontsize=9)
-        ax.set_xlabel("cosine similarity")
+        ax.set_xlabel(xlabel)
+        ax.set_xlim(*xlim)
         ax.set_yticks([])
-    axes[0, 0].legend(fontsize=7)
+    _legend_below(fig, *_unique_handles(axes.flat))
+    return fig
+
+
+def similarities_with_temperature(
+    panels: Mapping[str, tuple[Any, Mapping[str, Any], Any]],
+    xlabel: str = "cosine similarity of projections",
+) -> Any:
+    """TP / TN / FN similarity histograms with the run's tau(s) on a second y-axis, one panel per run.
+
+    ``panels``: run name -> (edges [bins + 1], {"tp"|"tn"|"fn": fractions [bins]}, temperature function
+    or None); the function is drawn at the bin centres over the panels' shared non-zero x-range (a
+    constant temperature as a flat line), so the reader sees which temperature each kind of pair gets.
+    """
+    import torch
+
+    plt = _plt()
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False, constrained_layout=True
+    )
+    xlim = _nonzero_range([(None, edges, hists) for edges, hists, _ in panels.values()])
+    twins = []
+    for ax, (name, (edges, hists, fn)) in zip(axes[0], panels.items(), strict=True):
+        edges = np.asarray(edges, dtype=float)
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        for kind in ("tp", "tn", "fn"):
+            if kind in hists:
+                ax.plot(centers, np.asarray(hists[kind]), color=PAIR_COLORS[kind], label=PAIR_NAMES[kind])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_xlim(*xlim)
+        ax.set_ylabel("fraction of pairs")
+        if fn is not None:
+            twin = ax.twinx()
+            tau = fn(torch.as_tensor(centers, dtype=torch.float64)).numpy()
+            twin.plot(centers, tau, color="black", ls="--", lw=1.2, label="tau(s) of the run")
+            twin.set_ylabel("tau(s)")
+            twin.set_ylim(0, max(0.25, 1.15 * float(np.max(tau))))
+            twins.append(twin)
+    _legend_below(fig, *_unique_handles([*axes.flat, *twins]))
     return fig
 
 
@@ -351,15 +580,17 @@ def emd_curves(emds: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]]) ->
     """EMD between the TP, TN and FN distributions over training: one panel per pair, one line per run."""
     plt = _plt()
     pairs = ("tp-tn", "tp-fn", "tn-fn")
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.4), constrained_layout=True)
     for ax, pair in zip(axes, pairs, strict=True):
         for name, series in emds.items():
             pts = [(e, d[pair]) for e, d in series if pair in d]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=name)
-        ax.set_title(f"EMD {pair.upper()}", fontsize=10)
+        a, b = pair.split("-")
+        ax.set_title(f"EMD {a.upper()}\u2013{b.upper()}\n{PAIR_NAMES[a]} vs {PAIR_NAMES[b]}", fontsize=10)
         ax.set_xlabel("epoch")
-    axes[0].legend(fontsize=7)
+        ax.set_ylabel("EMD (Wasserstein-1)")
+    _legend_below(fig, *_unique_handles(axes))
     return fig
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "notebook_parameters",
     "plan",
     "prepare_run",
+    "provenance",
     "repo_root",
     "run_key",
     "run_point",
@@ -93,7 +94,7 @@ TEMPERATURE_PARAMETERS = (
 RUN_PARAMETERS = ("profile", "run_dir", "progress")
 
 #: Source files that cannot change what a run computes: left out of :func:`code_version`.
-_NOT_CODE = frozenset({"study.py", "plots.py", "cli.py", "__init__.py"})
+_NOT_CODE = frozenset({"study.py", "plots.py", "findings.py", "cli.py", "__init__.py"})
 #: Modules used only to analyse snapshots after training (never by a run): left out of
 #: :func:`code_version`; they key the cache of :func:`snapshot_analysis` instead.
 _ANALYSIS_ONLY = frozenset({"metrics/similarity.py", "metrics/structure.py"})
@@ -563,18 +564,24 @@ SUBSETS: dict[str, frozenset[str]] = {
         for p in (_random_init(), _fixed(0.1), _fixed(0.5), _dystress(*REFERENCE_RANGE), _shifted(-0.4, 0.7))
     ),
     # every seed of the points that the reproduction compares (SimCLR's tau 0.2, MACL, DySTreSS (0.07,
-    # 0.2)) and of the best fixed tau at this scale (0.1), one seed of the others
+    # 0.2)) and of the fixed tau that scored best in the first quick build (0.1), one seed of the
+    # others: fixed 0.05 and 0.15 on either side of it, so that the sweep brackets its best value, and
+    # TS. The cosine form is the grid's (0.07, 0.2) run under another ablation's name (no extra run).
     "quick": frozenset(
         p.id
         for p in (
             _random_init(),
+            _fixed(0.05),
             *(_fixed(0.1, s) for s in SEEDS),
+            _fixed(0.15),
             *(_fixed(0.2, s) for s in SEEDS),
             _fixed(0.5),
             *(_dystress(*REFERENCE_RANGE, seed=s) for s in SEEDS),
             _dystress(0.1, 0.2),
             _dystress(0.1, 0.5),
             _shifted(-0.4, 0.7),
+            _form("cosine"),
+            _baseline("TS"),
             *(_baseline("MACL", s) for s in SEEDS),
         )
     ),
@@ -965,6 +972,34 @@ def ensure_results(profile: str | None = None, runs: str | Path | None = None) -
     return report
 
 
+# ---------------------------------------------------------------------------------------------- provenance
+_DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> str:
+    """One line saying what a page's numbers come from: profile, code version, the runs (complete of
+    all, the devices they trained on) and which copy of each dataset they used (the official release
+    or another copy, by md5; ``data``: the data root, default :func:`data_root`)."""
+    from dystress.data.datasets import is_official_release
+
+    if not results:
+        return "no run"
+    runs = {r.key: r for r in results}.values()
+    done = [r for r in runs if r.status == "complete"]
+    devices = sorted({str(r.final.get("device")) for r in done if r.final.get("device")})
+    root = Path(data) if data is not None else data_root()
+    copies = []
+    kind = {True: "the official release", False: "a copy whose files differ from the official release"}
+    for base in sorted({r.dataset.removesuffix("_lt") for r in done}):
+        official = is_official_release(base, root) if base in _DATA_NAMES else None
+        copies.append(f"{_DATA_NAMES.get(base, base)}: {kind.get(official, 'files not found now')}")
+    profile = results[0].profile
+    text = f"profile {profile}, code version {code_version()}: {len(done)} of {len(runs)} runs complete" + (
+        f", trained on {', '.join(devices)}" if devices else ""
+    )
+    return text + (f"; data {'; '.join(copies)}" if copies else "")
+
+
 # ---------------------------------------------------------------------------------------------- statistics
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     """Mean and half-width of the 95% Student-t interval of the mean (half-width NaN for one value)."""
@@ -1068,18 +1103,22 @@ def aggregate(frame: Any, value: str = "knn_top1") -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- snapshots
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 
 
 def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> dict[str, Any]:
     """Per-snapshot analysis of a complete run, computed once and cached in ``<run_dir>/analysis/``.
 
     For every ``snapshots/epoch_XXXX.pt``: TP / TN / FN similarity histograms (``bins`` on [-1, 1])
-    and their pairwise EMDs (from the two augmented views, labels for analysis only); with ``umap``,
-    the aligned 2-D UMAP embeddings of the monitor features and their structure scores (k = 10).
+    and their pairwise EMDs, from the backbone features of the two augmented views and, where the
+    snapshot holds them (runs since the projector outputs were added), from the projector outputs
+    (the space the temperature acts on); labels are used for analysis only. With ``umap``, the aligned
+    2-D UMAP embeddings of the monitor features and their structure scores (k = 10).
 
     Returns ``{"epochs": [E], "labels": int64 [N], "edges": [bins + 1], "histograms": [{kind:
-    [bins]}], "emd": [{pair: float}], "umap": [array [N, 2]] or None, "structure": [dict] or None}``.
+    [bins]}], "emd": [{pair: float}], "proj_histograms"/"proj_emd": the same for the projector outputs
+    or None, "umap": [array [N, 2]] or None, "structure": [dict] or None}``. The cache holds tensors
+    only, so it loads weights-only.
     """
     import torch
 
@@ -1097,7 +1136,10 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
     name = f"snapshots_{analysis_version()}_bins{bins}{'_umap' if umap else ''}.pt"
     cache = result.run_dir / "analysis" / name
     if cache.is_file():
-        return torch.load(cache, map_location="cpu", weights_only=False)
+        out = torch.load(cache, map_location="cpu", weights_only=True)
+        if out["umap"] is not None:
+            out["umap"] = [e.numpy() for e in out["umap"]]
+        return out
     snaps = [torch.load(p, map_location="cpu", weights_only=True) for p in result.snapshot_paths()]
     if not snaps:
         raise ValueError(f"run {result.key} has no feature snapshot")
@@ -1108,12 +1150,17 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
         "histograms": [],
         "emd": [],
     }
+    has_proj = all("proj_view0" in s for s in snaps)
+    out["proj_histograms"] = [] if has_proj else None
+    out["proj_emd"] = [] if has_proj else None
     for s in snaps:
-        dists = similarity_distributions(s["view0"], s["view1"], s["labels"])
-        edges, hists = similarity_histograms(dists, bins=bins)
-        out["edges"] = edges
-        out["histograms"].append(hists)
-        out["emd"].append(pairwise_emd(dists))
+        spaces = [("", "view0", "view1")] + ([("proj_", "proj_view0", "proj_view1")] if has_proj else [])
+        for prefix, v0, v1 in spaces:
+            dists = similarity_distributions(s[v0], s[v1], s["labels"])
+            edges, hists = similarity_histograms(dists, bins=bins)
+            out["edges"] = edges
+            out[f"{prefix}histograms"].append(hists)
+            out[f"{prefix}emd"].append(pairwise_emd(dists))
     out["umap"] = out["structure"] = None
     if umap:
         embeddings = aligned_umap_embeddings([s["features"] for s in snaps], labels)
@@ -1122,7 +1169,8 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
             structure_scores(s["features"], torch.from_numpy(e), labels, k=10)
             for s, e in zip(snaps, embeddings, strict=True)
         ]
-    atomic_torch_save(cache, out)
+    saved = dict(out, umap=None if out["umap"] is None else [torch.from_numpy(e) for e in out["umap"]])
+    atomic_torch_save(cache, saved)
     return out
 
 

@@ -13,6 +13,9 @@ References:
       Long-Tail Data", ICLR 2023.
     - MACL: Huang et al., "Model-Aware Contrastive Learning: Towards Escaping the Dilemmas", ICML 2023.
 
+Calling a function validates its input (a floating-point tensor; no value is read, so no host sync)
+and evaluates the subclass hook ``_tau(s)``; ``set_epoch`` accepts any integer >= 0.
+
 Example:
     >>> tau = build_temperature("cosine", tau_min=0.1, tau_max=0.2)
     >>> tau(torch.tensor([-1.0, 0.0, 1.0]))
@@ -23,11 +26,15 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
+import operator
 from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from dystress._checks import as_int, as_real
 
 __all__ = [
     "TEMPERATURES",
@@ -45,31 +52,43 @@ __all__ = [
 ]
 
 
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    return float(value)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    value = _check_number(name, value)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
 def _check_range(
     tau_min: Any, tau_max: Any, low: str = "tau_min", high: str = "tau_max"
 ) -> tuple[float, float]:
-    tau_min = _check_positive(low, tau_min)
-    tau_max = _check_number(high, tau_max)
+    tau_min = as_real(low, tau_min, positive=True)
+    tau_max = as_real(high, tau_max)
     if tau_max < tau_min:
         raise ValueError(f"{high} must be >= {low} = {tau_min}, got {tau_max}")
     return tau_min, tau_max
 
 
+def _as_epoch(epoch: Any) -> int:
+    """``epoch`` as a Python ``int`` >= 0: an int, a NumPy integer or a 0-dim integer tensor, not a bool.
+
+    Integers are read through ``operator.index`` (a tensor on an accelerator syncs once, per epoch).
+    """
+    if isinstance(epoch, Tensor):
+        what = f"a {epoch.dtype} tensor of shape {tuple(epoch.shape)}"
+        usable = epoch.ndim == 0 and epoch.dtype != torch.bool
+    else:
+        what, usable = repr(epoch), not isinstance(epoch, bool)
+    try:
+        value = operator.index(epoch) if usable else None
+    except TypeError:
+        value = None
+    if value is None:
+        allowed = "an integer >= 0 (int, NumPy integer or 0-dim integer tensor)"
+        raise ValueError(f"epoch must be {allowed}, got {what}")
+    return as_int("epoch", value, minimum=0)
+
+
 class TemperatureFunction(ABC):
-    """Base class: ``tau = temperature(similarity)``, same shape, dtype and device as ``similarity``.
+    """Base class: ``tau = temperature(s)``, same shape, dtype and device as the similarities ``s``.
+
+    Calling it checks that ``s`` is a floating-point tensor (a ``ValueError`` naming ``s`` otherwise:
+    integer tensors would give truncated temperatures) and returns the subclass hook :meth:`_tau`.
+    The check reads only the type and dtype, never values: no host sync, no graph break under
+    ``torch.compile``. Subclasses implement :meth:`_tau` (and :meth:`params`), not ``__call__``.
 
     Attributes:
         pairwise: True when tau depends on the pair's similarity (the loss then evaluates the function
@@ -81,13 +100,20 @@ class TemperatureFunction(ABC):
     pairwise: bool = True
     needs_positive_statistics: bool = False
 
+    def __call__(self, s: Tensor) -> Tensor:
+        """Temperatures for cosine similarities ``s`` (floating-point tensor, any shape), same shape."""
+        if not isinstance(s, Tensor) or not s.is_floating_point():
+            what = f"a {s.dtype} tensor" if isinstance(s, Tensor) else type(s).__name__
+            raise ValueError(f"s must be a floating-point torch.Tensor of cosine similarities, got {what}")
+        return self._tau(s)
+
     @abstractmethod
-    def __call__(self, similarity: Tensor) -> Tensor:
-        """Temperatures for cosine similarities ``similarity`` (any shape)."""
+    def _tau(self, s: Tensor) -> Tensor:
+        """tau(s) for a validated floating-point tensor ``s``; must not modify ``s``."""
 
     def set_epoch(self, epoch: int) -> None:
-        """Advance an epoch-dependent schedule (no-op unless overridden)."""
-        return None
+        """Advance an epoch-dependent schedule; checks ``epoch`` (an integer >= 0), else a no-op."""
+        _as_epoch(epoch)
 
     def from_positive_similarity(self, positive_similarity: Tensor) -> Tensor:
         """Batch temperature (0-dim) from the positive pairs' similarities [P] (MACL only)."""
@@ -112,10 +138,10 @@ class ConstantTemperature(TemperatureFunction):
     pairwise = False
 
     def __init__(self, tau: float = 0.5) -> None:
-        self.tau = _check_positive("tau", tau)
+        self.tau = as_real("tau", tau, positive=True)
 
-    def __call__(self, similarity: Tensor) -> Tensor:
-        return torch.full_like(similarity, self.tau)
+    def _tau(self, s: Tensor) -> Tensor:
+        return torch.full_like(s, self.tau)
 
     def params(self) -> dict[str, float]:
         return {"tau": self.tau}
@@ -131,10 +157,10 @@ class CosineTemperature(TemperatureFunction):
     def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2) -> None:
         self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
 
-    def __call__(self, similarity: Tensor) -> Tensor:
+    def _tau(self, s: Tensor) -> Tensor:
         # 1 + cos(pi (1 + s)) = 1 - cos(pi s): one transcendental pass, the rest fused in place.
         half = 0.5 * (self.tau_max - self.tau_min)
-        return torch.cos(similarity * math.pi).mul_(-half).add_(self.tau_min + half)
+        return torch.cos(s * math.pi).mul_(-half).add_(self.tau_min + half)
 
     def params(self) -> dict[str, float]:
         return {"tau_min": self.tau_min, "tau_max": self.tau_max}
@@ -157,16 +183,16 @@ class ShiftedCosineTemperature(TemperatureFunction):
         self, tau_min: float = 0.1, tau_max: float = 0.2, offset: float = -0.4, scale: float = 0.7
     ) -> None:
         self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
-        self.offset = _check_number("offset", offset)
+        self.offset = as_real("offset", offset)
         if not -1.0 <= self.offset <= 1.0:
             raise ValueError(f"offset must be in [-1, 1] (the knee -offset is a cosine), got {self.offset}")
-        self.scale = _check_positive("scale", scale)
+        self.scale = as_real("scale", scale, positive=True)
 
-    def __call__(self, similarity: Tensor) -> Tensor:
+    def _tau(self, s: Tensor) -> Tensor:
         # cos(min(phase, 0)): the phase is > 0 exactly where s > -offset, and cos(0) gives tau_max
         # there; a clamp instead of a boolean mask saves a pass and an allocation.
         half, rate = 0.5 * (self.tau_max - self.tau_min), math.pi / self.scale
-        phase = (similarity * rate).add_(self.offset * rate).clamp_max_(0.0)
+        phase = (s * rate).add_(self.offset * rate).clamp_max_(0.0)
         return torch.cos(phase).mul_(half).add_(self.tau_min + half)
 
     def params(self) -> dict[str, float]:
@@ -181,7 +207,7 @@ class OneSidedCosineTemperature(ShiftedCosineTemperature):
     """
 
     def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2, knee: float = 0.2) -> None:
-        knee = _check_number("knee", knee)
+        knee = as_real("knee", knee)
         if not -1.0 <= knee < 1.0:
             raise ValueError(f"knee must be in [-1, 1) (tau_max for s > -knee), got {knee}")
         super().__init__(tau_min, tau_max, offset=knee, scale=1.0 - knee)
@@ -200,8 +226,8 @@ class LinearTemperature(TemperatureFunction):
     def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2) -> None:
         self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
 
-    def __call__(self, similarity: Tensor) -> Tensor:
-        return similarity.abs().mul_(self.tau_max - self.tau_min).add_(self.tau_min)
+    def _tau(self, s: Tensor) -> Tensor:
+        return s.abs().mul_(self.tau_max - self.tau_min).add_(self.tau_min)
 
     def params(self) -> dict[str, float]:
         return {"tau_min": self.tau_min, "tau_max": self.tau_max}
@@ -216,9 +242,9 @@ class ExponentialTemperature(TemperatureFunction):
     def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2) -> None:
         self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
 
-    def __call__(self, similarity: Tensor) -> Tensor:
+    def _tau(self, s: Tensor) -> Tensor:
         rate = math.log(self.tau_max / self.tau_min)
-        return similarity.abs().mul_(rate).add_(math.log(self.tau_min)).exp_()
+        return s.abs().mul_(rate).add_(math.log(self.tau_min)).exp_()
 
     def params(self) -> dict[str, float]:
         return {"tau_min": self.tau_min, "tau_max": self.tau_max}
@@ -236,7 +262,7 @@ class CosineScheduleTemperature(TemperatureFunction):
 
     def __init__(self, tau_plus: float = 1.0, tau_minus: float = 0.1, period: float = 400) -> None:
         self.tau_minus, self.tau_plus = _check_range(tau_minus, tau_plus, "tau_minus", "tau_plus")
-        self.period = _check_positive("period", period)
+        self.period = as_real("period", period, positive=True)
         self.epoch = 0
 
     @property
@@ -246,12 +272,11 @@ class CosineScheduleTemperature(TemperatureFunction):
         return self.tau_minus + 0.5 * (self.tau_plus - self.tau_minus) * (1.0 + cos)
 
     def set_epoch(self, epoch: int) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-        self.epoch = epoch
+        """Use epoch ``epoch`` (an int, NumPy integer or 0-dim integer tensor, >= 0) from now on."""
+        self.epoch = _as_epoch(epoch)
 
-    def __call__(self, similarity: Tensor) -> Tensor:
-        return torch.full_like(similarity, self.value)
+    def _tau(self, s: Tensor) -> Tensor:
+        return torch.full_like(s, self.value)
 
     def params(self) -> dict[str, float]:
         return {"tau_plus": self.tau_plus, "tau_minus": self.tau_minus, "period": self.period}
@@ -271,16 +296,16 @@ class MACLTemperature(TemperatureFunction):
     needs_positive_statistics = True
 
     def __init__(self, tau_0: float = 0.1, alpha: float = 0.5, a_0: float = 0.0) -> None:
-        self.tau_0 = _check_positive("tau_0", tau_0)
-        self.alpha = _check_number("alpha", alpha)
+        self.tau_0 = as_real("tau_0", tau_0, positive=True)
+        self.alpha = as_real("alpha", alpha)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        self.a_0 = _check_number("a_0", a_0)
+        self.a_0 = as_real("a_0", a_0)
         if not 0.0 <= self.a_0 <= 1.0:
             raise ValueError(f"a_0 must be in [0, 1], got {self.a_0}")
 
-    def __call__(self, similarity: Tensor) -> Tensor:
-        return ((similarity - self.a_0) * self.alpha + 1.0).clamp_min(0.01) * self.tau_0
+    def _tau(self, s: Tensor) -> Tensor:
+        return ((s - self.a_0) * self.alpha + 1.0).clamp_min(0.01) * self.tau_0
 
     def from_positive_similarity(self, positive_similarity: Tensor) -> Tensor:
         return self(positive_similarity.detach().mean())
@@ -309,7 +334,7 @@ TEMPERATURES: dict[str, type[TemperatureFunction]] = {
 
 def build_temperature(name: str, **params: Any) -> TemperatureFunction:
     """Build a registered temperature function: ``build_temperature("cosine", tau_min=0.1, tau_max=0.2)``."""
-    if name not in TEMPERATURES:
+    if not isinstance(name, str) or name not in TEMPERATURES:
         raise ValueError(f"unknown temperature function {name!r}; known: {sorted(TEMPERATURES)}")
     cls = TEMPERATURES[name]
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
@@ -320,10 +345,19 @@ def build_temperature(name: str, **params: Any) -> TemperatureFunction:
 
 
 def as_temperature(temperature: float | TemperatureFunction) -> TemperatureFunction:
-    """A number becomes :class:`ConstantTemperature`; a :class:`TemperatureFunction` passes through."""
+    """A real number becomes :class:`ConstantTemperature`; a :class:`TemperatureFunction` passes through.
+
+    A tensor, even 0-dim, is rejected: reading it would sync with its device, and a learnable tau would
+    silently lose its gradient. Pass ``float(t)``, or write a :class:`TemperatureFunction`.
+    """
     if isinstance(temperature, TemperatureFunction):
         return temperature
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, Tensor):
+        raise ValueError(
+            "temperature must be a positive number or a TemperatureFunction, got a Tensor "
+            "(not converted: pass float(t) for a fixed tau)"
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise ValueError(
             "temperature must be a positive number or a TemperatureFunction, "
             f"got {type(temperature).__name__}"

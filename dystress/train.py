@@ -6,7 +6,9 @@ loss and temperature function and leaves in ``run_dir``::
     config.json              written first
     records.jsonl            one record per epoch, appended as it happens
     checkpoints/last.pt      every ``checkpoint_every`` epochs and at the end (weights-only, atomic)
-    snapshots/epoch_XXXX.pt  monitor-subset features at ``snapshot_epochs`` (0 = before training)
+    snapshots/epoch_XXXX.pt  monitor-subset features at ``snapshot_epochs`` (0 = before training):
+                             backbone features of the test images and of two augmented views of them,
+                             and the projector's outputs of those views (the space tau(s) acts on)
     final_metrics.json       written last: its presence means the run is complete
 
 Data stay on the device as uint8 (:class:`~dystress.data.loader.DeviceBatchLoader`), or, when they do
@@ -18,7 +20,8 @@ drawn by :class:`~dystress.data.augment.SimCLRAugmentation` from a generator see
 with the same command resumes from its last checkpoint and ends, on the CPU, with bit-identical
 weights to an uninterrupted run. With ``view_forward = separate`` (the default) each view goes through
 the network on its own, so BatchNorm normalises each view over its own batch, as in the DySTreSS
-authors' CIFAR script, solo-learn and lightly; ``joint`` passes both as one batch (SimCLR's TPU code).
+authors' CIFAR script, solo-learn and lightly's CIFAR benchmark; ``joint`` passes both as one batch
+(SimCLR's TPU code, the authors' ImageNet code).
 The loss runs in float32 on the projections; bf16 autocast (+ channels-last) is used on CUDA, and on
 the CPU when ``precision="bf16"``. The learning rate follows a linear warm-up then a cosine decay to 0,
 per step. A non-finite loss stops the run at the end of its epoch with :class:`TrainingDiverged`
@@ -90,6 +93,7 @@ from dystress.losses import build_loss
 from dystress.metrics import alignment as alignment_metric
 from dystress.metrics import inter_class_uniformity, knn_accuracy, tolerance, uniformity
 from dystress.models import ContrastiveModel, Projector, build_backbone
+from dystress.temperature import TemperatureFunction
 
 __all__ = [
     "LARS",
@@ -403,32 +407,38 @@ def _make_monitor(config: PretrainConfig, data: RunData, device: torch.device) -
 
 
 def _monitor_features(
-    backbone: nn.Module,
+    model: ContrastiveModel,
     monitor: _Monitor,
     aug: SimCLRAugmentation,
     data: RunData,
     config: PretrainConfig,
     amp: bool,
 ) -> dict[str, Tensor]:
+    """Monitor features (call in eval mode): ``features`` [M, F] of the test images (test transform),
+    backbone features ``view0``/``view1`` [M, F] of two augmented views (fixed generator) and the
+    projector's outputs ``proj_view0``/``proj_view1`` [M, out_dim] of those views (float32)."""
     device = monitor.query_images.device
     bs = config.eval_batch_size
+    backbone = model.backbone
     feats = extract(backbone, monitor.query_images, data.test, bs, device, amp, config.crop_size)
     v0, v1 = embed_views(backbone, monitor.query_images, aug, monitor.view_seed, bs, amp)
-    return {"features": feats, "view0": v0, "view1": v1}
+    with torch.no_grad():
+        p0, p1 = (torch.cat([model.projector(c) for c in v.split(bs)]).float() for v in (v0, v1))
+    return {"features": feats, "view0": v0, "view1": v1, "proj_view0": p0, "proj_view1": p1}
 
 
 def _monitor_record(
-    backbone: nn.Module,
+    model: ContrastiveModel,
     monitor: _Monitor,
     aug: SimCLRAugmentation,
     data: RunData,
     config: PretrainConfig,
     amp: bool,
 ) -> tuple[dict[str, float], dict[str, Tensor]]:
-    f = _monitor_features(backbone, monitor, aug, data, config, amp)
+    f = _monitor_features(model, monitor, aug, data, config, amp)
     device = monitor.bank_images.device
     bank = extract(
-        backbone, monitor.bank_images, data.train, config.eval_batch_size, device, amp, config.crop_size
+        model.backbone, monitor.bank_images, data.train, config.eval_batch_size, device, amp, config.crop_size
     )
     knn = knn_accuracy(
         bank,
@@ -459,13 +469,19 @@ def _write_snapshot(run_dir: Path, epoch: int, feats: dict[str, Tensor], monitor
             "indices": monitor.query_indices.cpu(),
             "view0": feats["view0"].float().cpu(),
             "view1": feats["view1"].float().cpu(),
+            "proj_view0": feats["proj_view0"].cpu(),
+            "proj_view1": feats["proj_view1"].cpu(),
         },
     )
 
 
 def _check_run_dir_config(run_dir: Path, config: PretrainConfig) -> None:
+    """Refuse a run dir that holds another run. A ``config.json`` alone (a run that stopped before it
+    wrote anything else, e.g. for want of its data) does not claim the folder."""
     path = run_dir / "config.json"
-    if not path.exists():
+    written = ("checkpoints/last.pt", "records.jsonl", "final_metrics.json")
+    started = any((run_dir / name).exists() for name in written) or any(run_dir.glob("snapshots/*.pt"))
+    if not path.exists() or not started:
         return
     try:
         diff = identity_differences(json.loads(path.read_text(encoding="utf-8")), config.to_dict())
@@ -475,7 +491,9 @@ def _check_run_dir_config(run_dir: Path, config: PretrainConfig) -> None:
         raise ValueError(f"{path} belongs to another run (differs in {sorted(diff)}); use another run dir")
 
 
-def _set_epoch_all(loader: DeviceBatchLoader | HostBatchLoader, temperature: Any, epoch: int) -> None:
+def _set_epoch_all(
+    loader: DeviceBatchLoader | HostBatchLoader, temperature: TemperatureFunction, epoch: int
+) -> None:
     """Give the shuffling and the temperature (TS schedule) the 0-based index of the epoch to train."""
     loader.set_epoch(epoch)
     temperature.set_epoch(epoch)
@@ -538,6 +556,13 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, progress: bool = True)
     A run dir whose ``final_metrics.json`` exists is returned as is, without training. Under torchrun,
     ranks other than 0 return an empty dict.
     """
+    if not isinstance(config, PretrainConfig):
+        raise ValueError(
+            f"config must be a PretrainConfig (PretrainConfig.from_dict(d) builds one from a dict), got "
+            f"{type(config).__name__}"
+        )
+    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
+        raise ValueError(f"run_dir must be a folder path (str or Path), got {run_dir!r}")
     config.validate()
     run_dir = Path(run_dir)
     final_path = run_dir / "final_metrics.json"
@@ -656,7 +681,7 @@ def _pretrain(
     backbone = raw_model.backbone
     if is_main and monitor is not None and start_epoch == 0 and 0 in config.snapshot_epochs:
         raw_model.eval()
-        _write_snapshot(run_dir, 0, _monitor_features(backbone, monitor, aug, data, config, bf16), monitor)
+        _write_snapshot(run_dir, 0, _monitor_features(raw_model, monitor, aug, data, config, bf16), monitor)
         raw_model.train()
 
     bar = tqdm(
@@ -722,7 +747,7 @@ def _pretrain(
             if monitor is not None:
                 t1 = time.perf_counter()
                 raw_model.eval()
-                stats, feats = _monitor_record(backbone, monitor, aug, data, config, bf16)
+                stats, feats = _monitor_record(raw_model, monitor, aug, data, config, bf16)
                 raw_model.train()
                 record.update(stats, monitor_seconds=time.perf_counter() - t1)
                 if epoch in config.snapshot_epochs:

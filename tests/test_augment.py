@@ -392,6 +392,9 @@ def test_gaussian_blur_preserves_constants_and_mass():
 def test_augmentation_grid_figure():
     fig = augmentation_grid(_images(4), n_pairs=3, generator=torch.Generator().manual_seed(0))
     assert len(fig.axes) == 9 and fig.axes[1].get_title() == "view 1"
+    first = fig.axes[0].get_images()[0]
+    assert first.get_interpolation() == "nearest"  # 32-px images shown as their pixels, not smoothed
+    np.testing.assert_array_equal(first.get_array(), _images(4)[0].permute(1, 2, 0).numpy())
     with pytest.raises(ValueError, match="n_pairs"):
         augmentation_grid(_images(2), n_pairs=3)
 

@@ -225,11 +225,13 @@ def test_later_fields_at_their_old_value_keep_earlier_run_ids() -> None:
 
 
 def test_saved_configs_without_later_fields_mean_their_old_values() -> None:
-    """Every profile forwards the views separately (the authors' script); a config saved before
-    view_forward existed was a joint run and loads as one (from_saved), with its old run id."""
+    """The CIFAR profiles forward the views separately (the authors' CIFAR script), imagenet100 jointly
+    (their ImageNet code); a config saved before view_forward existed was a joint run and loads as one
+    (from_saved), with its old run id."""
     import hashlib
 
-    assert all(get_profile(name).view_forward == "separate" for name in PROFILES)
+    forwards = {name: get_profile(name).view_forward for name in PROFILES}
+    assert forwards == {"smoke": "separate", "quick": "separate", "paper": "separate", "imagenet100": "joint"}
     assert PretrainConfig().view_forward == "separate"
     old = get_profile("quick").to_dict()
     del old["view_forward"], old["jitter_strength"]
@@ -338,3 +340,58 @@ def test_switching_the_temperature_function_drops_the_old_parameters(overrides, 
     assert (config.temperature, config.temperature_params) == expected
     updated = get_profile("smoke").updated({"temperature": expected[0]})
     assert updated.temperature_params == ({} if expected[0] != "cosine" else {"tau_min": 0.1, "tau_max": 0.2})
+
+
+def test_dcl_rejects_a_temperature_set_from_the_positive_pairs() -> None:
+    base = get_profile("smoke").to_dict()
+    for loss in ("dcl", "dclw"):
+        with pytest.raises(ValueError, match=r"loss must be infonce with temperature macl .*got '" + loss):
+            PretrainConfig.from_dict({**base, "loss": loss, "temperature": "macl", "temperature_params": {}})
+        ok = PretrainConfig.from_dict({**base, "loss": loss})  # the cosine temperature works with DCL
+        assert ok.loss == loss
+
+
+def test_fewer_epochs_drop_the_snapshot_epochs_beyond_them_unless_given() -> None:
+    smoke = get_profile("smoke")
+    assert smoke.snapshot_epochs == [0, 1, 2]
+    assert smoke.updated({"epochs": 1}).snapshot_epochs == [0, 1]
+    assert smoke.with_overrides(["epochs=1"]).snapshot_epochs == [0, 1]
+    assert smoke.updated({"epochs": 5}).snapshot_epochs == [0, 1, 2]  # more epochs keep them
+    assert smoke.updated({"epochs": 1, "snapshot_epochs": [1]}).snapshot_epochs == [1]
+    with pytest.raises(ValueError, match=r"snapshot_epochs must be a list of integers in \[0, epochs = 1\]"):
+        smoke.updated({"epochs": 1, "snapshot_epochs": [2]})  # given explicitly: checked, not dropped
+
+
+def test_updates_and_overrides_of_the_wrong_kind_are_named() -> None:
+    smoke = get_profile("smoke")
+    with pytest.raises(ValueError, match="overrides must be a list of 'key=value' strings, got str"):
+        smoke.with_overrides("epochs=1")
+    with pytest.raises(ValueError, match="updates must be a dict of config fields, got list"):
+        smoke.updated([("epochs", 1)])
+
+
+def test_numpy_scalars_become_plain_numbers_that_serialise() -> None:
+    import numpy as np
+
+    cfg = get_profile("smoke").updated(
+        {
+            "epochs": np.int64(2),
+            "lr": np.float32(0.5),
+            "snapshot_epochs": [np.int64(0), 2],
+            "temperature_params": {"tau_min": np.float64(0.1), "tau_max": 0.2},
+        }
+    )
+    assert type(cfg.epochs) is int and type(cfg.lr) is float and cfg.lr == 0.5
+    assert [type(e) for e in cfg.snapshot_epochs] == [int, int]
+    assert PretrainConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.run_id() == get_profile("smoke").updated({"lr": 0.5, "snapshot_epochs": [0, 2]}).run_id()
+
+
+def test_the_config_registries_equal_the_owning_modules() -> None:
+    from dystress import config, losses, models
+    from dystress.data import datasets
+
+    assert config.DATASETS == datasets.DATASETS
+    assert config.BACKBONES == models.BACKBONES
+    assert config.STEMS == models.STEMS
+    assert set(config.LOSSES) == set(losses.LOSSES)

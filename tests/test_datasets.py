@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision.datasets
 
-from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
+from dystress.data.datasets import DATASETS, ImageDataset, is_official_release, load_dataset
 from dystress.data.longtail import longtail_counts, longtail_indices
 from dystress.data.transforms import NORMALIZATION
 
@@ -62,6 +62,18 @@ def test_md5_mismatch_names_files_and_match_is_silent(fake_cifar10, monkeypatch)
         warnings.simplefilter("error")
         ds = load_dataset("cifar10", fake_cifar10.root, train=True, download=False)
     assert len(ds) == 40
+    assert is_official_release("cifar10", fake_cifar10.root) is True
+    assert is_official_release("cifar10_lt", fake_cifar10.root) is True  # the same files
+    monkeypatch.undo()
+    assert is_official_release("cifar10", fake_cifar10.root) is False
+
+
+def test_official_release_check_without_files_and_for_other_names(fake_cifar10, tmp_path):
+    assert is_official_release("cifar100", fake_cifar10.root) is None  # no CIFAR-100 there
+    (fake_cifar10.folder / "data_batch_3").unlink()
+    assert is_official_release("cifar10", fake_cifar10.root) is None
+    with pytest.raises(ValueError, match=r"name must be a CIFAR dataset, one of \['cifar10', "):
+        is_official_release("imagefolder", tmp_path)
 
 
 def test_missing_without_download_says_where_and_how(tmp_path, monkeypatch):

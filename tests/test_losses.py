@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,7 +159,7 @@ def reference_and_grads(z0: torch.Tensor, z1: torch.Tensor, **kwargs):
 # ---- InfoNCE ----
 @pytest.mark.parametrize("temp", list(TEMPERATURES))
 @pytest.mark.parametrize("d", [3, 32])
-@pytest.mark.parametrize("n", [1, 2, 5, 16])
+@pytest.mark.parametrize("n", [2, 5, 16])  # N = 1 has no negative: rejected (test_one_sample_is_rejected)
 def test_infonce_matches_reference(n: int, d: int, temp: str) -> None:
     factory, tau_of = TEMPERATURES[temp]
     z0, z1 = views(n, d)
@@ -220,6 +222,53 @@ def test_build_loss() -> None:
     assert build_loss("infonce", 0.2).temperature.tau == 0.2
     with pytest.raises(ValueError, match=r"unknown loss 'simclr'.*'infonce', 'dcl', 'dclw'"):
         build_loss("simclr", fn)
+
+
+def test_build_loss_default_temperature_is_the_class_default() -> None:
+    """temperature=None: the class's own default (InfoNCE 0.5, DCL / DCLW 0.1), as when built directly."""
+    assert build_loss("infonce").temperature.tau == InfoNCELoss().temperature.tau == 0.5
+    assert build_loss("dcl").temperature.tau == DCLLoss().temperature.tau == 0.1
+    dclw = build_loss("dclw")
+    assert dclw.weighted and dclw.temperature.tau == 0.1 and dclw.sigma == 0.5
+    assert build_loss("dcl", None, sigma=0.2).temperature.tau == 0.1
+
+
+@pytest.mark.parametrize("name", ["infonce", "dcl", "dclw"])
+@pytest.mark.parametrize("temp", ["fixed-0.5", "cosine-0.1-0.2", "ts-epoch-130"])
+def test_build_loss_with_explicit_temperature_as_before(name: str, temp: str) -> None:
+    """What pretrain does (build_loss(config.loss, temperature)): the same module, the same numbers."""
+    factory, _ = TEMPERATURES[temp]
+    fn = factory()
+    built = build_loss(name, fn)
+    direct = InfoNCELoss(fn) if name == "infonce" else DCLLoss(fn, weighted=name == "dclw")
+    assert type(built) is type(direct) and repr(built) == repr(direct)
+    if not isinstance(fn, float):
+        assert built.temperature is fn  # the same object: pretrain's temperature.set_epoch reaches the loss
+    z0, z1 = views(5, 7)
+    a, a0, a1 = loss_and_grads(built, z0, z1)
+    b, b0, b1 = loss_and_grads(direct, z0, z1)
+    assert torch.equal(a, b) and torch.equal(a0, b0) and torch.equal(a1, b1)
+
+
+def test_build_loss_rejects_weighted_and_unknown_keywords() -> None:
+    message = "build_loss takes no 'weighted' keyword (got weighted=True): "
+    message += "use name 'dclw' for DCLW and 'dcl' for DCL"
+    for name in ("dcl", "dclw", "infonce"):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            build_loss(name, 0.1, weighted=True)
+    allowed = "['detach_temperature', 'gather_distributed', 'sigma']"
+    with pytest.raises(
+        ValueError, match=re.escape(f"unknown parameters ['sgima'] for loss 'dcl'; allowed: {allowed}")
+    ):
+        build_loss("dcl", 0.1, sgima=0.3)
+    with pytest.raises(
+        ValueError, match=re.escape("unknown parameters ['sigma'] for loss 'infonce'; allowed: [")
+    ):
+        build_loss("infonce", 0.1, sigma=0.3)
+    with pytest.raises(
+        ValueError, match=re.escape("unknown loss ['dcl']; known: ['infonce', 'dcl', 'dclw']")
+    ):
+        build_loss(["dcl"])
 
 
 # ---- MoCo queue ----
@@ -310,20 +359,19 @@ ALL_FACTORIES = {name: factory for name, (factory, _) in TEMPERATURES.items()}
 
 
 @pytest.mark.parametrize("temp", list(TEMPERATURES))
-@pytest.mark.parametrize("n", [1, 3, 8])
+@pytest.mark.parametrize("n", [2, 3, 8])
 def test_collinear_embeddings(n: int, temp: str) -> None:
     """All similarities 1: every logit equal, so InfoNCE = log(2N - 1) and DCL = log(2N - 2)."""
     v = torch.randn(1, 5, dtype=torch.float64)
     scales = torch.arange(1, n + 1, dtype=torch.float64)[:, None]  # normalisation happens inside
     z0, z1 = v * scales, v * scales.flip(0) * 0.3
     assert InfoNCELoss(ALL_FACTORIES[temp]())(z0, z1).item() == pytest.approx(math.log(2 * n - 1), abs=1e-10)
-    if n > 1:
-        for weighted in (False, True):
-            dcl = DCLLoss(ALL_FACTORIES[temp](), weighted=weighted)(z0, z1)
-            assert dcl.item() == pytest.approx(math.log(2 * n - 2), abs=1e-10)
-        p = 1 / (2 * n - 1)  # MACL: reweighted by 1 / (1 - P_pos)
-        macl = InfoNCELoss(MACLTemperature())(z0, z1)
-        assert macl.item() == pytest.approx(math.log(2 * n - 1) / (1 - p), rel=1e-10)
+    for weighted in (False, True):
+        dcl = DCLLoss(ALL_FACTORIES[temp](), weighted=weighted)(z0, z1)
+        assert dcl.item() == pytest.approx(math.log(2 * n - 2), abs=1e-10)
+    p = 1 / (2 * n - 1)  # MACL: reweighted by 1 / (1 - P_pos)
+    macl = InfoNCELoss(MACLTemperature())(z0, z1)
+    assert macl.item() == pytest.approx(math.log(2 * n - 1) / (1 - p), rel=1e-10)
 
 
 @pytest.mark.parametrize("temp", ["fixed-0.5", "cosine-0.1-0.2", "shifted-(-0.4,0.7)", "linear"])
@@ -533,3 +581,157 @@ def test_dcl_needs_two_samples_and_queue_checks_dim_before_work() -> None:
     with pytest.raises(ValueError, match="same shape"):
         criterion(torch.randn(2, 4), torch.randn(3, 4))
     assert torch.equal(criterion.queue, before) and criterion.queue_ptr.item() == 0
+
+
+# ---- non-tensor inputs: a ValueError naming the argument, before autocast or anything else ----
+@pytest.mark.parametrize(
+    "make",
+    [lambda: InfoNCELoss(CosineTemperature()), lambda: DCLLoss(0.1), lambda: DCLLoss(0.1, weighted=True)],
+    ids=["infonce", "dcl", "dclw"],
+)
+def test_non_tensor_inputs_are_named(make) -> None:
+    criterion = make()
+    array = np.ones((4, 8), dtype=np.float32)
+    cases = [
+        (array, torch.ones(4, 8), "z0 must be a torch.Tensor [N, D], got ndarray"),
+        (torch.ones(4, 8), array.tolist(), "z1 must be a torch.Tensor [N, D], got list"),
+        (array, array, "z0 must be a torch.Tensor [N, D], got ndarray"),
+    ]
+    for z0, z1, message in cases:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            criterion(z0, z1)
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match=re.escape(message)):
+            criterion(z0, z1)
+    assert criterion.diagnostics == {}
+
+
+def test_queue_non_tensor_inputs_are_named() -> None:
+    criterion = QueueInfoNCELoss(0.2, queue_size=5, dim=4)
+    before = criterion.queue.clone()
+    with pytest.raises(ValueError, match=re.escape("query must be a torch.Tensor [N, D], got ndarray")):
+        criterion(np.ones((2, 4)), torch.ones(2, 4))
+    with pytest.raises(ValueError, match=re.escape("key must be a torch.Tensor [N, D], got tuple")):
+        criterion(torch.ones(2, 4), (1.0, 2.0))
+    assert torch.equal(criterion.queue, before) and criterion.queue_ptr.item() == 0
+
+
+# ---- one sample: no negative, rejected like DCL (the global batch counts) ----
+@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("temp", ["fixed-0.5", "cosine-0.1-0.2", "macl"])
+def test_one_sample_is_rejected(temp: str, gather: bool) -> None:
+    fn = MACLTemperature() if temp == "macl" else TEMPERATURES[temp][0]()
+    criterion = InfoNCELoss(fn, gather_distributed=gather)
+    message = (
+        "InfoNCE needs N >= 2 samples (a negative per anchor; N = local batch x world size when gathering "
+        "across ranks), got shape (1, 4) with world size 1"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        criterion(torch.randn(1, 4), torch.randn(1, 4))
+    assert criterion.diagnostics == {}
+    if temp != "macl":
+        with pytest.raises(ValueError, match=re.escape(message.replace("InfoNCE", "DCL"))):
+            DCLLoss(fn, gather_distributed=gather)(torch.randn(1, 4), torch.randn(1, 4))
+
+
+def test_queue_accepts_one_sample() -> None:
+    """The queue always holds K >= 1 negatives: N = 1 is a valid batch (value against brute force)."""
+    criterion = QueueInfoNCELoss(CosineTemperature(0.1, 0.2), queue_size=4, dim=3).double()
+    q, k = views(1, 3, seed=5)
+    want = queue_reference(q, k, criterion.queue.clone(), cos_ref(0.1, 0.2))
+    assert criterion(q, k).item() == pytest.approx(want.item(), rel=1e-12)
+
+
+# ---- the epoch step: set_epoch on every loss, forwarded to the temperature ----
+def _queue(fn: float | TemperatureFunction) -> QueueInfoNCELoss:
+    return QueueInfoNCELoss(fn, queue_size=6, dim=5).double().eval()
+
+
+LOSS_KINDS = {
+    "infonce": InfoNCELoss,
+    "dcl": DCLLoss,
+    "dclw": lambda fn: DCLLoss(fn, weighted=True),
+    "queue": _queue,
+}
+
+
+def _want(kind: str, criterion, z0: torch.Tensor, z1: torch.Tensor, tau_of: TauRef) -> float:
+    if kind == "queue":
+        return queue_reference(z0, z1, criterion.queue.clone(), tau_of).item()
+    return reference(z0, z1, tau_of=tau_of, kind=kind)[0].item()
+
+
+@pytest.mark.parametrize("kind", list(LOSS_KINDS))
+def test_set_epoch_steps_the_ts_schedule(kind: str) -> None:
+    criterion = LOSS_KINDS[kind](CosineScheduleTemperature(1.0, 0.1, 400))
+    z0, z1 = views(6, 5, seed=2)
+    criterion(z0, z1)  # never stepped: tau_plus
+    assert criterion.diagnostics["tau_pos"].item() == 1.0
+    for epoch, want_tau in ((np.int64(200), 0.1), (torch.tensor(100), 0.55), (400, 1.0), (300, 0.55)):
+        criterion.set_epoch(epoch)
+        assert type(criterion.temperature.epoch) is int and criterion.temperature.epoch == int(epoch)
+        value = criterion(z0, z1)
+        assert criterion.diagnostics["tau_pos"].item() == pytest.approx(want_tau, abs=1e-15)
+        want = _want(kind, criterion, z0, z1, ts_ref(1.0, 0.1, 400, int(epoch)))
+        assert value.item() == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(LOSS_KINDS))
+def test_set_epoch_is_a_noop_without_a_schedule(kind: str) -> None:
+    criterion = LOSS_KINDS[kind](CosineTemperature(0.1, 0.2))
+    z0, z1 = views(6, 5, seed=3)
+    before = criterion(z0, z1)
+    criterion.set_epoch(7)
+    assert torch.equal(criterion(z0, z1), before)
+
+
+@pytest.mark.parametrize("kind", list(LOSS_KINDS))
+@pytest.mark.parametrize(
+    "epoch,message",
+    [
+        (-1, "epoch must be >= 0, got -1"),
+        (1.5, "epoch must be an integer >= 0 (int, NumPy integer or 0-dim integer tensor), got 1.5"),
+        (True, "epoch must be an integer >= 0 (int, NumPy integer or 0-dim integer tensor), got True"),
+        (
+            torch.tensor(2.0),
+            "epoch must be an integer >= 0 (int, NumPy integer or 0-dim integer tensor), "
+            "got a torch.float32 tensor of shape ()",
+        ),
+        (
+            torch.tensor([2]),
+            "epoch must be an integer >= 0 (int, NumPy integer or 0-dim integer tensor), "
+            "got a torch.int64 tensor of shape (1,)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("schedule", [True, False], ids=["ts", "constant"])
+def test_set_epoch_rejects_non_integers(kind: str, epoch, message: str, schedule: bool) -> None:
+    fn = CosineScheduleTemperature(1.0, 0.1, 400) if schedule else ConstantTemperature(0.2)
+    criterion = LOSS_KINDS[kind](fn)
+    criterion.set_epoch(50)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        criterion.set_epoch(epoch)
+    if schedule:
+        assert criterion.temperature.epoch == 50  # unchanged
+
+
+# ---- degenerate values are not checked (no host sync): documented results ----
+@pytest.mark.parametrize("temp", ["fixed-0.5", "cosine-0.1-0.2", "shifted-(-0.4,0.7)", "ts-epoch-130"])
+@pytest.mark.parametrize("n", [2, 5])
+def test_all_zero_inputs_give_log_of_the_negatives(n: int, temp: str) -> None:
+    """All-zero rows normalise to 0: every logit is 0, InfoNCE = log(2N - 1), DCL(W) = log(2N - 2)."""
+    zeros = torch.zeros(n, 4, dtype=torch.float64)
+    make = ALL_FACTORIES[temp]
+    assert InfoNCELoss(make())(zeros, zeros).item() == pytest.approx(math.log(2 * n - 1), abs=1e-12)
+    for weighted in (False, True):
+        value = DCLLoss(make(), weighted=weighted)(zeros, zeros)
+        assert value.item() == pytest.approx(math.log(2 * n - 2), abs=1e-12)
+    queue = QueueInfoNCELoss(make(), queue_size=7, dim=4).double()
+    assert queue(zeros, zeros).item() == pytest.approx(math.log(7 + 1), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(LOSS_KINDS))
+def test_nan_input_gives_a_nan_loss(kind: str) -> None:
+    z0, z1 = views(4, 5)
+    z0[2, 1] = math.nan
+    criterion = LOSS_KINDS[kind](CosineTemperature(0.1, 0.2))
+    assert math.isnan(criterion(z0, z1).item())

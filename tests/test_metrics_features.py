@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -87,3 +90,81 @@ def test_invalid_input_raises(images, kwargs, match):
     args = {"mean": MEAN, "std": STD, **kwargs}
     with pytest.raises(ValueError, match=match):
         extract_features(_backbone(), images, **args)
+
+
+def _err(message: str) -> str:
+    return f"^{re.escape(message)}$"
+
+
+STD_ERR = "std must be 3 finite numbers > 0 (one per RGB channel), got "
+MEAN_ERR = "mean must be 3 finite numbers (one per RGB channel), got "
+DEVICE_ERR = "device must be None, a torch.device or a device string"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"std": None}, STD_ERR + "None"),
+        ({"std": (0.2, -0.1, 0.2)}, STD_ERR + "(0.2, -0.1, 0.2)"),
+        ({"std": (0.2, True, 0.2)}, STD_ERR + "(0.2, True, 0.2)"),
+        ({"std": 0.5}, STD_ERR + "0.5"),
+        ({"mean": None}, MEAN_ERR + "None"),
+        ({"mean": "abc"}, MEAN_ERR + "'abc'"),
+        ({"mean": [0.5, float("nan"), 0.5]}, MEAN_ERR + "[0.5, nan, 0.5]"),
+        ({"mean": (0.5, 0.5, 0.5, 0.5)}, MEAN_ERR + "(0.5, 0.5, 0.5, 0.5)"),
+        ({"mean": torch.tensor(0.5)}, MEAN_ERR + "tensor(0.5000)"),
+        ({"device": "gpu"}, DEVICE_ERR + " such as 'cpu', 'cuda' or 'cuda:0', got 'gpu'"),
+        ({"device": 0}, DEVICE_ERR + ", got int"),
+        ({"amp": "yes"}, "amp must be True or False, got 'yes'"),
+        ({"batch_size": 2.0}, "batch_size must be an integer, got 2.0 (float)"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ],
+)
+def test_invalid_settings_raise_before_any_work(kwargs, message):
+    calls = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            calls.append(x.shape)
+            return x.flatten(1)
+
+    model = nn.Sequential(Recorder()).train()
+    args = {"mean": MEAN, "std": STD, **kwargs}
+    with pytest.raises(ValueError, match=_err(message)):
+        extract_features(model, _images(3), **args)
+    with pytest.raises(ValueError, match=_err(message)):  # scalars before the images
+        extract_features(model, torch.zeros(3, 3, 4, 4), **args)
+    assert calls == [] and all(m.training for m in model.modules())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_device_without_cuda_raises():
+    with pytest.raises(ValueError, match=_err("device is 'cuda' but CUDA is not available on this machine")):
+        extract_features(_backbone(), _images(2), MEAN, STD, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_index_out_of_range_raises():
+    n = torch.cuda.device_count()
+    message = f"device is 'cuda:{n}' but this machine has {n} CUDA device(s)"
+    with pytest.raises(ValueError, match=_err(message)):
+        extract_features(_backbone(), _images(2), MEAN, STD, device=f"cuda:{n}")
+
+
+def test_stats_and_device_of_every_accepted_kind_give_identical_features():
+    model, images = _backbone(), _images(5)
+    ref = extract_features(model, images, MEAN, STD, batch_size=2)
+    for mean, std in [
+        (list(MEAN), list(STD)),
+        (np.array(MEAN), np.array(STD)),
+        (torch.tensor(MEAN, dtype=torch.float64), torch.tensor(STD, dtype=torch.float64)),
+        (tuple(np.float64(v) for v in MEAN), tuple(np.float64(v) for v in STD)),
+    ]:
+        assert torch.equal(extract_features(model, images, mean, std, batch_size=2), ref)
+    for device in ("cpu", torch.device("cpu")):
+        assert torch.equal(
+            extract_features(model, images, MEAN, STD, batch_size=np.int64(2), device=device), ref
+        )
+    # float32 statistics are the float32 rounding of the float64 ones: normalize works in float32 anyway
+    f32 = (torch.tensor(MEAN, dtype=torch.float32), torch.tensor(STD, dtype=torch.float32))
+    assert torch.equal(extract_features(model, images, *f32, batch_size=2), ref)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dystress.metrics import alignment, inter_class_uniformity, tolerance, uniformity
+from dystress.metrics import alignment, class_centroids, inter_class_uniformity, tolerance, uniformity
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -136,3 +136,24 @@ def test_inter_class_uniformity_known_value_and_errors():
         inter_class_uniformity(z, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="centroids"):  # a class whose features cancel out
         inter_class_uniformity(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0, 1]))
+
+
+def test_class_centroids_match_loop_and_validate_input():
+    x, y = _data(10, 3, 2), np.array([3, 1, 3, 3, 1, 7, 7, 1, 3, 7])
+    classes, centroids = class_centroids(torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+    assert classes.tolist() == [1, 3, 7] and centroids.dtype == torch.float64
+    ref = np.stack([x[y == c].astype(np.float32).astype(np.float64).mean(0) for c in (1, 3, 7)])
+    np.testing.assert_allclose(centroids.numpy(), ref, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"^labels has 9 entries but z has 10 rows$"):
+        class_centroids(torch.tensor(x), torch.tensor(y[:-1]))
+    with pytest.raises(ValueError, match=r"^z contains NaN or inf$"):
+        class_centroids(torch.tensor(x).index_fill(0, torch.tensor([4]), float("nan")), torch.tensor(y))
+
+
+def test_uniformity_checks_t_before_normalising():
+    # the review's case: t=-1 used to be reported only after the O(N D) normalisation (and its host sync)
+    zeros = torch.zeros(5, 3)  # normalising it first would raise about the zero rows instead
+    with pytest.raises(ValueError, match=r"^t must be a finite number > 0, got -1$"):
+        uniformity(zeros, t=-1)
+    with pytest.raises(ValueError, match=r"^chunk_size must be >= 1, got 0$"):
+        uniformity(zeros, chunk_size=0)

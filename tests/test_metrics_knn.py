@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -15,17 +16,18 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.sqrt((x * x).sum(1, keepdims=True))
 
 
-def _sorted_neighbours(bank: np.ndarray, q: np.ndarray, k: int) -> list[tuple[float, int]]:
-    sims = [(float(np.dot(q, bank[b])), b) for b in range(bank.shape[0])]
+def _sorted_neighbours(bank: np.ndarray, q: np.ndarray, k: int, skip: int = -1) -> list[tuple[float, int]]:
+    """The k most similar bank rows (similarity, index) to q, leaving out row ``skip``."""
+    sims = [(float(np.dot(q, bank[b])), b) for b in range(bank.shape[0]) if b != skip]
     return sorted(sims, key=lambda sb: -sb[0])[:k]
 
 
-def _ref_weighted(bank, ybank, queries, yq, k, t, num_classes):
+def _ref_weighted(bank, ybank, queries, yq, k, t, num_classes, leave_one_out=False):
     bank, queries = _unit(bank), _unit(queries)
     top1 = top5 = 0
     for q in range(queries.shape[0]):
         votes = [0.0] * num_classes
-        for s, b in _sorted_neighbours(bank, queries[q], k):
+        for s, b in _sorted_neighbours(bank, queries[q], k, skip=q if leave_one_out else -1):
             votes[ybank[b]] += math.exp(s / t)
         target = yq[q]
         rank = sum(
@@ -39,12 +41,12 @@ def _ref_weighted(bank, ybank, queries, yq, k, t, num_classes):
     return 100.0 * top1 / n, 100.0 * top5 / n
 
 
-def _ref_class_averaged(bank, ybank, queries, yq, k, num_classes):
+def _ref_class_averaged(bank, ybank, queries, yq, k, num_classes, leave_one_out=False):
     bank, queries = _unit(bank), _unit(queries)
     correct = [0] * num_classes
     total = [0] * num_classes
     for q in range(queries.shape[0]):
-        neighbours = _sorted_neighbours(bank, queries[q], k)
+        neighbours = _sorted_neighbours(bank, queries[q], k, skip=q if leave_one_out else -1)
         counts: dict[int, int] = {}
         first: dict[int, int] = {}
         for position, (_, b) in enumerate(neighbours):
@@ -183,3 +185,112 @@ def test_duplicate_points_and_float64():
     y = torch.tensor([0, 0, 1])
     res = knn_accuracy(x, y, x, y, k=1)
     assert res["top1"] == 100.0
+
+
+# --- leave-one-out (exclude_self) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 4, 17, 39])
+@pytest.mark.parametrize("t", [0.07, 0.5])
+@pytest.mark.parametrize("chunk_size", [1, 3, 1000])
+def test_weighted_knn_exclude_self_matches_leave_one_out_reference(k, t, chunk_size):
+    rng = np.random.default_rng(k * 10 + chunk_size)
+    x, y = rng.normal(size=(40, 6)), rng.integers(0, 7, 40)
+    xt = torch.tensor(x, dtype=torch.float32)
+    res = knn_accuracy(
+        xt, torch.tensor(y), xt, torch.tensor(y), k=k, t=t, chunk_size=chunk_size, exclude_self=True
+    )
+    top1, top5 = _ref_weighted(x, y, x, y, k, t, 7, leave_one_out=True)
+    assert res["top1"] == pytest.approx(top1)
+    assert res["top5"] == pytest.approx(top5)
+    assert (res["n_train"], res["n_test"], res["k"]) == (40, 40, k)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 10])
+@pytest.mark.parametrize("chunk_size", [1, 4, 500])
+def test_class_averaged_exclude_self_matches_leave_one_out_reference(k, chunk_size):
+    rng = np.random.default_rng(k + 7 * chunk_size)
+    y = np.concatenate([np.full(max(2, 24 >> c), c) for c in range(4)])
+    x = rng.normal(size=(len(y), 5)) + np.eye(5)[y] * 0.8
+    xt = torch.tensor(x)
+    res = knn_class_averaged_accuracy(
+        xt, torch.tensor(y), xt, torch.tensor(y), k=k, chunk_size=chunk_size, exclude_self=True
+    )
+    assert res["accuracy"] == pytest.approx(_ref_class_averaged(x, y, x, y, k, 4, leave_one_out=True))
+
+
+def test_exclude_self_on_random_labels_is_chance_not_100():
+    # the review's case: the bank as its own queries, random labels
+    g = torch.Generator().manual_seed(0)
+    f, y = torch.randn(2000, 16, generator=g), torch.randint(0, 10, (2000,), generator=g)
+    assert knn_accuracy(f, y, f, y, k=20)["top1"] == 100.0  # self-matches dominate the vote
+    assert knn_class_averaged_accuracy(f, y, f, y, k=1)["accuracy"] == 100.0
+    # chance is 10 % (standard error 0.67 points on 2000 queries)
+    assert abs(knn_accuracy(f, y, f, y, k=20, exclude_self=True)["top1"] - 10.0) < 3.5
+    assert abs(knn_class_averaged_accuracy(f, y, f, y, k=1, exclude_self=True)["accuracy"] - 10.0) < 3.5
+
+
+def test_exclude_self_keeps_duplicate_rows_as_neighbours():
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1])
+    # rows 0 and 1 find each other (class 0, right); row 2's only neighbours are class 0 (wrong)
+    assert knn_accuracy(x, y, x, y, k=1, exclude_self=True)["top1"] == pytest.approx(200.0 / 3.0)
+    assert knn_class_averaged_accuracy(x, y, x, y, k=2, exclude_self=True)["per_class"] == {0: 100.0, 1: 0.0}
+
+
+def test_exclude_self_false_is_the_default_and_unchanged():
+    rng = np.random.default_rng(3)
+    bank, q = torch.tensor(rng.normal(size=(30, 4))), torch.tensor(rng.normal(size=(11, 4)))
+    yb, yq = torch.tensor(rng.integers(0, 5, 30)), torch.tensor(rng.integers(0, 5, 11))
+    assert knn_accuracy(bank, yb, q, yq, k=7) == knn_accuracy(bank, yb, q, yq, k=7, exclude_self=False)
+    avg = knn_class_averaged_accuracy(bank, yb, q, yq, k=3)
+    assert avg == knn_class_averaged_accuracy(bank, yb, q, yq, k=3, exclude_self=False)
+
+
+X12 = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+Y12 = torch.arange(12) % 3
+
+
+@pytest.mark.parametrize("fn", [knn_accuracy, knn_class_averaged_accuracy])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"test_features": X12[:5], "test_labels": Y12[:5], "k": 3, "exclude_self": True},
+            "exclude_self=True needs the queries to be the bank (query i = bank row i), "
+            "but test_features has 5 rows and train_features 12",
+        ),
+        ({"k": 12, "exclude_self": True}, "k must be >= 1 and <= 11, got 12"),
+        ({"k": 3, "exclude_self": 1}, "exclude_self must be True or False, got 1"),
+        ({"k": 3, "exclude_self": "yes"}, "exclude_self must be True or False, got 'yes'"),
+    ],
+)
+def test_exclude_self_invalid_settings_raise(fn, kwargs, match):
+    args = {"train_features": X12, "train_labels": Y12, "test_features": X12, "test_labels": Y12, **kwargs}
+    with pytest.raises(ValueError, match=f"^{re.escape(match)}$"):
+        fn(**args)
+
+
+def test_numpy_scalars_are_accepted_and_give_the_same_result():
+    rng = np.random.default_rng(5)
+    bank, q = torch.tensor(rng.normal(size=(30, 4))), torch.tensor(rng.normal(size=(11, 4)))
+    yb, yq = torch.tensor(rng.integers(0, 5, 30)), torch.tensor(rng.integers(0, 5, 11))
+    ref = knn_accuracy(bank, yb, q, yq, k=7, t=0.25, num_classes=6, chunk_size=4, exclude_self=False)
+    got = knn_accuracy(
+        bank, yb, q, yq, k=np.int64(7), t=np.float64(0.25), num_classes=np.int32(6), chunk_size=np.uint8(4),
+        exclude_self=np.bool_(False),
+    )  # fmt: skip
+    assert got == ref
+    assert type(got["k"]) is int and type(got["t"]) is float and type(got["num_classes"]) is int
+    avg = knn_class_averaged_accuracy(bank, yb, q, yq, k=np.int16(3), num_classes=np.int64(6))
+    assert avg == knn_class_averaged_accuracy(bank, yb, q, yq, k=3, num_classes=6)
+    assert type(avg["k"]) is int and type(avg["num_classes"]) is int
+
+
+def test_exclude_self_needs_two_rows():
+    x, y = torch.ones(1, 3), torch.zeros(1, dtype=torch.long)
+    message = "exclude_self=True needs at least 2 bank rows (a query's neighbours are the others)"
+    for fn in (knn_accuracy, knn_class_averaged_accuracy):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            fn(x, y, x, y, k=1, exclude_self=True)
+        assert fn(x, y, x, y, k=1, exclude_self=False)["n_test"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,35 @@ def test_invalid_settings_raise(kwargs, match):
     x, y = torch.randn(20, 3), torch.arange(20) % 4
     with pytest.raises(ValueError, match=match):
         linear_probe(x, y, x, y, **kwargs)
+
+
+def test_numpy_weight_decay_and_scalars_give_the_same_result():
+    xtr, ytr = _gaussian_clusters(200, 4, 8, 0, spread=1.0)
+    xte, yte = _gaussian_clusters(100, 4, 8, 1, spread=1.0)
+    ref = linear_probe(xtr, ytr, xte, yte, weight_decay=1e-2, max_iter=20)
+    got = linear_probe(xtr, ytr, xte, yte, weight_decay=np.float64(1e-2), max_iter=np.int64(20))
+    assert got == ref
+    grid_ref = linear_probe(
+        xtr, ytr, xte, yte, weight_decay=[1e-3, 1.0], max_iter=15, seed=1, val_fraction=0.25
+    )
+    grid = linear_probe(
+        xtr, ytr, xte, yte, weight_decay=np.array([1e-3, 1.0]), max_iter=15, seed=np.int32(1),
+        val_fraction=np.float64(0.25),
+    )  # fmt: skip
+    assert grid == grid_ref
+    assert type(grid["protocol"]["max_iter"]) is int and type(grid["protocol"]["seed"]) is int
+
+
+@pytest.mark.parametrize(
+    ("weight_decay", "message"),
+    [
+        (None, "weight_decay must be a number >= 0 or a non-empty sequence of them, got None"),
+        ("0.1", "weight_decay values must be finite numbers >= 0, got '0.1'"),
+        ([1e-3, True], "weight_decay values must be finite numbers >= 0, got True"),
+        (float("inf"), "weight_decay values must be finite numbers >= 0, got inf"),
+    ],
+)
+def test_weight_decay_of_the_wrong_kind_raises_value_error(weight_decay, message):
+    x, y = torch.randn(20, 3), torch.arange(20) % 4
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        linear_probe(x, y, x, y, weight_decay=weight_decay)

@@ -152,3 +152,17 @@ def test_clustered_features_separate_tp_fn_from_tn():
     d = similarity_distributions(base + noise, base - noise, y)
     assert float(d["tp"].min()) > 0.99 and float(d["fn"].min()) > 0.99 and float(d["tn"].max()) < -0.99
     assert (d["tp"].numel(), d["fn"].numel(), d["tn"].numel()) == (6, 12, 18)
+
+
+def test_histograms_and_pairwise_emd_need_a_mapping():
+    message = r"^distributions must be a mapping of names to 1-D samples, got list$"
+    with pytest.raises(ValueError, match=message):
+        similarity_histograms([torch.tensor([0.0])])
+    with pytest.raises(ValueError, match=message):
+        pairwise_emd([torch.tensor([0.0]), torch.tensor([1.0])])
+
+
+def test_similarity_distributions_checks_labels_before_the_features_values():
+    z = torch.full((4, 3), float("nan"))
+    with pytest.raises(ValueError, match=r"^labels has 3 entries but z0 has 4 rows$"):
+        similarity_distributions(z, z, torch.arange(3))

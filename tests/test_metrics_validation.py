@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
 from dystress import metrics as M
+from dystress.metrics._validation import check_int, check_positive
 
 X = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
 Y = torch.arange(12) % 3
@@ -117,3 +120,116 @@ def test_bad_labels_raise(metric, bad):
 def test_invalid_settings_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --- scalar arguments are checked first, before any tensor work --------------------------------------
+# The features below hold a NaN (and the second set a zero row): if any finite check, normalisation or
+# other tensor work ran before a scalar check, the error would be about the features instead.
+
+NAN_X = _with_row(_with_row(X, 5, float("nan")), 7, 0.0)
+NAN_LOW = _with_row(LOW, 3, float("nan"))
+NAN_DISTS = {"tp": torch.tensor([float("nan")])}
+
+SCALAR_FIRST = [
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, k=0), "k must be >= 1, got 0"),
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, k=13), "k must be >= 1 and <= 12, got 13"),
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, k=2.0), "k must be an integer, got 2.0 (float)"),
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, k=True), "k must be an integer, got True (bool)"),
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, t=-1), "t must be a finite number > 0, got -1"),
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, t="0.1"), "t must be a finite number > 0, got '0.1'"),
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, k=3, chunk_size=0), "chunk_size must be >= 1, got 0"),
+    (lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, k=3, num_classes=0), "num_classes must be >= 1, got 0"),
+    (
+        lambda: M.knn_accuracy(NAN_X, Y, NAN_X, Y, k=3, exclude_self=None),
+        "exclude_self must be True or False, got None",
+    ),
+    (lambda: M.knn_class_averaged_accuracy(NAN_X, Y, NAN_X, Y, k=0), "k must be >= 1, got 0"),
+    (
+        lambda: M.knn_class_averaged_accuracy(NAN_X, Y, NAN_X, Y, chunk_size=np.float64(8)),
+        f"chunk_size must be an integer, got {np.float64(8)!r} (float64)",
+    ),
+    (
+        lambda: M.linear_probe(NAN_X, Y, NAN_X, Y, weight_decay=-1.0),
+        "weight_decay values must be finite numbers >= 0, got -1.0",
+    ),
+    (
+        lambda: M.linear_probe(NAN_X, Y, NAN_X, Y, weight_decay=None),
+        "weight_decay must be a number >= 0 or a non-empty sequence of them, got None",
+    ),
+    (lambda: M.linear_probe(NAN_X, Y, NAN_X, Y, max_iter=0), "max_iter must be >= 1, got 0"),
+    (
+        lambda: M.linear_probe(NAN_X, Y, NAN_X, Y, val_fraction=1.0),
+        "val_fraction must be a number in (0, 1), got 1.0",
+    ),
+    (lambda: M.linear_probe(NAN_X, Y, NAN_X, Y, seed=-1), "seed must be >= 0, got -1"),
+    (lambda: M.linear_probe(NAN_X, Y, NAN_X, Y, num_classes=0), "num_classes must be >= 1, got 0"),
+    (lambda: M.alignment(NAN_X, NAN_X, alpha=0), "alpha must be a finite number > 0, got 0"),
+    (lambda: M.uniformity(NAN_X, t=-1), "t must be a finite number > 0, got -1"),
+    (lambda: M.uniformity(NAN_X, t=float("inf")), "t must be a finite number > 0, got inf"),
+    (lambda: M.uniformity(NAN_X, chunk_size=0), "chunk_size must be >= 1, got 0"),
+    (lambda: M.inter_class_uniformity(NAN_X, Y, t=0), "t must be a finite number > 0, got 0"),
+    (lambda: M.similarity_distributions(NAN_X, NAN_X, Y, max_pairs=0), "max_pairs must be >= 1, got 0"),
+    (lambda: M.similarity_distributions(NAN_X, NAN_X, Y, seed=-1), "seed must be >= 0, got -1"),
+    (lambda: M.similarity_distributions(NAN_X, NAN_X, Y, chunk_size=0), "chunk_size must be >= 1, got 0"),
+    (lambda: M.similarity_histograms(NAN_DISTS, bins=0), "bins must be >= 1, got 0"),
+    (lambda: M.trustworthiness(NAN_X, NAN_LOW, k=0), "k must be >= 1, got 0"),
+    (lambda: M.trustworthiness(NAN_X, NAN_LOW, k=6), "k must be >= 1 and <= 5, got 6"),
+    (lambda: M.trustworthiness(NAN_X, NAN_LOW, chunk_size=0), "chunk_size must be >= 1, got 0"),
+    (lambda: M.knn_overlap(NAN_X, NAN_LOW, k=12), "k must be >= 1 and <= 11, got 12"),
+    (lambda: M.knn_overlap(NAN_X, NAN_LOW, chunk_size=0), "chunk_size must be >= 1, got 0"),
+    (lambda: M.knn_label_purity(NAN_X, Y, k=12), "k must be >= 1 and <= 11, got 12"),
+    (lambda: M.knn_label_purity(NAN_X, Y, chunk_size=0), "chunk_size must be >= 1, got 0"),
+    (lambda: M.knn_label_purity(NAN_X, Y, metric="l1"), "metric must be 'cosine' or 'euclidean', got 'l1'"),
+    (lambda: M.structure_scores(NAN_X, NAN_LOW, Y, k=0), "k must be >= 1, got 0"),
+    (lambda: M.structure_scores(NAN_X, NAN_LOW, Y, k=6), "k must be >= 1 and <= 5, got 6"),
+    (lambda: M.structure_scores(NAN_X, NAN_LOW, Y, chunk_size=0), "chunk_size must be >= 1, got 0"),
+    (lambda: M.structure_scores(NAN_X, NAN_LOW, Y[:-1]), "labels has 11 entries but high has 12 rows"),
+    (lambda: M.aligned_umap_embeddings([NAN_X], random_state=-1), "random_state must be >= 0, got -1"),
+    (lambda: M.aligned_umap_embeddings([NAN_X], n_neighbors=1), "n_neighbors must be >= 2, got 1"),
+    (
+        lambda: M.aligned_umap_embeddings([NAN_X], n_neighbors=12),
+        "n_neighbors must be >= 2 and <= 11, got 12",
+    ),
+    (lambda: M.aligned_umap_embeddings([NAN_X], min_dist=0), "min_dist must be a finite number > 0, got 0"),
+    (
+        lambda: M.aligned_umap_embeddings([NAN_X], metric=None),
+        "metric must be the name of a umap-learn metric (e.g. 'cosine'), got None",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), SCALAR_FIRST)
+def test_scalar_arguments_are_checked_before_any_tensor_work(call, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        call()
+
+
+def test_shared_scalar_rule_numpy_scalars_in_bools_out():
+    assert check_int("k", np.int64(3), 1) == 3 and type(check_int("k", np.uint8(3), 1)) is int
+    assert check_positive("t", np.float32(0.5)) == 0.5 and type(check_positive("t", np.float64(2))) is float
+    assert check_positive("t", 2) == 2.0 and type(check_positive("t", 2)) is float
+    for bad in (True, np.bool_(True), 2.0, "2", None):
+        with pytest.raises(ValueError, match=r"^k must be an integer, got "):
+            check_int("k", bad, 1)
+    for bad in (True, "1", None, float("nan"), -float("inf"), 0, -0.5, np.float64(0)):
+        with pytest.raises(ValueError, match=r"^t must be a finite number > 0, got "):
+            check_positive("t", bad)
+    with pytest.raises(ValueError, match=r"^k must be >= 1 and <= 5, got 6$"):
+        check_int("k", np.int64(6), 1, 5)
+
+
+def test_numpy_scalars_give_the_same_values_as_python_ones():
+    assert M.uniformity(X, t=np.float64(2.0), chunk_size=np.int64(5)) == M.uniformity(X, t=2.0, chunk_size=5)
+    assert M.alignment(X, LOW.repeat(1, 2), alpha=np.float32(2.0)) == M.alignment(
+        X, LOW.repeat(1, 2), alpha=2.0
+    )
+    k_np = M.knn_label_purity(X, Y, k=np.int32(3), chunk_size=np.int64(4))
+    assert k_np == M.knn_label_purity(X, Y, k=3, chunk_size=4)
+    scores = M.structure_scores(X, LOW, Y, k=np.int64(3))
+    assert scores == M.structure_scores(X, LOW, Y, k=3) and type(scores["k"]) is int
+
+
+@pytest.mark.parametrize("name", M.__all__)
+def test_every_public_metric_documents_its_tensor_shapes(name):
+    doc = getattr(M, name).__doc__ or ""
+    assert re.search(r"\[(N\w*|n|C|bins)[,\] +]", doc), f"{name}'s docstring gives no tensor shape"

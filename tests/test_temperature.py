@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,6 +230,12 @@ def test_registry_names() -> None:
 def test_build_temperature_errors() -> None:
     with pytest.raises(ValueError, match="unknown temperature.*'cosine'.*'macl'"):
         build_temperature("cosin")
+    known = re.escape(str(sorted(TEMPERATURES)))
+    for bad in (["cosine"], None, 3, {"cosine": 1}):  # unhashable or not a string: listed, not a TypeError
+        with pytest.raises(
+            ValueError, match=rf"^unknown temperature function {re.escape(repr(bad))}; known: {known}$"
+        ):
+            build_temperature(bad)
     with pytest.raises(ValueError, match=r"unknown parameters \['tau_mx'\]"):
         build_temperature("cosine", tau_min=0.1, tau_mx=0.2)
     with pytest.raises(ValueError, match="tau_max"):
@@ -244,6 +252,85 @@ def test_as_temperature() -> None:
             as_temperature(bad)
     with pytest.raises(ValueError, match="tau must be > 0"):
         as_temperature(0.0)
+    # NumPy reals are numbers (as_real): kept as plain Python floats
+    for value, want in ((np.float64(0.3), 0.3), (np.float32(0.25), 0.25), (np.int64(2), 2.0)):
+        tau = as_temperature(value).tau
+        assert type(tau) is float and tau == want
+
+
+def test_as_temperature_rejects_tensors_with_a_hint() -> None:
+    """A 0-dim tensor is not converted (host sync, and a learnable tau would lose its gradient)."""
+    for bad in (torch.tensor(0.2), torch.tensor(0.2, requires_grad=True), torch.tensor([0.2])):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                "temperature must be a positive number or a TemperatureFunction, got a Tensor "
+                "(not converted: pass float(t) for a fixed tau)"
+            ),
+        ):
+            as_temperature(bad)
+    assert as_temperature(float(torch.tensor(0.25))).tau == 0.25
+
+
+@pytest.mark.parametrize("fn", ALL, ids=lambda f: type(f).__name__)
+@pytest.mark.parametrize(
+    "bad,what",
+    [
+        (torch.tensor([0, 1]), "a torch.int64 tensor"),
+        (torch.tensor([-1, 0, 1], dtype=torch.int32), "a torch.int32 tensor"),
+        (torch.tensor([True, False]), "a torch.bool tensor"),
+        (torch.tensor([0.5 + 0.0j]), "a torch.complex64 tensor"),
+        (0.5, "float"),
+        (1, "int"),
+        ([0.0, 0.5], "list"),
+        (np.array([0.0, 0.5]), "ndarray"),
+        (None, "NoneType"),
+    ],
+)
+def test_call_requires_a_floating_point_tensor(fn: TemperatureFunction, bad, what: str) -> None:
+    message = f"s must be a floating-point torch.Tensor of cosine similarities, got {what}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        fn(bad)
+
+
+def test_integer_similarities_are_rejected_not_truncated() -> None:
+    """The reported bug: ConstantTemperature(0.5)(tensor([0, 1])) gave tensor([0, 0])."""
+    fn = ConstantTemperature(0.5)
+    with pytest.raises(ValueError, match="got a torch.int64 tensor"):
+        fn(torch.tensor([0, 1]))
+    assert fn(torch.tensor([0.0, 1.0])).tolist() == [0.5, 0.5]
+    cosine = CosineTemperature(0.1, 0.2)(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist()
+    assert cosine == pytest.approx([0.1, 0.2], abs=1e-15)
+
+
+def test_subclasses_implement_the_tau_hook() -> None:
+    class Doubling(TemperatureFunction):
+        def _tau(self, s: torch.Tensor) -> torch.Tensor:
+            return s.abs() * 2 + 0.1
+
+        def params(self) -> dict[str, float]:
+            return {}
+
+    fn = Doubling()
+    s = torch.tensor([-0.5, 0.0, 0.25], dtype=torch.float64)
+    assert fn(s).tolist() == [1.1, 0.1, 0.6]
+    with pytest.raises(ValueError, match="^s must be a floating-point"):
+        fn(torch.tensor([1]))
+
+    class NoHook(TemperatureFunction):
+        def params(self) -> dict[str, float]:
+            return {}
+
+    with pytest.raises(TypeError, match="_tau"):
+        NoHook()
+
+
+@pytest.mark.parametrize("fn", ALL, ids=lambda f: type(f).__name__)
+def test_call_compiles_in_one_graph(fn: TemperatureFunction) -> None:
+    """The input check reads types and dtypes only: no host sync, no graph break (fullgraph)."""
+    compiled = torch.compile(fn.__call__, backend="eager", fullgraph=True)
+    s = torch.linspace(-1, 1, 21)
+    assert torch.equal(compiled(s), fn(s))
 
 
 def test_set_epoch_is_a_noop_for_the_others() -> None:
@@ -295,3 +382,52 @@ def test_invalid_parameters(factory, kwargs: dict, param: str) -> None:
 def test_ts_set_epoch_validates(epoch) -> None:
     with pytest.raises(ValueError, match="epoch"):
         CosineScheduleTemperature().set_epoch(epoch)
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [
+        100,
+        np.int64(100),
+        np.int32(100),
+        np.array(100),
+        torch.tensor(100),
+        torch.tensor(100, dtype=torch.int32),
+    ],
+    ids=["int", "np.int64", "np.int32", "np.array-0d", "tensor-int64", "tensor-int8"],
+)
+def test_ts_set_epoch_accepts_any_integer(epoch) -> None:
+    fn = CosineScheduleTemperature(1.0, 0.1, 400)
+    fn.set_epoch(epoch)
+    assert type(fn.epoch) is int and fn.epoch == 100
+    assert fn.value == pytest.approx(
+        0.1 + 0.45 * (1 + math.cos(math.pi / 2)), abs=1e-15
+    )  # t = T / 4: midpoint
+
+
+INTEGER_ONLY = "epoch must be an integer >= 0 (int, NumPy integer or 0-dim integer tensor), got "
+
+
+@pytest.mark.parametrize(
+    "epoch,message",
+    [
+        (-1, "epoch must be >= 0, got -1"),
+        (np.int64(-3), "epoch must be >= 0, got -3"),
+        (torch.tensor(-2), "epoch must be >= 0, got -2"),
+        (1.5, INTEGER_ONLY + "1.5"),
+        (2.0, INTEGER_ONLY + "2.0"),
+        (True, INTEGER_ONLY + "True"),
+        ("3", INTEGER_ONLY + "'3'"),
+        (None, INTEGER_ONLY + "None"),
+        (torch.tensor(3.0), INTEGER_ONLY + "a torch.float32 tensor of shape ()"),
+        (torch.tensor([3]), INTEGER_ONLY + "a torch.int64 tensor of shape (1,)"),
+        (torch.tensor(True), INTEGER_ONLY + "a torch.bool tensor of shape ()"),
+    ],
+)
+@pytest.mark.parametrize("fn", [CosineScheduleTemperature(), CosineTemperature()], ids=["ts", "cosine"])
+def test_set_epoch_rejects_non_integers_by_name(epoch, message: str, fn: TemperatureFunction) -> None:
+    """Every temperature checks the epoch, the TS schedule and the no-op ones alike; state is kept."""
+    before = fn(torch.linspace(-1, 1, 5))
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        fn.set_epoch(epoch)
+    assert torch.equal(fn(torch.linspace(-1, 1, 5)), before)

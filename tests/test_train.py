@@ -20,7 +20,7 @@ from torch import nn
 import dystress.train as train_module
 from dystress.checkpoint import load_checkpoint
 from dystress.config import PretrainConfig, get_profile
-from dystress.evaluate import evaluate_checkpoint
+from dystress.evaluate import evaluate_checkpoint, load_pretrained
 from dystress.io import read_jsonl
 from dystress.train import LARS, TrainingDiverged, build_optimizer, lr_at, pretrain
 
@@ -246,6 +246,47 @@ def test_snapshots_and_monitor_wiring(smoke_run, cifar_root: Path) -> None:  # n
     assert last["monitor_alignment"] == pytest.approx(
         float((z0 - z1).pow(2).sum(1).mean()), rel=1e-4, abs=1e-6
     )
+
+
+def test_snapshots_hold_the_projector_outputs_of_the_views(smoke_run) -> None:  # noqa: ANN001
+    """proj_view0/1 are the eval-mode projector of the stored backbone view features (the last
+    snapshot is taken after the last epoch, with the weights of the final checkpoint)."""
+    config, run_dir, _ = smoke_run
+    snap = torch.load(run_dir / "snapshots" / "epoch_0002.pt", weights_only=True)
+    pre = load_pretrained(run_dir / "checkpoints" / "last.pt")
+    assert pre.epoch == 2 and pre.config == config and not pre.model.training
+    for i in (0, 1):
+        proj = snap[f"proj_view{i}"]
+        assert proj.shape == (config.monitor_size, config.projector_out_dim) and proj.dtype == torch.float32
+        with torch.no_grad():
+            expected = pre.model.projector(snap[f"view{i}"])
+        torch.testing.assert_close(proj, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_load_pretrained_validates_the_device(smoke_run) -> None:  # noqa: ANN001
+    _, run_dir, _ = smoke_run
+    with pytest.raises(ValueError, match=r"device must be one of \['auto', 'cpu', 'cuda'\], got 'gpu'"):
+        load_pretrained(run_dir / "checkpoints" / "last.pt", device="gpu")
+
+
+def test_a_run_dir_holding_only_a_config_is_free(cifar_root: Path, tmp_path: Path) -> None:
+    """A run that stopped before writing anything but config.json (its data failed to load) does not
+    claim the folder; one with a record does."""
+    config = smoke_config(cifar_root)
+    (tmp_path / "config.json").write_text(config.with_overrides(["lr=0.02"]).to_json())
+    train_module._check_run_dir_config(tmp_path, config)  # no error: nothing was trained there
+    (tmp_path / "records.jsonl").write_text("{}\n")
+    with pytest.raises(ValueError, match=r"belongs to another run \(differs in \['lr'\]\)"):
+        train_module._check_run_dir_config(tmp_path, config)
+
+
+def test_pretrain_names_arguments_of_the_wrong_kind(cifar_root: Path, tmp_path: Path) -> None:
+    config = smoke_config(cifar_root)
+    with pytest.raises(ValueError, match=r"config must be a PretrainConfig \(PretrainConfig.from_dict"):
+        pretrain(config.to_dict(), tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="run_dir must be a folder path"):
+        pretrain(config, None)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_evaluate_checkpoint_reproduces_final_metrics(smoke_run, tmp_path: Path) -> None:  # noqa: ANN001

@@ -21,7 +21,9 @@ from typing import Any
 APPENDIX = Path(__file__).resolve().parents[1] / "appendix" / "runs"
 
 
-def _copy_run_notebooks(profile: str) -> None:
+def _copy_run_notebooks(profile: str) -> set[str]:
+    """Copy the executed notebooks of ``profile``'s runs into :data:`APPENDIX` (removing older ones);
+    return the names (without suffix) of the pages there."""
     from dystress import study
 
     results = study.load_results(profile)
@@ -36,7 +38,7 @@ def _copy_run_notebooks(profile: str) -> None:
         nb = json.loads(nb_path.read_text(encoding="utf-8"))
         points = ", ".join(f"{r.point.ablation}: {r.point.label} (seed {r.point.seed})" for r in rs)
         status = rs[0].status
-        title = f"# {rs[0].point.label} (seed {rs[0].point.seed}, {profile})"
+        title = f"# {rs[0].point.ablation}: {rs[0].point.label} (seed {rs[0].point.seed}, {profile})"
         intro = (
             f"{title}\n\nRun `{key}` ({status}); points: {points}. This is the notebook as papermill "
             f"executed it in `{rs[0].run_dir}`, shown without executing it again.\n"
@@ -59,6 +61,17 @@ def _copy_run_notebooks(profile: str) -> None:
         path = APPENDIX / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
+    return {Path(name).stem for name in wanted}
+
+
+def _remove_stale_pages(outdir: Path, pages: set[str]) -> None:
+    """Delete built appendix pages whose source is gone (runs of another profile or older code), so
+    the published HTML holds no page that the book no longer links."""
+    built = outdir / "appendix" / "runs"
+    if built.is_dir():
+        for old in built.glob("*.html"):
+            if old.stem not in pages:
+                old.unlink()
 
 
 def _fingerprint(profile: str) -> str:
@@ -91,7 +104,7 @@ def _builder_inited(app: Any) -> None:
     missing = {r.key for r in report.results if r.status != "complete"}
     if missing:
         print(f"[dystress book] profile {profile}: {len(missing)} run(s) without results, shown as missing")
-    _copy_run_notebooks(profile)
+    _remove_stale_pages(Path(app.outdir), _copy_run_notebooks(profile))
     app.dystress_fingerprint = _fingerprint(profile)
 
 

@@ -384,7 +384,7 @@ def augmentation_grid(
             x = (v[i : i + 1] * aug._std.to(v.device) + aug._mean.to(v.device)).clamp(0, 1)
             shown.append(x[0].permute(1, 2, 0).cpu().numpy())
         for j, img in enumerate(shown):
-            axes[i, j].imshow(img)
+            axes[i, j].imshow(img, interpolation="nearest")  # the pixels as they are: no smoothing
             axes[i, j].set_axis_off()
             if i == 0:
                 axes[i, j].set_title(("original", "view 1", "view 2")[j], fontsize=8)

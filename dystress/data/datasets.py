@@ -14,10 +14,12 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from dystress._checks import as_int, is_int, is_real
 from dystress.data.longtail import longtail_indices
 from dystress.data.transforms import NORMALIZATION
 
@@ -121,11 +123,10 @@ def load_dataset(
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
     if not isinstance(train, bool):
         raise ValueError(f"train must be a bool, got {train!r}")
-    if not (isinstance(imbalance_ratio, (int, float)) and 0.0 < imbalance_ratio <= 1.0):
+    if not (is_real(imbalance_ratio) and 0.0 < imbalance_ratio <= 1.0):
         raise ValueError(f"imbalance_ratio must be a number in (0, 1], got {imbalance_ratio!r}")
-    if not (isinstance(seed, int) and seed >= 0):
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
+    seed = as_int("seed", seed, minimum=0)
+    if image_size is not None and not (is_int(image_size) and image_size >= 1):
         raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
     root = Path(root)
     if name == "imagefolder":
@@ -164,6 +165,32 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _release_files(base: str, train: bool) -> tuple[Path, list[tuple[str, str]], Any]:
+    """(folder under the root, [(file, official md5)] of one split plus the meta file, torchvision class)."""
+    spec = _torchvision_cifar_class(base)
+    files = [(name, md5) for name, md5 in (spec.train_list if train else spec.test_list)]
+    files.append((spec.meta["filename"], spec.meta["md5"]))
+    return Path(spec.base_folder), files, spec
+
+
+def is_official_release(name: str, root: str | Path) -> bool | None:
+    """Whether the CIFAR files of dataset ``name`` under ``root`` are the official release (every md5
+    matches), False for another copy (e.g. the JPEG-decoded offline one), None when a file is missing."""
+    cifar = [d for d in DATASETS if d != "imagefolder"]
+    if name not in cifar:
+        raise ValueError(f"name must be a CIFAR dataset, one of {cifar}, got {name!r}")
+    base = name.removesuffix("_lt")
+    checks = []
+    for train in (True, False):
+        folder, files, _ = _release_files(base, train)
+        for file, md5 in files:
+            path = Path(root) / folder / file
+            if not path.is_file():
+                return None
+            checks.append(_md5(path) == md5)
+    return all(checks)
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
         return pickle.load(f, encoding="latin1")
@@ -171,10 +198,8 @@ def _unpickle(path: Path) -> dict:
 
 def _load_cifar(base: str, root: Path, train: bool, download: bool) -> ImageDataset:
     """Read one CIFAR split from the python-pickle layout, downloading it first if allowed and absent."""
-    spec = _torchvision_cifar_class(base)
-    folder = root / spec.base_folder
-    files = [(name, md5) for name, md5 in (spec.train_list if train else spec.test_list)]
-    files.append((spec.meta["filename"], spec.meta["md5"]))
+    relative, files, spec = _release_files(base, train)
+    folder = root / relative
     missing = [name for name, _ in files if not (folder / name).is_file()]
     if missing and download:
         try:

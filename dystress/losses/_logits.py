@@ -42,7 +42,13 @@ def normalized(z: Tensor) -> Tensor:
 
 
 def check_pair(z0: Tensor, z1: Tensor, names: tuple[str, str] = ("z0", "z1")) -> None:
-    """Raise ValueError unless both are floating-point [N, D] (N, D >= 1) of the same shape."""
+    """Raise ValueError unless both are floating-point torch.Tensors [N, D] (N, D >= 1) of the same shape.
+
+    Types first: nothing else (autocast, normalisation) may touch a non-tensor.
+    """
+    for z, name in zip((z0, z1), names, strict=True):
+        if not isinstance(z, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor [N, D], got {type(z).__name__}")
     for z, name in zip((z0, z1), names, strict=True):
         if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
             raise ValueError(f"{name} must have shape [N, D] with N, D >= 1, got {tuple(z.shape)}")
@@ -52,6 +58,21 @@ def check_pair(z0: Tensor, z1: Tensor, names: tuple[str, str] = ("z0", "z1")) ->
         raise ValueError(
             f"{names[0]} and {names[1]} must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}"
         )
+
+
+def check_negatives(loss: str, z0: Tensor, gather_distributed: bool) -> bool:
+    """Raise ValueError unless the two-view batch has N >= 2 samples, N = n x world size when gathering.
+
+    With one sample no anchor has a negative. Returns whether the batch is gathered across ranks.
+    """
+    distributed = gather_distributed and world_size() > 1
+    ranks = world_size() if distributed else 1
+    if z0.shape[0] * ranks < 2:
+        raise ValueError(
+            f"{loss} needs N >= 2 samples (a negative per anchor; N = local batch x world size when "
+            f"gathering across ranks), got shape {tuple(z0.shape)} with world size {ranks}"
+        )
+    return distributed
 
 
 def contrastive_terms(
@@ -120,7 +141,7 @@ def _diagnostics(
         if excluded is not None:
             sim_sum = sim_sum - sim.detach().gather(1, excluded).sum()
         tau_d = tau.detach()
-        if count == 0:  # no negatives (N = 1 in one process): nothing to average
+        if count == 0:  # no negatives (the losses reject N = 1; kept for direct calls): nothing to average
             tau_neg, sim_neg = torch.full_like(sim_sum, float("nan")), torch.full_like(sim_sum, float("nan"))
         else:
             if tau_d.ndim == 0:
@@ -149,9 +170,9 @@ def two_view_terms(
 
     Anchor i's positive is the other view of the same sample; its negatives are the 2N - 2 other
     samples' views, N = n x world size when gathering across ranks. Returns the terms for the 2n
-    local anchors and the n positive-pair similarities [n] (grad attached).
+    local anchors and the n positive-pair similarities [n] (grad attached). Inputs are validated by
+    the caller (:func:`check_pair`, :func:`check_negatives`).
     """
-    check_pair(z0, z1)
     a0, a1 = normalized(z0), normalized(z1)
     n = a0.shape[0]
     anchors = torch.cat([a0, a1], dim=0)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor, nn
 
-from dystress.distributed import all_gather_no_grad, rank, world_size
-from dystress.losses._logits import check_flag, check_pair, full_precision, two_view_terms
-from dystress.temperature import TemperatureFunction, as_temperature
+from dystress._checks import as_real
+from dystress.losses._logits import check_flag
+from dystress.losses.functional import _dcl_temperature, dcl
+from dystress.temperature import TemperatureFunction, _as_epoch
 
 
 class DCLLoss(nn.Module):
@@ -20,19 +18,30 @@ class DCLLoss(nn.Module):
         loss_i = -w_i l_ip + log sum_k exp(l_ik),   l_ij = s_ij / tau(s_ij) (tau detached)
 
     over the 2N anchors and their 2N - 2 negatives. DCL: w_i = 1. DCLW: w_i = 2 - N softmax(s_pos / sigma)_i
-    over the N positive pairs of the (gathered) batch, detached. Needs N >= 2 (a negative per anchor).
-    MACL's reweighting is defined through P(positive), which DCL has not: MACL is rejected.
+    over the N positive pairs of the (gathered) batch, detached. MACL's reweighting is defined through
+    P(positive), which DCL has not: MACL is rejected. The module form of
+    :func:`~dystress.losses.functional.dcl`.
+
+    Needs N x world size >= 2 samples (a negative per anchor; world size 1 without gathering): a
+    smaller batch raises ``ValueError``, as does a non-tensor input. Values are not checked (no host
+    sync): all-zero z0 and z1 give the finite log(2N - 2) (every logit 0), a NaN gives a NaN loss.
 
     Args:
         temperature: a fixed tau > 0 or a pairwise/global :class:`~dystress.temperature.TemperatureFunction`.
         weighted: DCLW instead of DCL.
         sigma: DCLW's softmax temperature, > 0 (0.5 in the paper).
         detach_temperature: compute tau from detached similarities (the study detaches everywhere).
+            False keeps the gradient through tau(s_ij): pairwise functions only (a constant or the TS
+            schedule has no gradient).
         gather_distributed: negatives (and DCLW's softmax) over every rank's samples.
+
+    After each call ``diagnostics`` holds detached 0-dim tensors ``tau_pos``, ``tau_neg``, ``sim_pos``,
+    ``sim_neg``. An epoch-dependent temperature (TS) must be told the epoch: call :meth:`set_epoch` at
+    the start of every epoch (``pretrain`` does), or tau stays tau_plus for the whole run.
 
     Example:
         >>> import math, torch
-        >>> from dystress.temperature import CosineTemperature
+        >>> from dystress.temperature import CosineScheduleTemperature, CosineTemperature
         >>> criterion = DCLLoss(CosineTemperature(0.1, 0.2), weighted=True)
         >>> z0, z1 = torch.randn(8, 16), torch.randn(8, 16)  # projections of the two views, [N, D]
         >>> criterion(z0, z1).shape
@@ -40,6 +49,12 @@ class DCLLoss(nn.Module):
         >>> same = torch.ones(4, 16)  # every logit equal, DCLW weight 1: log of the 2N - 2 negatives
         >>> round(float(criterion(same, same)), 4) == round(math.log(6), 4)
         True
+        >>> ts = DCLLoss(CosineScheduleTemperature(tau_plus=1.0, tau_minus=0.1, period=4))
+        >>> for epoch in range(3):  # a hand-written loop: step the TS schedule every epoch
+        ...     ts.set_epoch(epoch)
+        ...     loss = ts(z0, z1)
+        >>> round(float(ts.diagnostics["tau_pos"]), 4)  # epoch 2 = period / 2: tau_minus
+        0.1
     """
 
     def __init__(
@@ -51,48 +66,32 @@ class DCLLoss(nn.Module):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        self.temperature = as_temperature(temperature)
-        if self.temperature.needs_positive_statistics:
-            raise ValueError(
-                f"temperature {self.temperature!r} needs P(positive), which DCL removes; use InfoNCELoss"
-            )
+        self.temperature = _dcl_temperature(temperature)
         self.weighted = check_flag("weighted", weighted)
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < sigma < math.inf):
-            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = as_real("sigma", sigma, positive=True)
         self.detach_temperature = check_flag("detach_temperature", detach_temperature)
         self.gather_distributed = check_flag("gather_distributed", gather_distributed)
         self.diagnostics: dict[str, Tensor] = {}
 
     def forward(self, z0: Tensor, z1: Tensor) -> Tensor:
         """Loss (0-dim) for projections of two views z0, z1 [N, D] (N x world size >= 2)."""
-        check_pair(z0, z1)
-        distributed = self.gather_distributed and world_size() > 1
-        if z0.shape[0] * (world_size() if distributed else 1) < 2:
-            raise ValueError(f"DCL needs N >= 2 samples (a negative per anchor), got shape {tuple(z0.shape)}")
-        with full_precision(z0):
-            terms, pair_similarity = two_view_terms(
-                z0,
-                z1,
-                self.temperature,
-                detach_temperature=self.detach_temperature,
-                gather_distributed=self.gather_distributed,
-            )
-            positive = terms.positive
-            if self.weighted:
-                positive = positive * self._positive_weights(pair_similarity, distributed)
-            loss = (terms.negative_lse - positive).mean()
-        self.diagnostics = terms.diagnostics
+        loss, self.diagnostics = dcl(
+            z0,
+            z1,
+            self.temperature,
+            weighted=self.weighted,
+            sigma=self.sigma,
+            detach_temperature=self.detach_temperature,
+            gather_distributed=self.gather_distributed,
+        )
         return loss
 
-    def _positive_weights(self, pair_similarity: Tensor, distributed: bool) -> Tensor:
-        """DCLW weights [2n] = 2 - N softmax(s_pos / sigma) over the global batch, detached."""
-        s = all_gather_no_grad(pair_similarity) if distributed else pair_similarity.detach()
-        weights = 2.0 - s.shape[0] * torch.softmax(s / self.sigma, dim=0)
-        n = pair_similarity.shape[0]
-        if distributed:
-            weights = weights[rank() * n : (rank() + 1) * n]
-        return torch.cat([weights, weights])
+    def set_epoch(self, epoch: int) -> None:
+        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
+
+        ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
+        """
+        self.temperature.set_epoch(_as_epoch(epoch))
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature!r}, weighted={self.weighted}, sigma={self.sigma}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dystress.losses._logits import check_flag, full_precision, infonce_from_terms, two_view_terms
-from dystress.temperature import TemperatureFunction, as_temperature
+from dystress.losses._logits import check_flag
+from dystress.losses.functional import infonce
+from dystress.temperature import TemperatureFunction, _as_epoch, as_temperature
 
 
 class InfoNCELoss(nn.Module):
@@ -18,21 +19,32 @@ class InfoNCELoss(nn.Module):
     averaged over all 2N anchors (symmetric in the views). A float gives plain SimCLR (Chen et al.
     2020); ``CosineTemperature`` gives DySTreSS (Manna et al., arXiv 2308.01140); ``MACLTemperature``
     gives MACL (Huang et al., ICML 2023), including its stop-grad 1 / (1 - P_pos) anchor weights.
-    Computed as log-sum-exp in float32 (float64 stays float64), with autocast disabled.
+    Computed as log-sum-exp in float32 (float64 stays float64), with autocast disabled. The module
+    form of :func:`~dystress.losses.functional.infonce`.
+
+    Needs N x world size >= 2 samples (a negative per anchor; world size 1 without gathering): a
+    smaller batch raises ``ValueError``, as does a non-tensor input. Values are not checked (no host
+    sync): all-zero z0 and z1 give the finite log(2N - 1) (every logit 0), a NaN gives a NaN loss.
 
     Args:
         temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction`.
-        detach_temperature: compute tau from detached similarities (the method); False keeps the
-            gradient through tau, for analysis.
+        detach_temperature: compute tau from detached similarities (the method). False keeps the
+            gradient through tau(s_ij), for analysis; it matters for pairwise functions only: a
+            constant or the TS schedule has no gradient, and MACL's batch tau
+            (``from_positive_similarity``) is always detached.
         gather_distributed: under ``torch.distributed`` (world size > 1), take negatives from every
             rank; each rank's loss is the mean over its local anchors.
 
     After each call ``diagnostics`` holds detached 0-dim tensors ``tau_pos``, ``tau_neg``, ``sim_pos``,
     ``sim_neg`` (means over positives / negatives of the local anchors).
 
+    An epoch-dependent temperature (TS, :class:`~dystress.temperature.CosineScheduleTemperature`) must
+    be told the epoch: call :meth:`set_epoch` at the start of every epoch (``pretrain`` does), or tau
+    stays tau_plus for the whole run.
+
     Example:
         >>> import math, torch
-        >>> from dystress.temperature import CosineTemperature
+        >>> from dystress.temperature import CosineScheduleTemperature, CosineTemperature
         >>> criterion = InfoNCELoss(CosineTemperature(tau_min=0.1, tau_max=0.2))
         >>> z0, z1 = torch.randn(8, 16), torch.randn(8, 16)  # projections of the two views, [N, D]
         >>> criterion(z0, z1).shape
@@ -40,6 +52,12 @@ class InfoNCELoss(nn.Module):
         >>> same = torch.ones(4, 16)  # every logit equal: the loss is log(2N - 1)
         >>> round(float(criterion(same, same)), 4) == round(math.log(7), 4)
         True
+        >>> ts = InfoNCELoss(CosineScheduleTemperature(tau_plus=1.0, tau_minus=0.1, period=4))
+        >>> for epoch in range(3):  # a hand-written loop: step the TS schedule every epoch
+        ...     ts.set_epoch(epoch)
+        ...     loss = ts(z0, z1)
+        >>> round(float(ts.diagnostics["tau_pos"]), 4)  # epoch 2 = period / 2: tau_minus
+        0.1
     """
 
     def __init__(
@@ -56,17 +74,21 @@ class InfoNCELoss(nn.Module):
 
     def forward(self, z0: Tensor, z1: Tensor) -> Tensor:
         """Loss (0-dim, float32 or wider) for projections of two views z0, z1 [N, D]."""
-        with full_precision(z0):
-            terms, _ = two_view_terms(
-                z0,
-                z1,
-                self.temperature,
-                detach_temperature=self.detach_temperature,
-                gather_distributed=self.gather_distributed,
-            )
-            loss = infonce_from_terms(terms, self.temperature)
-        self.diagnostics = terms.diagnostics
+        loss, self.diagnostics = infonce(
+            z0,
+            z1,
+            self.temperature,
+            detach_temperature=self.detach_temperature,
+            gather_distributed=self.gather_distributed,
+        )
         return loss
+
+    def set_epoch(self, epoch: int) -> None:
+        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
+
+        ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
+        """
+        self.temperature.set_epoch(_as_epoch(epoch))
 
     def extra_repr(self) -> str:
         return (

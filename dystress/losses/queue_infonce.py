@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dystress._checks import as_int
 from dystress.distributed import all_gather_no_grad, world_size
 from dystress.losses._logits import (
     check_flag,
@@ -15,7 +16,7 @@ from dystress.losses._logits import (
     infonce_from_terms,
     normalized,
 )
-from dystress.temperature import TemperatureFunction, as_temperature
+from dystress.temperature import TemperatureFunction, _as_epoch, as_temperature
 
 
 class QueueInfoNCELoss(nn.Module):
@@ -30,20 +31,36 @@ class QueueInfoNCELoss(nn.Module):
     are buffers: they move with ``.to(device)`` and are saved in ``state_dict``. The queue starts as
     random unit vectors, as in MoCo.
 
+    The queue always holds K >= 1 negatives, so any N >= 1 works (N = 1 included). Non-tensor inputs
+    raise ``ValueError``; values are not checked (no host sync): an all-zero query gives every logit 0,
+    hence the finite log(K + 1), and a NaN gives a NaN loss.
+
     Args:
         temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction`.
         queue_size: K >= 1 negatives.
         dim: projection dimension D >= 1.
-        detach_temperature: compute tau from detached similarities.
+        detach_temperature: compute tau from detached similarities. False keeps the gradient through
+            tau(s_ij): pairwise functions only (a constant or the TS schedule has no gradient, MACL's
+            batch tau is always detached).
         gather_distributed: enqueue the keys of every rank.
+
+    After each call ``diagnostics`` holds detached 0-dim tensors ``tau_pos``, ``tau_neg``, ``sim_pos``,
+    ``sim_neg``. An epoch-dependent temperature (TS) must be told the epoch: call :meth:`set_epoch` at
+    the start of every epoch, or tau stays tau_plus for the whole run.
 
     Example:
         >>> import torch
-        >>> from dystress.temperature import CosineTemperature
+        >>> from dystress.temperature import CosineScheduleTemperature, CosineTemperature
         >>> criterion = QueueInfoNCELoss(CosineTemperature(0.1, 0.2), queue_size=4096, dim=128)
         >>> queries, keys = torch.randn(256, 128), torch.randn(256, 128)  # model(x0), momentum model(x1)
         >>> criterion(queries, keys).shape, criterion.queue.shape
         (torch.Size([]), torch.Size([4096, 128]))
+        >>> ts = QueueInfoNCELoss(CosineScheduleTemperature(1.0, 0.1, period=4), queue_size=64, dim=128)
+        >>> for epoch in range(3):  # a hand-written loop: step the TS schedule every epoch
+        ...     ts.set_epoch(epoch)
+        ...     loss = ts(queries, keys)
+        >>> round(float(ts.diagnostics["tau_pos"]), 4)  # epoch 2 = period / 2: tau_minus
+        0.1
     """
 
     queue: Tensor
@@ -59,9 +76,7 @@ class QueueInfoNCELoss(nn.Module):
     ) -> None:
         super().__init__()
         self.temperature = as_temperature(temperature)
-        for name, value in (("queue_size", queue_size), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        queue_size, dim = as_int("queue_size", queue_size, minimum=1), as_int("dim", dim, minimum=1)
         self.detach_temperature = check_flag("detach_temperature", detach_temperature)
         self.gather_distributed = check_flag("gather_distributed", gather_distributed)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
@@ -92,6 +107,13 @@ class QueueInfoNCELoss(nn.Module):
         if self.training:
             self._enqueue(all_gather_no_grad(k) if self.gather_distributed else k)
         return loss
+
+    def set_epoch(self, epoch: int) -> None:
+        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
+
+        ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
+        """
+        self.temperature.set_epoch(_as_epoch(epoch))
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:

@@ -1,16 +1,20 @@
 """Shared input checks for the metrics: every public metric validates its arguments here first.
 
 Each check raises ``ValueError`` naming the offending parameter and what is allowed, before any
-expensive work. The checks that look at values (finite entries, zero rows, label range) cost one host
-synchronisation each; they run once per metric call, never inside a chunk loop.
+expensive work. Order in every metric: scalar arguments first (``check_int`` / ``check_positive`` /
+``check_bool``, the package-wide rule of ``dystress._checks``: NumPy scalars are numbers, bools are
+not), then the structure of the tensors (type, dtype, shape, device: no work), then the checks that
+look at values (finite entries, zero rows, label range), which cost one host synchronisation each and
+run once per metric call, never inside a chunk loop.
 """
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from dystress._checks import as_int, is_real
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -19,26 +23,40 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """Return ``value`` as an int after checking ``minimum <= value (<= maximum)``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and <= {maximum}"
-        raise ValueError(f"{name} must be >= {minimum}{upper}, got {value}")
-    return value
+    """Return ``value`` (any integer, NumPy included, not bool) as an int after checking
+    ``minimum <= value (<= maximum)``: ``dystress._checks.as_int``."""
+    return as_int(name, value, minimum, maximum)
 
 
 def check_positive(name: str, value: object) -> float:
-    """Return ``value`` as a float after checking it is finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a positive number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    """Return ``value`` (any finite real, NumPy included, not bool) as a float after checking it is > 0."""
+    if not is_real(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
-def check_features(name: str, x: object, *, min_rows: int = 1, dim: int | None = None) -> torch.Tensor:
-    """Check a finite float feature matrix [N, D] with N >= ``min_rows`` (and D == ``dim`` if given)."""
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` as a bool after checking it is one (``bool`` or ``numpy.bool_``, not 0 / 1)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Check that a tensor has no NaN or inf (one host synchronisation)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def check_features(
+    name: str, x: object, *, min_rows: int = 1, dim: int | None = None, finite: bool = True
+) -> torch.Tensor:
+    """Check a float feature matrix [N, D] with N >= ``min_rows`` (and D == ``dim`` if given).
+
+    ``finite=False`` checks the structure only (type, dtype, shape: no work); the finite check is then
+    left to a later ``check_finite``, once every cheap check has passed.
+    """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor [N, D], got {type(x).__name__}")
     if not x.is_floating_point():
@@ -51,9 +69,7 @@ def check_features(name: str, x: object, *, min_rows: int = 1, dim: int | None =
         )
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} must have {dim} columns, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
+    return check_finite(name, x) if finite else x
 
 
 def check_same_device(name: str, x: torch.Tensor, reference_name: str, reference: torch.Tensor) -> None:
@@ -108,11 +124,14 @@ def checked_normalized(name: str, x: object, *, min_rows: int = 1) -> torch.Tens
 
 def checked_view_pair(z0: object, z1: object) -> tuple[torch.Tensor, torch.Tensor]:
     """Two views' features [N, D] (row i of each is a positive pair), L2-normalised in a common dtype."""
-    a = checked_normalized("z0", z0)
-    check_features("z1", z1, dim=a.shape[1])
-    if z1.shape[0] != a.shape[0]:
-        raise ValueError(f"z1 has {z1.shape[0]} rows but z0 has {a.shape[0]}: rows must be positive pairs")
-    check_same_device("z1", z1, "z0", a)
+    check_features("z0", z0, finite=False)
+    check_features("z1", z1, dim=z0.shape[1], finite=False)
+    if z1.shape[0] != z0.shape[0]:
+        raise ValueError(f"z1 has {z1.shape[0]} rows but z0 has {z0.shape[0]}: rows must be positive pairs")
+    check_same_device("z1", z1, "z0", z0)
+    check_finite("z0", z0)
+    check_finite("z1", z1)
+    a = normalize_rows("z0", z0)
     b = normalize_rows("z1", z1)
     dtype = torch.promote_types(a.dtype, b.dtype)
     return a.to(dtype), b.to(dtype)
@@ -125,13 +144,20 @@ def check_train_test(
     test_labels: object,
     *,
     min_train_rows: int = 1,
+    finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check a labelled train set [N, D] and test set [M, D] on one device; return the int64 labels."""
-    check_features("train_features", train_features, min_rows=min_train_rows)
-    check_features("test_features", test_features, dim=train_features.shape[1])
+    """Check a labelled train set [N, D] and test set [M, D] on one device; return the int64 labels.
+
+    ``finite=False``: structure only (no work); call ``check_finite`` on both feature sets later.
+    """
+    check_features("train_features", train_features, min_rows=min_train_rows, finite=False)
+    check_features("test_features", test_features, dim=train_features.shape[1], finite=False)
     check_same_device("test_features", test_features, "train_features", train_features)
     y_train = check_labels(
         "train_labels", train_labels, train_features.shape[0], train_features, "train_features"
     )
     y_test = check_labels("test_labels", test_labels, test_features.shape[0], test_features, "test_features")
+    if finite:
+        check_finite("train_features", train_features)
+        check_finite("test_features", test_features)
     return y_train, y_test

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Sized
 
+import numpy as np
 import torch
 from torch import nn
 
+from dystress._checks import is_real
 from dystress.data.transforms import normalize
-from dystress.metrics._validation import check_int
+from dystress.metrics._validation import check_bool, check_int
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -16,6 +19,52 @@ def _model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def _check_stats(name: str, stats: object, positive: bool) -> tuple[float, float, float]:
+    """Per-channel ``mean`` / ``std``: 3 finite reals (``positive``: each > 0), as a tuple of floats."""
+    allowed = "3 finite numbers > 0" if positive else "3 finite numbers"
+    values = stats
+    if isinstance(stats, (torch.Tensor, np.ndarray)):  # 1-D only (len() of a 0-d one raises TypeError)
+        values = stats.tolist() if stats.ndim == 1 else None
+    if (
+        values is None
+        or isinstance(values, (str, bytes))
+        or not isinstance(values, Iterable)
+        or not isinstance(values, Sized)
+        or len(values) != 3
+        or not all(is_real(v) and (v > 0 or not positive) for v in values)
+    ):
+        raise ValueError(f"{name} must be {allowed} (one per RGB channel), got {stats!r}")
+    return tuple(float(v) for v in values)
+
+
+def _check_device(device: object) -> torch.device | None:
+    """``None``, or a ``torch.device`` / device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...) that
+    names a device this machine has (CUDA and MPS availability and the CUDA index are checked)."""
+    if device is None:
+        return None
+    if not isinstance(device, (torch.device, str)):
+        raise ValueError(
+            f"device must be None, a torch.device or a device string, got {type(device).__name__}"
+        )
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device must be None, a torch.device or a device string such as 'cpu', 'cuda' or 'cuda:0', "
+            f"got {device!r}"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device is {device!r} but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device is {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device is {device!r} but MPS is not available on this machine")
+    return dev
 
 
 def extract_features(
@@ -29,25 +78,27 @@ def extract_features(
 ) -> torch.Tensor:
     """Backbone features [N, D] (float32, on ``device``) of uint8 images [N, 3, H, W].
 
+    ``mean`` / ``std``: 3 per-channel values each (finite; std > 0), e.g. ``NORMALIZATION["cifar10"]``.
+    ``device``: None (the backbone's), a ``torch.device`` or a string ``torch.device`` accepts.
     Each batch is moved to ``device`` (default: the backbone's), normalised with ``mean`` / ``std``
     (``dystress.data.transforms.normalize``) and passed through the backbone in eval mode under
     ``torch.no_grad()`` (not inference mode, so the features can feed a trained probe); outputs with
     more than two dims are flattened. ``amp=True`` runs the backbone under bf16 autocast (CUDA, or a
     CPU with bf16 support). Every submodule gets back its own train/eval mode afterwards, also on error.
     """
+    batch_size = check_int("batch_size", batch_size, 1)
+    mean = _check_stats("mean", mean, positive=False)
+    std = _check_stats("std", std, positive=True)
+    amp = check_bool("amp", amp)
+    device = _check_device(device)
     if not isinstance(backbone, nn.Module):
         raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         raise ValueError("images must be a uint8 torch.Tensor [N, 3, H, W]")
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] < 1:
         raise ValueError(f"images must have shape [N >= 1, 3, H, W], got {tuple(images.shape)}")
-    check_int("batch_size", batch_size, 1)
-    for name, stats in (("mean", mean), ("std", std)):
-        if len(stats) != 3:
-            raise ValueError(f"{name} must hold 3 per-channel values, got {stats!r}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std values must be > 0, got {std!r}")
-    device = torch.device(device) if device is not None else _model_device(backbone)
+    if device is None:
+        device = _model_device(backbone)
 
     modes = [(module, module.training) for module in backbone.modules()]
     backbone.eval()

@@ -17,6 +17,8 @@ import math
 import torch
 
 from dystress.metrics._validation import (
+    check_features,
+    check_finite,
     check_int,
     check_labels,
     check_positive,
@@ -33,7 +35,8 @@ def alignment(z0: torch.Tensor, z1: torch.Tensor, alpha: float = 2.0) -> float:
     """E_i ||z0_i - z1_i||^alpha over positive pairs (row i of z0 and z1), on L2-normalised rows.
 
     Args:
-        z0, z1: two views' features [N, D] (same shape and device). alpha > 0 (2 in the paper).
+        z0, z1: two views' features [N, D] (same shape and device).
+        alpha: exponent > 0 (2 in Wang & Isola).
     """
     alpha = check_positive("alpha", alpha)
     a, b = checked_view_pair(z0, z1)
@@ -73,11 +76,16 @@ def _log_mean_exp_distinct(z: torch.Tensor, t: float, chunk_size: int) -> float:
 def uniformity(z: torch.Tensor, t: float = 2.0, chunk_size: int = DEFAULT_CHUNK_SIZE) -> float:
     """log E_{i != j} exp(-t ||z_i - z_j||^2) over distinct pairs of L2-normalised rows (lower: more uniform).
 
-    Exact (chunked log-sum-exp), memory O(chunk_size x N). Needs N >= 2. Two antipodal points give -4t.
+    Exact (chunked log-sum-exp), memory O(chunk_size x N). Two antipodal points give -4t (Wang & Isola).
+
+    Args:
+        z: features [N, D], N >= 2 (float, any device; rows L2-normalised inside).
+        t: kernel temperature > 0 (2 in Wang & Isola).
+        chunk_size: rows per chunk, >= 1.
     """
-    zn = checked_normalized("z", z, min_rows=2)
     t = check_positive("t", t)
-    check_int("chunk_size", chunk_size, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    zn = checked_normalized("z", z, min_rows=2)
     return _log_mean_exp_distinct(zn, t, chunk_size)
 
 
@@ -89,22 +97,36 @@ def class_sums(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
     return classes, counts, sums
 
 
-def class_centroids(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classes [C] (sorted) and mean feature [C, D] (float64) of each label present in ``labels``."""
+def _class_centroids(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``class_centroids`` of already checked inputs."""
     classes, counts, sums = class_sums(z, labels)
     return classes, sums / counts[:, None]
 
 
+def class_centroids(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classes [C] (sorted) and mean feature [C, D] (float64) of each label present in ``labels``.
+
+    ``z``: finite float features [N, D], used as given (not normalised); ``labels``: integer labels [N],
+    same device.
+    """
+    check_features("z", z, finite=False)
+    y = check_labels("labels", labels, z.shape[0], z, "z")
+    return _class_centroids(check_finite("z", z), y)
+
+
 def tolerance(z: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean cosine similarity z_i . z_j over distinct same-class pairs (i != j, pooled over classes).
+
+    ``z``: features [N, D] (L2-normalised inside); ``labels``: integer labels [N], same device.
 
     Exact in O(N D) from the class sums S_c: sum_{i != j in c} z_i.z_j = ||S_c||^2 - sum_{i in c} ||z_i||^2.
     Wang & Liu define E[z_x . z_y 1(l_x = l_y)] over all pairs; we divide by the number of
     same-class pairs so that perfectly clustered features give 1 for any number of classes.
     Raises ``ValueError`` when no class has two samples (no pair exists).
     """
+    check_features("z", z, finite=False)
+    y = check_labels("labels", labels, z.shape[0], z, "z")
     zn = checked_normalized("z", z)
-    y = check_labels("labels", labels, zn.shape[0], zn, "z")
     _, counts, sums = class_sums(zn, y)
     n_pairs = int((counts * (counts - 1)).sum())
     if n_pairs == 0:
@@ -113,15 +135,17 @@ def tolerance(z: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def inter_class_uniformity(z: torch.Tensor, labels: torch.Tensor, t: float = 2.0) -> float:
-    """Uniformity (distinct pairs, temperature t) of the L2-normalised class centroids.
+    """Uniformity (distinct pairs, temperature t > 0) of the L2-normalised class centroids.
 
-    Centroids are means of the L2-normalised features of each class present in ``labels``; needs at
-    least 2 classes, and a centroid of length 0 (a class whose features cancel) raises.
+    ``z``: features [N, D]; ``labels``: integer labels [N], same device. Centroids are means of the
+    L2-normalised features of each class present in ``labels``; needs at least 2 classes, and a
+    centroid of length 0 (a class whose features cancel) raises.
     """
-    zn = checked_normalized("z", z)
-    y = check_labels("labels", labels, zn.shape[0], zn, "z")
     t = check_positive("t", t)
-    _, centroids = class_centroids(zn, y)
+    check_features("z", z, finite=False)
+    y = check_labels("labels", labels, z.shape[0], z, "z")
+    zn = checked_normalized("z", z)
+    _, centroids = _class_centroids(zn, y)
     if centroids.shape[0] < 2:
         raise ValueError("labels: inter_class_uniformity needs at least 2 classes")
     centroids = normalize_rows("class centroids of z", centroids.to(compute_dtype(zn)))

@@ -6,7 +6,9 @@
 - ``knn_class_averaged_accuracy``: plain majority-vote k-NN (k = 1 or 10 in the long-tailed setups of
   Kukleva et al. 2023 and DySTreSS), reported as the mean of the per-class accuracies.
 
-Features are L2-normalised inside (zero rows raise). Memory is O(chunk_size x N_train).
+Features are L2-normalised inside (zero rows raise). Memory is O(chunk_size x N_train). To evaluate
+one labelled set against itself (leave-one-out), pass it as bank and queries with ``exclude_self=True``;
+without it every query finds itself (similarity 1) among its neighbours.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch
 
 from dystress.metrics._neighbours import cosine_scores, score_chunks
 from dystress.metrics._validation import (
+    check_bool,
     check_class_range,
+    check_finite,
     check_int,
     check_positive,
     check_train_test,
@@ -33,16 +37,31 @@ def _prepare(
     k: int,
     num_classes: int | None,
     chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Validate the four inputs; return normalised bank and queries (common dtype), labels, num_classes."""
-    y_train, y_test = check_train_test(train_features, train_labels, test_features, test_labels)
-    check_int("k", k, 1, train_features.shape[0])
-    check_int("chunk_size", chunk_size, 1)
+    exclude_self: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, int]:
+    """Validate everything (scalars first, then structure, then values); return normalised bank and
+    queries (common dtype), labels, num_classes, k and chunk_size (as ints)."""
+    k = check_int("k", k, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    if num_classes is not None:
+        num_classes = check_int("num_classes", num_classes, 1)
+    y_train, y_test = check_train_test(train_features, train_labels, test_features, test_labels, finite=False)
+    n_train = train_features.shape[0]
+    if exclude_self and test_features.shape[0] != n_train:
+        raise ValueError(
+            f"exclude_self=True needs the queries to be the bank (query i = bank row i), but "
+            f"test_features has {test_features.shape[0]} rows and train_features {n_train}"
+        )
+    if exclude_self and n_train < 2:
+        raise ValueError("exclude_self=True needs at least 2 bank rows (a query's neighbours are the others)")
+    check_int("k", k, 1, n_train - 1 if exclude_self else n_train)
+    check_finite("train_features", train_features)
+    check_finite("test_features", test_features)
     num_classes = check_class_range("train_labels/test_labels", y_train, num_classes, y_test)
     bank = normalize_rows("train_features", train_features)
     queries = normalize_rows("test_features", test_features)
     dtype = torch.promote_types(bank.dtype, queries.dtype)
-    return bank.to(dtype), queries.to(dtype), y_train, y_test, num_classes
+    return bank.to(dtype), queries.to(dtype), y_train, y_test, num_classes, k, chunk_size
 
 
 def true_class_rank(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -66,6 +85,7 @@ def knn_accuracy(
     t: float = 0.1,
     num_classes: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    exclude_self: bool = False,
 ) -> dict[str, float | int]:
     """Weighted kNN accuracy (InstDisc): top-k cosine neighbours vote exp(s / t) for their class.
 
@@ -74,10 +94,14 @@ def knn_accuracy(
         train_labels: bank labels [N_train] in [0, num_classes).
         test_features: query features [N_test, D], same device.
         test_labels: query labels [N_test].
-        k: neighbours per query, 1 <= k <= N_train.
+        k: neighbours per query, 1 <= k <= N_train (N_train - 1 with ``exclude_self``).
         t: vote temperature > 0.
         num_classes: defaults to max label + 1 over both label sets.
         chunk_size: queries per chunk (memory chunk_size x N_train).
+        exclude_self: leave-one-out evaluation of one labelled set: query i is bank row i and is not
+            its own neighbour (needs N_test == N_train; a duplicate row is still a neighbour).
+            Passing the same features as bank and queries without it counts each query's
+            self-match (similarity 1) among its k neighbours, which inflates the accuracy.
 
     Returns:
         ``{"top1", "top5", "k", "t", "num_classes", "n_train", "n_test"}``, accuracies in percent;
@@ -85,11 +109,13 @@ def knn_accuracy(
         computed as exp((s - s_max) / t) per query, the same ranking as exp(s / t) without overflow.
     """
     t = check_positive("t", t)
-    bank, queries, y_train, y_test, num_classes = _prepare(
-        train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size
+    exclude_self = check_bool("exclude_self", exclude_self)
+    bank, queries, y_train, y_test, num_classes, k, chunk_size = _prepare(
+        train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size, exclude_self
     )
     ranks = []
-    for start, stop, sims in score_chunks(cosine_scores(queries, bank), queries.shape[0], chunk_size, False):
+    scores = cosine_scores(queries, bank)
+    for start, stop, sims in score_chunks(scores, queries.shape[0], chunk_size, exclude_self):
         top_sims, top_idx = sims.topk(k, dim=1, largest=True, sorted=True)
         weights = torch.exp((top_sims - top_sims[:, :1]) / t)
         votes = torch.zeros(stop - start, num_classes, dtype=weights.dtype, device=weights.device)
@@ -111,24 +137,42 @@ def knn_class_averaged_accuracy(
     k: int = 1,
     num_classes: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    exclude_self: bool = False,
 ) -> dict[str, object]:
     """Majority-vote k-NN (cosine), reported as the mean of per-class accuracies (long-tailed setups).
 
     Each of the k nearest bank features casts one vote. Ties between classes with the same number of
     votes go to the tied class whose nearest member is closest to the query (for k = 1 this is plain
-    1-NN); exact ties in similarity keep ``torch.topk``'s order.
+    1-NN); exact ties in similarity keep ``torch.topk``'s order. (The DySTreSS authors' script uses
+    scikit-learn's KNeighborsClassifier, which gives a tie to the smallest class index; only some
+    10-NN ties can differ, 1-NN never.) Reference: Kukleva et al., "Temperature schedules for
+    self-supervised contrastive methods on long-tail data", ICLR 2023.
+
+    Args:
+        train_features: bank features [N_train, D] (float, any device).
+        train_labels: bank labels [N_train] in [0, num_classes).
+        test_features: query features [N_test, D], same device.
+        test_labels: query labels [N_test].
+        k: neighbours per query, 1 <= k <= N_train (N_train - 1 with ``exclude_self``).
+        num_classes: defaults to max label + 1 over both label sets.
+        chunk_size: queries per chunk (memory chunk_size x N_train).
+        exclude_self: leave-one-out, as in ``knn_accuracy`` (query i is bank row i and not its own
+            neighbour; needs N_test == N_train). Without it, the same features as bank and queries
+            count each query's self-match.
 
     Returns:
         ``{"accuracy", "per_class", "k", "num_classes", "n_train", "n_test"}``: ``accuracy`` is the
         mean, in percent, of the per-class accuracies over the classes present in ``test_labels``;
         ``per_class`` maps each such class to its accuracy in percent.
     """
-    bank, queries, y_train, y_test, num_classes = _prepare(
-        train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size
+    exclude_self = check_bool("exclude_self", exclude_self)
+    bank, queries, y_train, y_test, num_classes, k, chunk_size = _prepare(
+        train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size, exclude_self
     )
     predictions = []
     rank_bonus = torch.arange(k, 0, -1, device=bank.device)  # k for the nearest neighbour ... 1 for the k-th
-    for start, stop, sims in score_chunks(cosine_scores(queries, bank), queries.shape[0], chunk_size, False):
+    scores = cosine_scores(queries, bank)
+    for start, stop, sims in score_chunks(scores, queries.shape[0], chunk_size, exclude_self):
         top_idx = sims.topk(k, dim=1, largest=True, sorted=True).indices
         neighbour_labels = y_train[top_idx]
         counts = torch.zeros(stop - start, num_classes, dtype=torch.long, device=bank.device)

@@ -14,15 +14,16 @@ augmented ImageNet probe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from dystress._checks import is_real
 from dystress.metrics._validation import (
     check_class_range,
     check_int,
-    check_positive,
     check_train_test,
     compute_dtype,
 )
@@ -100,7 +101,7 @@ def linear_probe(
 
     Args:
         train_features, test_features: [N_train, D] and [N_test, D] float features, same device.
-        train_labels, test_labels: int labels in [0, num_classes).
+        train_labels, test_labels: int labels [N_train] and [N_test] in [0, num_classes).
         weight_decay: a value fixed a priori (default 1e-4, about scikit-learn's C = 1 at 10k samples),
             or a grid searched on a stratified validation split of the training set.
         max_iter: L-BFGS iterations (fixed, not early-stopped on any held-out score).
@@ -113,19 +114,29 @@ def linear_probe(
         protocol holds every setting, the grid, the validation top-1 of each grid value and the
         number of L-BFGS iterations run.
     """
-    y_train, y_test = check_train_test(
-        train_features, train_labels, test_features, test_labels, min_train_rows=2
-    )
-    grid = [weight_decay] if isinstance(weight_decay, (int, float)) else list(weight_decay)
+    if isinstance(weight_decay, (numbers.Number, str, bytes)):  # one value (checked below)
+        grid = [weight_decay]
+    elif isinstance(weight_decay, Iterable):
+        grid = list(weight_decay)
+    else:
+        raise ValueError(
+            f"weight_decay must be a number >= 0 or a non-empty sequence of them, got {weight_decay!r}"
+        )
     if not grid:
         raise ValueError("weight_decay must be a number >= 0 or a non-empty sequence of them")
     for wd in grid:
-        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0 or wd == float("inf"):
+        if not is_real(wd) or wd < 0:
             raise ValueError(f"weight_decay values must be finite numbers >= 0, got {wd!r}")
-    check_int("max_iter", max_iter, 1)
-    if not 0 < check_positive("val_fraction", val_fraction) < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    check_int("seed", seed, 0)
+    max_iter = check_int("max_iter", max_iter, 1)
+    if not is_real(val_fraction) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    val_fraction = float(val_fraction)
+    seed = check_int("seed", seed, 0)
+    if num_classes is not None:
+        num_classes = check_int("num_classes", num_classes, 1)
+    y_train, y_test = check_train_test(
+        train_features, train_labels, test_features, test_labels, min_train_rows=2
+    )
     num_classes = check_class_range("train_labels/test_labels", y_train, num_classes, y_test)
 
     dtype = torch.promote_types(compute_dtype(train_features), compute_dtype(test_features))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dystress.metrics._validation import (
+    check_features,
     check_int,
     check_labels,
     checked_view_pair,
@@ -87,11 +88,12 @@ def similarity_distributions(
         ``{"tp": [n_tp], "tn": [n_tn], "fn": [n_fn]}`` 1-D tensors on the features' device. A kind
         without any pair (TN with one class, FN when every class has one sample) is an empty tensor.
     """
-    check_int("max_pairs", max_pairs, 1)
-    check_int("seed", seed, 0)
-    check_int("chunk_size", chunk_size, 1)
+    max_pairs = check_int("max_pairs", max_pairs, 1)
+    seed = check_int("seed", seed, 0)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    check_features("z0", z0, finite=False)
+    y = check_labels("labels", labels, z0.shape[0], z0, "z0")
     a, b = checked_view_pair(z0, z1)
-    y = check_labels("labels", labels, a.shape[0], a, "z0")
     generator = torch.Generator().manual_seed(seed)
     out = {}
     for kind in PAIR_KINDS:
@@ -117,10 +119,18 @@ def _check_samples(name: str, x: object) -> torch.Tensor:
     return t
 
 
+def _check_mapping(distributions: object) -> None:
+    """``distributions`` must be a mapping name -> 1-D sample (e.g. ``similarity_distributions``'s)."""
+    if not isinstance(distributions, Mapping):
+        raise ValueError(
+            f"distributions must be a mapping of names to 1-D samples, got {type(distributions).__name__}"
+        )
+
+
 def similarity_histograms(
     distributions: Mapping[str, torch.Tensor], bins: int = 100
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Histograms on fixed bins over [-1, 1] of each 1-D sample in ``distributions``.
+    """Histograms on fixed bins (``bins`` >= 1) over [-1, 1] of each 1-D sample [n] in ``distributions``.
 
     Bin b covers [-1 + 2b/bins, -1 + 2(b+1)/bins); the last bin is closed, and values within 1e-3 of
     the range (rounding of normalised dot products) are clamped into it, farther ones raise.
@@ -129,7 +139,8 @@ def similarity_histograms(
         ``(edges [bins + 1] float64, {name: fractions [bins] float64})``: each histogram sums to 1, or
         is all zeros for an empty sample. Tensors on the CPU.
     """
-    check_int("bins", bins, 1)
+    bins = check_int("bins", bins, 1)
+    _check_mapping(distributions)
     edges = torch.linspace(-1.0, 1.0, bins + 1, dtype=torch.float64)
     hists = {}
     for name, values in distributions.items():
@@ -147,7 +158,7 @@ def similarity_histograms(
 
 
 def earth_movers_distance(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    """Exact Wasserstein-1 distance between the empirical distributions of 1-D samples ``a`` and ``b``.
+    """Exact Wasserstein-1 distance between the empirical distributions of 1-D samples a [n] and b [m].
 
     W1 = integral |F_a(x) - F_b(x)| dx over the merged sorted support (equal weights per sample),
     the quantity of ``scipy.stats.wasserstein_distance``. Computed in float64 on a's device.
@@ -163,7 +174,11 @@ def earth_movers_distance(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.nda
 
 
 def pairwise_emd(distributions: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """EMD between every two non-empty samples of ``distributions``, keyed ``"tp-tn"``, ``"tp-fn"``, ..."""
+    """EMD between every two non-empty 1-D samples [n] in ``distributions``, keyed ``"tp-tn"``, ``"tp-fn"``...
+
+    ``distributions``: a mapping name -> 1-D sample, e.g. the output of ``similarity_distributions``.
+    """
+    _check_mapping(distributions)
     names = [name for name, v in distributions.items() if torch.as_tensor(v).numel() > 0]
     return {
         f"{x}-{y}": earth_movers_distance(distributions[x], distributions[y])

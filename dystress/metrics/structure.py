@@ -26,26 +26,34 @@ from dystress.metrics._neighbours import (
 )
 from dystress.metrics._validation import (
     check_features,
+    check_finite,
     check_int,
     check_labels,
     check_positive,
     check_same_device,
-    checked_normalized,
     compute_dtype,
+    normalize_rows,
 )
-from dystress.metrics.geometry import class_centroids
+from dystress.metrics.geometry import _class_centroids
 
 DEFAULT_CHUNK_SIZE = 1024
 
 
-def _check_pair(high: torch.Tensor, low: torch.Tensor, min_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised ``high`` and float ``low`` with the same number of rows on the same device."""
-    hn = checked_normalized("high", high, min_rows=min_rows)
-    check_features("low", low, min_rows=min_rows)
+def _check_pair(high: object, low: object, min_rows: int) -> int:
+    """Structure only (no work): float ``high`` [N, D] and ``low`` [N, d] on one device; return N."""
+    check_features("high", high, min_rows=min_rows, finite=False)
+    check_features("low", low, min_rows=min_rows, finite=False)
     if low.shape[0] != high.shape[0]:
         raise ValueError(f"low has {low.shape[0]} rows but high has {high.shape[0]}: one row per sample")
     check_same_device("low", low, "high", high)
-    return hn, low.to(compute_dtype(low))
+    return high.shape[0]
+
+
+def _pair_values(high: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """After ``_check_pair``: the values checks, then normalised ``high`` and ``low`` in its compute dtype."""
+    check_finite("high", high)
+    check_finite("low", low)
+    return normalize_rows("high", high), low.to(compute_dtype(low))
 
 
 def trustworthiness(
@@ -56,11 +64,16 @@ def trustworthiness(
     T(k) = 1 - 2 / (N k (2N - 3k - 1)) sum_i sum_{j in kNN_low(i)} max(0, r(i, j) - k), with r(i, j)
     the rank of j among i's neighbours in ``high`` (1 = nearest). A high-dimensional tie counts in
     j's favour (r = 1 + number of points strictly nearer). Needs 1 <= k < N / 2.
+
+    Args:
+        high: features [N, D], N >= 3 (cosine similarity); low: embedding [N, d] (Euclidean), same device.
+        k: neighbours, 1 <= k <= (N - 1) // 2. chunk_size: rows per chunk, >= 1.
     """
-    hn, lo = _check_pair(high, low, min_rows=3)
-    n = hn.shape[0]
+    k = check_int("k", k, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    n = _check_pair(high, low, min_rows=3)
     check_int("k", k, 1, (n - 1) // 2)
-    check_int("chunk_size", chunk_size, 1)
+    hn, lo = _pair_values(high, low)
     low_idx = chunked_topk(neg_euclidean_scores(lo, lo), n, k, chunk_size, exclude_self=True)[1]
     penalty = torch.zeros((), dtype=torch.float64, device=hn.device)
     nearer_mask: torch.Tensor | None = None  # reused: no fresh chunk-sized allocation per comparison
@@ -78,11 +91,16 @@ def trustworthiness(
 def knn_overlap(
     high: torch.Tensor, low: torch.Tensor, k: int = 10, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> float:
-    """Mean over points of |kNN_high(i) & kNN_low(i)| / k, in [0, 1]. Needs 1 <= k <= N - 1."""
-    hn, lo = _check_pair(high, low, min_rows=2)
-    n = hn.shape[0]
+    """Mean over points of |kNN_high(i) & kNN_low(i)| / k, in [0, 1] (self excluded from both).
+
+    ``high``: features [N, D], N >= 2 (cosine); ``low``: embedding [N, d] (Euclidean), same device;
+    1 <= k <= N - 1; chunk_size >= 1.
+    """
+    k = check_int("k", k, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    n = _check_pair(high, low, min_rows=2)
     check_int("k", k, 1, n - 1)
-    check_int("chunk_size", chunk_size, 1)
+    hn, lo = _pair_values(high, low)
     high_idx = chunked_topk(cosine_scores(hn, hn), n, k, chunk_size, exclude_self=True)[1]
     low_idx = chunked_topk(neg_euclidean_scores(lo, lo), n, k, chunk_size, exclude_self=True)[1]
     shared = torch.zeros((), dtype=torch.long, device=hn.device)
@@ -101,21 +119,25 @@ def knn_label_purity(
 ) -> float:
     """Fraction of the k nearest neighbours (self excluded) that share the point's label, averaged.
 
+    ``z``: features [N, D] or embedding [N, d], N >= 2; ``labels``: integer labels [N], same device.
     ``metric="cosine"`` L2-normalises ``z`` (feature space); ``"euclidean"`` uses it as given (2-D
-    embedding). Needs 1 <= k <= N - 1.
+    embedding). Needs 1 <= k <= N - 1; chunk_size >= 1.
     """
-    if metric not in ("cosine", "euclidean"):
+    if not isinstance(metric, str) or metric not in ("cosine", "euclidean"):
         raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
-    if metric == "cosine":
-        x = checked_normalized("z", z, min_rows=2)
-        scores = cosine_scores(x, x)
-    else:
-        x = check_features("z", z, min_rows=2).to(compute_dtype(z))
-        scores = neg_euclidean_scores(x, x)
-    n = x.shape[0]
+    k = check_int("k", k, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    check_features("z", z, min_rows=2, finite=False)
+    n = z.shape[0]
     y = check_labels("labels", labels, n, z, "z")
     check_int("k", k, 1, n - 1)
-    check_int("chunk_size", chunk_size, 1)
+    check_finite("z", z)
+    if metric == "cosine":
+        x = normalize_rows("z", z)
+        scores = cosine_scores(x, x)
+    else:
+        x = z.to(compute_dtype(z))
+        scores = neg_euclidean_scores(x, x)
     idx = chunked_topk(scores, n, k, chunk_size, exclude_self=True)[1]
     return float((y[idx] == y[:, None]).double().mean())
 
@@ -135,13 +157,16 @@ def centroid_distance_agreement(high: torch.Tensor, low: torch.Tensor, labels: t
     Euclidean distances between the C (C - 1) / 2 centroid pairs; Spearman with average ranks for
     ties. Needs >= 3 classes. Returns nan when either set of distances is constant up to a relative
     1e-6 (correlation undefined).
+
+    ``high``: features [N, D], N >= 3; ``low``: embedding [N, d]; ``labels``: integer labels [N]; one device.
     """
-    hn, lo = _check_pair(high, low, min_rows=3)
-    y = check_labels("labels", labels, hn.shape[0], high, "high")
-    _, high_centroids = class_centroids(hn, y)
+    n = _check_pair(high, low, min_rows=3)
+    y = check_labels("labels", labels, n, high, "high")
+    hn, lo = _pair_values(high, low)
+    _, high_centroids = _class_centroids(hn, y)
     if high_centroids.shape[0] < 3:
         raise ValueError("labels: centroid_distance_agreement needs at least 3 classes")
-    _, low_centroids = class_centroids(lo, y)
+    _, low_centroids = _class_centroids(lo, y)
     dh, dl = _condensed_distances(high_centroids), _condensed_distances(low_centroids)
     if any(np.ptp(d) <= 1e-6 * np.max(d) for d in (dh, dl)):  # constant up to float32 rounding
         return float("nan")
@@ -158,7 +183,17 @@ def structure_scores(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict[str, float]:
     """All structure scores of one embedding at one k, as a dict (local: trustworthiness, knn_overlap,
-    label purity in both spaces; global: centroid_distance_agreement)."""
+    label purity in both spaces; global: centroid_distance_agreement).
+
+    ``high``: features [N, D], N >= 3; ``low``: embedding [N, d]; ``labels``: integer labels [N]; one
+    device. 1 <= k <= (N - 1) // 2 (trustworthiness's bound); chunk_size >= 1. Every input is checked
+    before the first score is computed.
+    """
+    k = check_int("k", k, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    n = _check_pair(high, low, min_rows=3)
+    check_labels("labels", labels, n, high, "high")
+    check_int("k", k, 1, (n - 1) // 2)
     return {
         "trustworthiness": trustworthiness(high, low, k, chunk_size),
         "knn_overlap": knn_overlap(high, low, k, chunk_size),
@@ -171,7 +206,10 @@ def structure_scores(
 
 def procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Rigidly move ``source`` [N, d] onto ``target`` [N, d]: translation + orthogonal map (rotation or
-    reflection), no scaling, minimising the sum of squared distances (orthogonal Procrustes)."""
+    reflection), no scaling, minimising the sum of squared distances (orthogonal Procrustes).
+
+    Returns the moved ``source``, a float64 array [N, d].
+    """
     src, tgt = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
     if src.shape != tgt.shape or src.ndim != 2:
         raise ValueError(
@@ -201,11 +239,16 @@ def aligned_umap_embeddings(
     Returns:
         one float64 array [N, 2] per snapshot.
     """
-    if len(snapshots) == 0:
+    random_state = check_int("random_state", random_state, 0)
+    n_neighbors = check_int("n_neighbors", n_neighbors, 2)
+    min_dist = check_positive("min_dist", min_dist)
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"metric must be the name of a umap-learn metric (e.g. 'cosine'), got {metric!r}")
+    if not hasattr(snapshots, "__len__") or len(snapshots) == 0:
         raise ValueError("snapshots must be a non-empty sequence of [N, D] feature tensors")
     n = None
     for s, x in enumerate(snapshots):
-        check_features(f"snapshots[{s}]", x, min_rows=3)
+        check_features(f"snapshots[{s}]", x, min_rows=3, finite=False)
         if n is not None and x.shape[0] != n:
             raise ValueError(
                 f"snapshots[{s}] has {x.shape[0]} rows, snapshots[0] has {n}: same samples needed"
@@ -213,9 +256,9 @@ def aligned_umap_embeddings(
         n = x.shape[0]
     if labels is not None:
         check_labels("labels", labels, n, labels, "snapshots")
-    check_int("random_state", random_state, 0)
     check_int("n_neighbors", n_neighbors, 2, n - 1)
-    check_positive("min_dist", min_dist)
+    for s, x in enumerate(snapshots):
+        check_finite(f"snapshots[{s}]", x)
     try:
         import umap
     except ImportError as error:  # pragma: no cover - depends on the environment

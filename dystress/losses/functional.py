@@ -1,0 +1,155 @@
+"""Functional two-view losses: pure functions returning ``(loss, diagnostics)``.
+
+:class:`~dystress.losses.InfoNCELoss` and :class:`~dystress.losses.DCLLoss` are thin ``nn.Module``
+wrappers over :func:`infonce` and :func:`dcl` (one implementation). ``temperature`` is a fixed tau > 0
+or a :class:`~dystress.temperature.TemperatureFunction`; a TS schedule is stepped by the caller with
+``temperature.set_epoch(epoch)``. The diagnostics are detached 0-dim tensors ``tau_pos``, ``tau_neg``,
+``sim_pos``, ``sim_neg`` (means over the local anchors' positives / negatives).
+
+Every argument is checked before any work. Values are not (that would need a host sync): all-zero
+inputs give every logit 0, hence the finite log(2N - 1) (InfoNCE) / log(2N - 2) (DCL), and a NaN
+anywhere gives a NaN loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dystress._checks import as_real
+from dystress.distributed import all_gather_no_grad, rank
+from dystress.losses._logits import (
+    check_flag,
+    check_negatives,
+    check_pair,
+    full_precision,
+    infonce_from_terms,
+    two_view_terms,
+)
+from dystress.temperature import TemperatureFunction, as_temperature
+
+__all__ = ["dcl", "infonce"]
+
+
+def infonce(
+    z0: Tensor,
+    z1: Tensor,
+    temperature: float | TemperatureFunction,
+    *,
+    detach_temperature: bool = True,
+    gather_distributed: bool = True,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """InfoNCE / NT-Xent over the 2N views with tau = tau(s_ij) (SimCLR; DySTreSS, arXiv 2308.01140).
+
+    loss_i = -log exp(l_ip) / (exp(l_ip) + sum_k exp(l_ik)), l_ij = s_ij / tau(s_ij), averaged over
+    the 2N anchors; MACL's anchor weights 1 / (1 - P_pos) are applied. See
+    :class:`~dystress.losses.InfoNCELoss` for the arguments.
+
+    Args:
+        z0, z1: projections of the two views [N, D], floating point; N x world size >= 2.
+        temperature: a fixed tau > 0 or a TemperatureFunction.
+        detach_temperature: tau from detached similarities (only pairwise functions have a gradient).
+        gather_distributed: negatives from every rank under ``torch.distributed``.
+
+    Returns:
+        The loss (0-dim, float32 or wider) and the diagnostics.
+
+    Example:
+        >>> import math, torch
+        >>> from dystress.temperature import CosineTemperature
+        >>> same = torch.ones(4, 16)  # every logit equal: the loss is log(2N - 1)
+        >>> loss, diagnostics = infonce(same, same, CosineTemperature(0.1, 0.2))
+        >>> round(loss.item(), 4) == round(math.log(7), 4), sorted(diagnostics)
+        (True, ['sim_neg', 'sim_pos', 'tau_neg', 'tau_pos'])
+        >>> infonce(torch.randn(8, 16), torch.randn(8, 16), 0.5)[0].shape
+        torch.Size([])
+    """
+    temperature = as_temperature(temperature)
+    check_flag("detach_temperature", detach_temperature)
+    check_flag("gather_distributed", gather_distributed)
+    check_pair(z0, z1)
+    check_negatives("InfoNCE", z0, gather_distributed)
+    with full_precision(z0):
+        terms, _ = two_view_terms(
+            z0,
+            z1,
+            temperature,
+            detach_temperature=detach_temperature,
+            gather_distributed=gather_distributed,
+        )
+        loss = infonce_from_terms(terms, temperature)
+    return loss, terms.diagnostics
+
+
+def dcl(
+    z0: Tensor,
+    z1: Tensor,
+    temperature: float | TemperatureFunction,
+    *,
+    weighted: bool = False,
+    sigma: float = 0.5,
+    detach_temperature: bool = True,
+    gather_distributed: bool = True,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """DCL / DCLW (Yeh et al., ECCV 2022, arXiv 2110.06848): the positive left out of the denominator.
+
+    loss_i = -w_i l_ip + log sum_k exp(l_ik), l_ij = s_ij / tau(s_ij), over the 2N anchors; w_i = 1
+    (DCL) or 2 - N softmax(s_pos / sigma)_i, detached (DCLW). See :class:`~dystress.losses.DCLLoss`.
+
+    Args:
+        z0, z1: projections of the two views [N, D], floating point; N x world size >= 2.
+        temperature: a fixed tau > 0 or a TemperatureFunction other than MACL.
+        weighted: DCLW instead of DCL.
+        sigma: DCLW's softmax temperature, > 0.
+        detach_temperature: tau from detached similarities (only pairwise functions have a gradient).
+        gather_distributed: negatives (and DCLW's softmax) from every rank under ``torch.distributed``.
+
+    Returns:
+        The loss (0-dim, float32 or wider) and the diagnostics.
+
+    Example:
+        >>> import math, torch
+        >>> from dystress.temperature import CosineTemperature
+        >>> same = torch.ones(4, 16)  # every logit equal, DCLW weight 1: log of the 2N - 2 negatives
+        >>> loss, _ = dcl(same, same, CosineTemperature(0.1, 0.2), weighted=True)
+        >>> round(loss.item(), 4) == round(math.log(6), 4)
+        True
+    """
+    temperature = _dcl_temperature(temperature)
+    check_flag("weighted", weighted)
+    sigma = as_real("sigma", sigma, positive=True)
+    check_flag("detach_temperature", detach_temperature)
+    check_flag("gather_distributed", gather_distributed)
+    check_pair(z0, z1)
+    distributed = check_negatives("DCL", z0, gather_distributed)
+    with full_precision(z0):
+        terms, pair_similarity = two_view_terms(
+            z0,
+            z1,
+            temperature,
+            detach_temperature=detach_temperature,
+            gather_distributed=gather_distributed,
+        )
+        positive = terms.positive
+        if weighted:
+            positive = positive * _dclw_weights(pair_similarity, sigma, distributed)
+        loss = (terms.negative_lse - positive).mean()
+    return loss, terms.diagnostics
+
+
+def _dcl_temperature(temperature: float | TemperatureFunction) -> TemperatureFunction:
+    """The temperature as a TemperatureFunction; ValueError for MACL (it needs P(positive))."""
+    temperature = as_temperature(temperature)
+    if temperature.needs_positive_statistics:
+        raise ValueError(f"temperature {temperature!r} needs P(positive), which DCL removes; use InfoNCELoss")
+    return temperature
+
+
+def _dclw_weights(pair_similarity: Tensor, sigma: float, distributed: bool) -> Tensor:
+    """DCLW weights [2n] = 2 - N softmax(s_pos / sigma) over the global batch, detached."""
+    s = all_gather_no_grad(pair_similarity) if distributed else pair_similarity.detach()
+    weights = 2.0 - s.shape[0] * torch.softmax(s / sigma, dim=0)
+    n = pair_similarity.shape[0]
+    if distributed:
+        weights = weights[rank() * n : (rank() + 1) * n]
+    return torch.cat([weights, weights])
