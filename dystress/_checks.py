@@ -11,7 +11,9 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["as_int", "as_real", "is_int", "is_real"]
+import numpy as np
+
+__all__ = ["as_bool", "as_int", "as_real", "is_int", "is_real"]
 
 
 def is_int(value: Any) -> bool:
@@ -34,6 +36,13 @@ def as_int(name: str, value: Any, minimum: int | None = None, maximum: int | Non
         high = "" if maximum is None else f"<= {maximum}"
         raise ValueError(f"{name} must be {' and '.join(b for b in (low, high) if b)}, got {value}")
     return value
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """``value`` as a ``bool``: Python or NumPy booleans only (not 0 / 1)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def as_real(name: str, value: Any, positive: bool = False) -> float:

@@ -186,7 +186,8 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> Pretrained:
         raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
     state = load_checkpoint(path)
     config = PretrainConfig.from_saved(state["config"])
-    model = build_model(config)
+    with torch.random.fork_rng(devices=[]):  # the initialisation it overwrites draws no caller's numbers
+        model = build_model(config)
     model.load_state_dict(state["model"])
     model.to(resolve_device(device)).eval()
     return Pretrained(model, config, int(state["epoch"]))

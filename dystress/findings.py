@@ -20,9 +20,14 @@ from typing import Any
 
 __all__ = [
     "VERDICT_RULE",
+    "BestFixed",
     "Estimate",
+    "TradeOff",
+    "best_fixed",
     "compare",
+    "estimate",
     "from_aggregate",
+    "mean_ci95",
     "outcome",
     "ranking",
     "trade_off_position",
@@ -32,9 +37,24 @@ __all__ = [
 #: The rule of :func:`outcome`, in one sentence for the pages.
 VERDICT_RULE = (
     "two results differ when the difference of their means exceeds the root sum of squares of their "
-    "95% half-widths (a Welch-type 95% interval of the difference); otherwise they are within the "
-    "intervals"
+    "95% Student-t half-widths over seeds (never narrower than Welch's 95% interval of the difference); "
+    "a result of one seed has no interval and is never called different"
 )
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student-t interval of the mean (half-width NaN for one value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("values must hold at least one number")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,12 @@ class Estimate:
         return f"{self.mean:.2f} ± {self.ci:.2f} (n = {self.n})"
 
 
+def estimate(values: Sequence[float]) -> Estimate | None:
+    """The :class:`Estimate` of the results of one setting over its seeds (None for no result)."""
+    values = [float(v) for v in values if not math.isnan(float(v))]
+    return Estimate(*mean_ci95(values), len(values)) if values else None
+
+
 def outcome(a: Estimate, b: Estimate) -> int:
     """+1 when ``a`` is above ``b`` beyond the margin ``hypot(a.ci, b.ci)``, -1 below it, 0 within."""
     diff = a.mean - b.mean
@@ -64,6 +90,8 @@ def outcome(a: Estimate, b: Estimate) -> int:
 def verdict(ours: Estimate | None, others: Mapping[str, Estimate | None]) -> str:
     """The verdict on "``ours`` beats each of ``others``": reproduced (above all), not reproduced (below
     one), inconclusive; followed by each difference. "not run in this profile" when a result is missing."""
+    if not others:
+        raise ValueError("others must name at least one result to compare with")
     if ours is None or any(o is None for o in others.values()):
         return "not run in this profile"
     signs = [outcome(ours, o) for o in others.values()]  # type: ignore[arg-type]
@@ -85,8 +113,11 @@ def compare(name_a: str, a: Estimate | None, name_b: str, b: Estimate | None, un
         return f"{missing} has no result in this build, so {name_a} and {name_b} cannot be compared"
     diff = a.mean - b.mean
     margin = math.hypot(a.ci, b.ci)
-    side = "above" if diff > 0 else "below"
-    head = f"{name_a} ({a}) is {abs(diff):.2f} {unit} {side} {name_b} ({b})"
+    if round(diff, 2) == 0:
+        head = f"{name_a} ({a}) equals {name_b} ({b}) to 0.01 {unit}"
+    else:
+        side = "above" if diff > 0 else "below"
+        head = f"{name_a} ({a}) is {abs(diff):.2f} {unit} {side} {name_b} ({b})"
     if math.isnan(margin):
         return f"{head}; one of them is a single run without an interval, so this is not resolved"
     if outcome(a, b) == 0:
@@ -103,22 +134,80 @@ def ranking(values: Mapping[str, float], digits: int = 3, ascending: bool = Fals
     return (" < " if ascending else " > ").join(f"{k} {v:.{digits}f}" for v, k in items)
 
 
-def trade_off_position(curve: Sequence[tuple[float, float]], point: tuple[float, float]) -> float | None:
-    """Vertical offset of ``point`` (x, y) from the piecewise-linear ``curve`` [(x, y), ...] at its x.
+@dataclass(frozen=True)
+class TradeOff:
+    """Where a run lies against the curve the fixed temperatures trace: ``offset`` = its y minus the
+    curve's y at its x; ``margin`` = 1.96 sd sqrt(1 + w^2 + (1 - w)^2), the 95% noise of that offset
+    when every run's y has the standard deviation ``sd`` over seeds and the curve's y at x is the
+    mix w y_left + (1 - w) y_right of two runs (NaN when sd is unknown)."""
 
-    Used with x = uniformity and y = tolerance: the fixed-temperature runs trace the trade-off curve,
-    and a positive offset means more tolerance than a fixed temperature of the same uniformity. None
-    when x lies outside the curve's x-range (no interpolation there) or the curve has < 2 points.
+    offset: float
+    margin: float
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the offset is larger than its noise (False when the noise is unknown)."""
+        return abs(self.offset) > self.margin  # False for a NaN margin
+
+
+def trade_off_position(
+    curve: Sequence[tuple[float, float]], point: tuple[float, float], sd: float = math.nan
+) -> TradeOff | None:
+    """``point`` (x, y) against the polyline ``curve`` [(x, y), ...] given in its own order (the fixed
+    runs in order of tau), interpolated linearly at the point's x.
+
+    Used with x = uniformity and y = tolerance: a positive offset means more tolerance than a fixed
+    temperature of the same uniformity. None when the curve's x is not monotone along it (the fixed
+    runs trace no single trade-off curve), has < 2 points, or x lies outside its range.
     """
-    pts = sorted(curve)
+    pts = list(curve)
+    if len(pts) < 2:
+        return None
+    xs = [p[0] for p in pts]
+    steps = [b - a for a, b in zip(xs[:-1], xs[1:], strict=True)]
+    if not (all(d > 0 for d in steps) or all(d < 0 for d in steps)):
+        return None
+    pts = sorted(pts)
     x, y = point
-    if len(pts) < 2 or not pts[0][0] <= x <= pts[-1][0]:
+    if not pts[0][0] <= x <= pts[-1][0]:
         return None
     for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
         if x0 <= x <= x1:
-            at = y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-            return y - at
+            w = (x1 - x) / (x1 - x0)  # weight of the left end
+            at = w * y0 + (1 - w) * y1
+            return TradeOff(y - at, 1.96 * sd * math.sqrt(1 + w**2 + (1 - w) ** 2))
     return None  # pragma: no cover (the range check above makes the loop return)
+
+
+@dataclass(frozen=True)
+class BestFixed:
+    """The fixed temperature with the highest mean of a sweep (a test-set oracle): ``label``, ``tau``,
+    its :class:`Estimate` and ``caveats`` (a sentence, possibly empty) on how far to trust the pick."""
+
+    label: str
+    tau: float
+    estimate: Estimate
+    caveats: str
+
+
+def best_fixed(agg: Any, ablation: str = "fixed_tau") -> BestFixed | None:
+    """The best fixed temperature among the rows of ``ablation`` in :func:`dystress.study.aggregate`'s
+    frame that have a result; None when there is none. The caveats name a pick at the edge of the
+    temperatures run (the optimum may lie beyond) and a pick resting on one seed."""
+    rows = agg[(agg.ablation == ablation) & (agg.n > 0)]
+    if rows.empty:
+        return None
+    row = rows.loc[rows["mean"].idxmax()]
+    notes = []
+    if len(rows) > 1 and row["tau"] in (rows["tau"].min(), rows["tau"].max()):
+        side = "smallest" if row["tau"] == rows["tau"].min() else "largest"
+        notes.append(f"it is the {side} temperature run here, so the best fixed value may lie beyond it")
+    if int(row["n"]) == 1:
+        notes.append("it rests on one seed, and the largest of several single runs is biased upwards")
+    text = "; ".join(notes)
+    caveats = text[:1].upper() + text[1:] + "." if text else ""
+    best = from_aggregate(agg, ablation, row["label"])
+    return BestFixed(str(row["label"]), float(row["tau"]), best, caveats)  # type: ignore[arg-type]
 
 
 def from_aggregate(agg: Any, ablation: str, label: str) -> Estimate | None:

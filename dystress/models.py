@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dystress._checks import as_int
+
 #: Names accepted by `build_backbone`.
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "small_cnn")
 #: Stems accepted by `build_backbone` (small_cnn has only "cifar").
@@ -127,8 +129,7 @@ class ContrastiveModel(nn.Module):
         DySTreSS authors' CIFAR script, solo-learn and lightly's CIFAR benchmark do); V = 1: one joint
         pass (SimCLR's concatenated views, the authors' ImageNet code). Returns (h [V * B, feature_dim],
         z [V * B, out_dim]) in the order of x."""
-        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-            raise ValueError(f"views must be an integer >= 1, got {views!r}")
+        views = as_int("views", views, minimum=1)
         if views == 1:
             h = self.backbone(x)
             return h, self.projector(h)

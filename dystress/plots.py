@@ -448,7 +448,8 @@ def umap_grid(
 ) -> Any:
     """Rows: runs; columns: snapshot epochs; points coloured by class (labels for display only).
 
-    Class ``c`` has the tab10 colour ``c`` (fixed per class index, whichever labels occur).
+    Class ``c`` has the tab10 colour ``c`` (fixed per class index, whichever labels occur); with more
+    than 10 classes the colours come from the continuous ``turbo`` map instead.
     ``class_names``: names of the classes 0, 1, ..., shown in a legend below the grid.
     """
     from matplotlib.lines import Line2D
@@ -546,6 +547,8 @@ def similarities_with_temperature(
     ``panels``: run name -> (edges [bins + 1], {"tp"|"tn"|"fn": fractions [bins]}, temperature function
     or None); the function is drawn at the bin centres over the panels' shared non-zero x-range (a
     constant temperature as a flat line), so the reader sees which temperature each kind of pair gets.
+    Meant for per-pair temperatures and fixed ones: a TS schedule would be drawn at its current epoch
+    and MACL's tau, which depends on the batch, not on the pair, has no such curve.
     """
     import torch
 

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dystress import findings
 from dystress.io import atomic_write_json, read_jsonl
 
 __all__ = [
@@ -978,8 +979,9 @@ _DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> str:
     """One line saying what a page's numbers come from: profile, code version, the runs (complete of
-    all, the devices they trained on) and which copy of each dataset they used (the official release
-    or another copy, by md5; ``data``: the data root, default :func:`data_root`)."""
+    all, the devices they trained on) and, for CIFAR, whether the files under the data root are the
+    official release now (by md5; ``data``: the data root, default :func:`data_root`); image folders
+    are not checked."""
     from dystress.data.datasets import is_official_release
 
     if not results:
@@ -991,8 +993,11 @@ def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> 
     copies = []
     kind = {True: "the official release", False: "a copy whose files differ from the official release"}
     for base in sorted({r.dataset.removesuffix("_lt") for r in done}):
-        official = is_official_release(base, root) if base in _DATA_NAMES else None
-        copies.append(f"{_DATA_NAMES.get(base, base)}: {kind.get(official, 'files not found now')}")
+        if base not in _DATA_NAMES:
+            copies.append(f"{base}: not checked")
+            continue
+        official = is_official_release(base, root)
+        copies.append(f"{_DATA_NAMES[base]} under {root}: {kind.get(official, 'files not found now')}")
     profile = results[0].profile
     text = f"profile {profile}, code version {code_version()}: {len(done)} of {len(runs)} runs complete" + (
         f", trained on {', '.join(devices)}" if devices else ""
@@ -1001,19 +1006,7 @@ def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t interval of the mean (half-width NaN for one value)."""
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("values must hold at least one number")
-    n = len(values)
-    mean = sum(values) / n
-    if n == 1:
-        return mean, math.nan
-    from scipy.stats import t
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+mean_ci95 = findings.mean_ci95  # the statistics live with the comparison rule that uses them
 
 
 # ---------------------------------------------------------------------------------------------- tables

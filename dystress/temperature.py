@@ -88,7 +88,8 @@ class TemperatureFunction(ABC):
     Calling it checks that ``s`` is a floating-point tensor (a ``ValueError`` naming ``s`` otherwise:
     integer tensors would give truncated temperatures) and returns the subclass hook :meth:`_tau`.
     The check reads only the type and dtype, never values: no host sync, no graph break under
-    ``torch.compile``. Subclasses implement :meth:`_tau` (and :meth:`params`), not ``__call__``.
+    ``torch.compile``. Subclasses implement :meth:`_tau` (and :meth:`params`); a subclass written for
+    the earlier contract, which overrides ``__call__`` itself, keeps working (without the check).
 
     Attributes:
         pairwise: True when tau depends on the pair's similarity (the loss then evaluates the function
@@ -107,9 +108,9 @@ class TemperatureFunction(ABC):
             raise ValueError(f"s must be a floating-point torch.Tensor of cosine similarities, got {what}")
         return self._tau(s)
 
-    @abstractmethod
     def _tau(self, s: Tensor) -> Tensor:
         """tau(s) for a validated floating-point tensor ``s``; must not modify ``s``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _tau(s) (or __call__(s))")
 
     def set_epoch(self, epoch: int) -> None:
         """Advance an epoch-dependent schedule; checks ``epoch`` (an integer >= 0), else a no-op."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -145,6 +146,11 @@ def test_separate_views_use_per_view_batchnorm_statistics(views):
     assert (z_joint - z).abs().max() > 1e-2
     with pytest.raises(ValueError, match=r"views must divide the batch \(7\), got 2"):
         model(torch.randn(7, 3, 32, 32), views=2)
+    for bad, message in ((0, "views must be >= 1, got 0"), (1.0, "views must be an integer, got 1.0")):
+        with pytest.raises(ValueError, match=message):
+            model(x, views=bad)
+    _, z_np = model(x, views=np.int64(views))  # a NumPy integer counts (the package's scalar rule)
+    assert z_np.shape == z.shape
 
 
 def test_contrastive_model_rejects_mismatch():

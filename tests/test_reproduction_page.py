@@ -90,9 +90,9 @@ def test_long_tailed_tables_compare_the_2000_epoch_ts_runs_and_the_200_epoch_sim
     table, table200 = page["ns"]["lt_table"], page["ns"]["lt200_table"]
     ts_mean, ts_ci = _interval([60.0, 61.0, 62.0])  # seeds 0, 1, 2
     row = table.loc["CIFAR-10-LT, r = 0.01"]
-    assert row["ours TS 1-NN"] == f"{ts_mean:.2f} ± {ts_ci:.2f} (n=3)" == "61.00 ± 2.48 (n=3)"
-    assert row["ours DySTreSS 1-NN"] == "67.00 ± 2.48 (n=3)"
-    assert row["ours TS 10-NN"] == "62.00 ± 2.48 (n=3)"
+    assert row["ours TS 1-NN"] == f"{ts_mean:.2f} ± {ts_ci:.2f} (n = 3)" == "61.00 ± 2.48 (n = 3)"
+    assert row["ours DySTreSS 1-NN"] == "67.00 ± 2.48 (n = 3)"
+    assert row["ours TS 10-NN"] == "62.00 ± 2.48 (n = 3)"
     assert row["ours (paper)"].endswith("cifar10_lt, resnet18, all train images, 2000 epochs")
     # +6.00 against an interval of hypot(2.48, 2.48) = 3.51: reproduced for both k
     assert row["verdict"] == (
@@ -103,8 +103,8 @@ def test_long_tailed_tables_compare_the_2000_epoch_ts_runs_and_the_200_epoch_sim
     assert table.loc["CIFAR-100-LT, r = 0.01"]["verdict"].startswith("1-NN: not reproduced: -10.00 vs TS")
     # 200 epochs vs SimCLR: +0.50, inside the interval
     row200 = table200.loc["CIFAR-10-LT, r = 0.01"]
-    assert row200["ours SimCLR 1-NN"] == "51.00 ± 2.48 (n=3)"
-    assert row200["ours DySTreSS 1-NN"] == "51.50 ± 2.48 (n=3)"
+    assert row200["ours SimCLR 1-NN"] == "51.00 ± 2.48 (n = 3)"
+    assert row200["ours DySTreSS 1-NN"] == "51.50 ± 2.48 (n = 3)"
     assert row200["ours (paper)"].endswith("cifar10_lt, resnet18, all train images, 200 epochs")
     assert row200["verdict"].startswith("1-NN: inconclusive (within the intervals): +0.50 vs SimCLR")
 
@@ -112,9 +112,9 @@ def test_long_tailed_tables_compare_the_2000_epoch_ts_runs_and_the_200_epoch_sim
 def test_cifar10_table_uses_the_simclr_macl_and_dystress_points(page) -> None:
     row = page["ns"]["table"].loc["CIFAR-10, ResNet-18, 200 ep, 200-NN"]
     assert (row["ours SimCLR"], row["ours MACL"], row["ours DySTreSS"]) == (
-        "81.00 ± 2.48 (n=3)",
-        "82.00 ± 2.48 (n=3)",
-        "84.00 ± 2.48 (n=3)",
+        "81.00 ± 2.48 (n = 3)",
+        "82.00 ± 2.48 (n = 3)",
+        "84.00 ± 2.48 (n = 3)",
     )
     assert row["verdict"] == "inconclusive (within the intervals): +3.00 vs SimCLR, +2.00 vs MACL"
     assert page["glued"]["profile"] == "paper" and page["glued"]["devices"] == "cuda (test)"

@@ -321,8 +321,8 @@ def test_subclasses_implement_the_tau_hook() -> None:
         def params(self) -> dict[str, float]:
             return {}
 
-    with pytest.raises(TypeError, match="_tau"):
-        NoHook()
+    with pytest.raises(NotImplementedError, match=r"NoHook must implement _tau\(s\) \(or __call__\(s\)\)"):
+        NoHook()(torch.zeros(3))  # built (old-style subclasses define __call__ instead), fails when called
 
 
 @pytest.mark.parametrize("fn", ALL, ids=lambda f: type(f).__name__)
@@ -431,3 +431,20 @@ def test_set_epoch_rejects_non_integers_by_name(epoch, message: str, fn: Tempera
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         fn.set_epoch(epoch)
     assert torch.equal(fn(torch.linspace(-1, 1, 5)), before)
+
+
+def test_a_subclass_written_for_the_call_contract_keeps_working() -> None:
+    """Before `_tau`, subclasses implemented `__call__`: such a class still builds and works in a loss."""
+    from dystress.losses import InfoNCELoss
+    from dystress.temperature import TemperatureFunction
+
+    class Flat(TemperatureFunction):
+        def __call__(self, s: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(s, 0.3)
+
+        def params(self) -> dict[str, float]:
+            return {"tau": 0.3}
+
+    z0, z1 = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 8, dtype=torch.float64)
+    reference = InfoNCELoss(0.3)(z0, z1)
+    assert torch.equal(InfoNCELoss(Flat())(z0, z1), reference)

@@ -263,8 +263,13 @@ def test_snapshots_hold_the_projector_outputs_of_the_views(smoke_run) -> None:  
         torch.testing.assert_close(proj, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_load_pretrained_validates_the_device(smoke_run) -> None:  # noqa: ANN001
+def test_load_pretrained_validates_the_device_and_leaves_the_global_rng_alone(smoke_run) -> None:  # noqa: ANN001
     _, run_dir, _ = smoke_run
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_pretrained(run_dir / "checkpoints" / "last.pt")
+    assert torch.equal(torch.rand(3), expected)
     with pytest.raises(ValueError, match=r"device must be one of \['auto', 'cpu', 'cuda'\], got 'gpu'"):
         load_pretrained(run_dir / "checkpoints" / "last.pt", device="gpu")
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from dystress._checks import as_bool
 from dystress.distributed import all_gather_no_grad, gather_with_grad, rank, world_size
-from dystress.temperature import TemperatureFunction
+from dystress.temperature import TemperatureFunction, _as_epoch
 
 
 @dataclass(frozen=True)
@@ -210,8 +211,19 @@ def infonce_from_terms(terms: ContrastiveTerms, temperature: TemperatureFunction
     return nll.mean()
 
 
+class TemperatureLoss(nn.Module):
+    """Base of the loss modules: a ``temperature`` (:class:`TemperatureFunction`) and its epoch step."""
+
+    temperature: TemperatureFunction
+
+    def set_epoch(self, epoch: int) -> None:
+        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
+
+        ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
+        """
+        self.temperature.set_epoch(_as_epoch(epoch))
+
+
 def check_flag(name: str, value: object) -> bool:
-    """Raise ValueError unless ``value`` is a bool."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
+    """``value`` as a bool (Python or NumPy), else ValueError naming ``name``."""
+    return as_bool(name, value)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from dystress._checks import as_real
-from dystress.losses._logits import check_flag
+from dystress.losses._logits import TemperatureLoss, check_flag
 from dystress.losses.functional import _dcl_temperature, dcl
-from dystress.temperature import TemperatureFunction, _as_epoch
+from dystress.temperature import TemperatureFunction
 
 
-class DCLLoss(nn.Module):
+class DCLLoss(TemperatureLoss):
     """DCL / DCLW (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022, arXiv 2110.06848).
 
     The positive is removed from the denominator::
@@ -85,13 +85,6 @@ class DCLLoss(nn.Module):
             gather_distributed=self.gather_distributed,
         )
         return loss
-
-    def set_epoch(self, epoch: int) -> None:
-        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
-
-        ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
-        """
-        self.temperature.set_epoch(_as_epoch(epoch))
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature!r}, weighted={self.weighted}, sigma={self.sigma}"

@@ -7,8 +7,8 @@ or a :class:`~dystress.temperature.TemperatureFunction`; a TS schedule is steppe
 ``sim_pos``, ``sim_neg`` (means over the local anchors' positives / negatives).
 
 Every argument is checked before any work. Values are not (that would need a host sync): all-zero
-inputs give every logit 0, hence the finite log(2N - 1) (InfoNCE) / log(2N - 2) (DCL), and a NaN
-anywhere gives a NaN loss.
+inputs give every logit 0, hence the finite log(2N - 1) (InfoNCE) / log(2N - 2) (DCL) (without MACL's
+anchor weights, which scale them by their 1 / (1 - P_pos)), and a NaN anywhere gives a NaN loss.
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from dystress.losses._logits import check_flag
+from dystress.losses._logits import TemperatureLoss, check_flag
 from dystress.losses.functional import infonce
-from dystress.temperature import TemperatureFunction, _as_epoch, as_temperature
+from dystress.temperature import TemperatureFunction, as_temperature
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(TemperatureLoss):
     """NT-Xent over the 2N views with tau = tau(s_ij) on the positive and on every negative.
 
     For anchor i with positive p and negatives k (the 2N - 2 other views)::
@@ -82,13 +82,6 @@ class InfoNCELoss(nn.Module):
             gather_distributed=self.gather_distributed,
         )
         return loss
-
-    def set_epoch(self, epoch: int) -> None:
-        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
-
-        ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
-        """
-        self.temperature.set_epoch(_as_epoch(epoch))
 
     def extra_repr(self) -> str:
         return (

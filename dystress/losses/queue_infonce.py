@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from dystress._checks import as_int
 from dystress.distributed import all_gather_no_grad, world_size
 from dystress.losses._logits import (
+    TemperatureLoss,
     check_flag,
     check_pair,
     contrastive_terms,
@@ -16,10 +17,10 @@ from dystress.losses._logits import (
     infonce_from_terms,
     normalized,
 )
-from dystress.temperature import TemperatureFunction, _as_epoch, as_temperature
+from dystress.temperature import TemperatureFunction, as_temperature
 
 
-class QueueInfoNCELoss(nn.Module):
+class QueueInfoNCELoss(TemperatureLoss):
     """InfoNCE of queries against their keys (positives) and a queue of K past keys (negatives).
 
     MoCo (He et al., CVPR 2020; v2: Chen et al. 2020, tau 0.2, K = 65536). For query i::
@@ -107,13 +108,6 @@ class QueueInfoNCELoss(nn.Module):
         if self.training:
             self._enqueue(all_gather_no_grad(k) if self.gather_distributed else k)
         return loss
-
-    def set_epoch(self, epoch: int) -> None:
-        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
-
-        ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
-        """
-        self.temperature.set_epoch(_as_epoch(epoch))
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:

@@ -10,11 +10,10 @@ run once per metric call, never inside a chunk loop.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dystress._checks import as_int, is_real
+from dystress._checks import as_bool, as_int, is_real
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -37,9 +36,7 @@ def check_positive(name: str, value: object) -> float:
 
 def check_bool(name: str, value: object) -> bool:
     """Return ``value`` as a bool after checking it is one (``bool`` or ``numpy.bool_``, not 0 / 1)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+    return as_bool(name, value)
 
 
 def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
