@@ -227,6 +227,51 @@ def _hash_files(paths: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()
 
 
+def _code_only(source: str) -> bytes:
+    """``source`` (Python) without its comments, docstrings, trailing spaces and blank lines.
+
+    Docstrings are found with ``ast`` and cut out, with the comments, by the character spans of their
+    ``tokenize`` tokens; what remains is the source text itself, so the result does not depend on the
+    Python version that computes it. Source that does not parse is returned as it is.
+    """
+    import ast
+    import io
+    import tokenize
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source.encode()
+    lines = source.splitlines()
+
+    def char_position(row: int, byte_col: int) -> tuple[int, int]:  # ast counts UTF-8 bytes
+        return row, len(lines[row - 1].encode()[:byte_col].decode())
+
+    docstrings: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                end = (first.end_lineno or first.lineno, first.end_col_offset or 0)
+                docstrings.append((char_position(first.lineno, first.col_offset), char_position(*end)))
+    cuts = []  # ((row, col), (row, col)) spans, 1-based rows, character columns
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        in_docstring = tok.type == tokenize.STRING and any(
+            a <= tok.start and tok.end <= b for a, b in docstrings
+        )
+        if tok.type == tokenize.COMMENT or in_docstring:
+            cuts.append((tok.start, tok.end))
+    for (r0, c0), (r1, c1) in sorted(cuts, reverse=True):
+        head, tail = lines[r0 - 1][:c0], lines[r1 - 1][c1:]
+        lines[r0 - 1 : r1] = [head + tail] + [""] * (r1 - r0)
+    return "\n".join(line.rstrip() for line in lines if line.strip()).encode()
+
+
 def _template_code(path: Path) -> bytes:
     """The code cells of a notebook (outputs and metadata do not count)."""
     if not path.is_file():
@@ -256,10 +301,12 @@ def code_version() -> str:
     """12 hex digits: the package version, every engine source file and the template's code cells.
 
     Left out: the files that cannot change a run's numbers (:data:`_NOT_CODE`: this module, the
-    plotting helpers, the CLI, the package ``__init__``; :data:`_ANALYSIS_ONLY`).
+    plotting helpers, the CLI, the package ``__init__``; :data:`_ANALYSIS_ONLY`), and the comments,
+    docstrings and layout of the engine files (:func:`_code_only`): editing documentation does not
+    make the study's runs stale.
     """
     files = [
-        (rel, path.read_bytes())
+        (rel, _code_only(path.read_text(encoding="utf-8")))
         for rel, path in _package_sources()
         if rel not in _NOT_CODE and rel not in _ANALYSIS_ONLY
     ]

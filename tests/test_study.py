@@ -580,3 +580,57 @@ def test_run_study_skips_the_runs_of_a_dataset_whose_data_are_missing(
     )
     study.run_study("paper", only=["cifar100"], stream=io.StringIO())
     assert called == cifar100
+
+
+def test_code_only_drops_comments_and_docstrings_and_keeps_every_statement() -> None:
+    source = '''"""Module docstring."""
+
+import math  # a comment
+
+
+class A:
+    """Class docstring,
+    on two lines."""
+
+    x = "not a docstring"  # kept: an assignment
+
+    def f(self) -> float:  # trailing comment
+        """Method docstring."""
+        return math.pi * 2   # twice
+
+def g(): """one-liner docstring"""; return f"{1 + 1}#"
+'''
+    expected = '''import math
+
+
+class A:
+
+    x = "not a docstring"
+
+    def f(self) -> float:
+
+        return math.pi * 2
+
+def g(): ; return f"{1 + 1}#"'''
+    assert study._code_only(source).decode() == "\n".join(
+        line.rstrip() for line in expected.splitlines() if line.strip()
+    )
+    edited = source.replace("# twice", "# two pi").replace("Method docstring.", "Returns 2 pi.")
+    assert study._code_only(edited) == study._code_only(source)  # documentation only: same code
+    assert study._code_only(source.replace("* 2", "* 3")) != study._code_only(source)
+    assert study._code_only("def broken(:\n") == b"def broken(:\n"  # unparsable: as it is
+
+
+def test_code_version_ignores_docstrings_of_engine_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    engine = package / "engine.py"
+    engine.write_text('def f():\n    """Doc."""\n    return 1\n')
+    monkeypatch.setattr(study, "_package_sources", lambda: [("engine.py", engine)])
+    v1 = study.code_version()
+    engine.write_text('def f():\n    """Longer documentation."""\n    # a note\n    return 1\n')
+    assert study.code_version() == v1
+    engine.write_text('def f():\n    """Doc."""\n    return 2\n')
+    assert study.code_version() != v1
