@@ -107,6 +107,9 @@ def test_smoke_book_builds_every_page_with_its_figures(book: dict) -> None:
         assert "Traceback" not in text, page
         if page in RESULT_PAGES:
             assert "Made from:" in text and "profile smoke, code version" in text, page
+        if page in ("intro", "ablations", "uniformity_tolerance"):  # generated findings render as a list
+            shows = text[text.index('id="what-this-build-shows"') :]
+            assert shows.index("<li>") < shows.index("</section>"), page
     runs = sorted(p for p in book["runs"].iterdir() if p.is_dir())
     assert len(runs) >= 4
     appendix = sorted((html / "appendix" / "runs").glob("*.html"))
