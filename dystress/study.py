@@ -1,18 +1,18 @@
-"""The ablations of the study, each point run as a papermill execution of a notebook template.
+"""The study's runner: each point of :mod:`dystress.ablations` run as a papermill execution of a
+notebook template, into a folder keyed by its configuration and the code version.
 
-Every point of :data:`ABLATIONS` is a set of notebook parameters (config fields plus the temperature
-function's own parameters, see :func:`notebook_parameters`). A point's configuration is its profile
-(:func:`dystress.config.get_profile`) with those parameters applied (:func:`build_config`); its run
-lives in ``runs/<profile>/<run_key>/`` where the key hashes the full configuration and the code
-version (:func:`run_key`), so two ablations that ask for the same configuration share one run. A run
-folder holds the executed notebook ``run.ipynb``, ``run.json`` (status, parameters, timings, host,
-error), and what the engine writes (``config.json``, ``records.jsonl``, ``snapshots/``,
-``checkpoints/``, ``final_metrics.json``).
+A point's configuration is its profile (:func:`dystress.config.get_profile`) with its parameters
+applied (:func:`build_config`); its run lives in ``runs/<profile>/<run_key>/`` where the key hashes
+the full configuration and the code version (:func:`run_key`), so two ablations that ask for the same
+configuration share one run. A run folder holds the executed notebook ``run.ipynb``, ``run.json``
+(status, parameters, timings, host, error), and what the engine writes (``config.json``,
+``records.jsonl``, ``snapshots/``, ``checkpoints/``, ``final_metrics.json``).
 
 :func:`run_study` runs the points of a profile that are not complete yet: a complete run is skipped,
 an interrupted one is executed again into the same folder (the engine resumes from its checkpoint), a
 failing one is recorded with its error and the others go on. :func:`load_results` reads whatever
-exists, for the book. ``dystress study run --profile P`` is :func:`main`.
+exists; :mod:`dystress.results` turns it into the book's tables and analyses. ``dystress study run
+--profile P`` is :func:`main`.
 
 Environment: ``DYSTRESS_PROFILE`` (default ``quick``), ``DYSTRESS_RUNS`` (default ``<repo>/runs``),
 ``DYSTRESS_DATA`` (default ``<repo>/data``).
@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import platform
 import sys
@@ -38,18 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dystress import findings
+from dystress.ablations import ABLATIONS, PROFILE_NAMES, Point, plan
 from dystress.io import atomic_write_json, read_jsonl
 
 __all__ = [
-    "ABLATIONS",
     "LOCAL_PROFILES",
     "TEMPERATURE_PARAMETERS",
-    "Ablation",
-    "Point",
-    "aggregate",
-    "results_frame",
-    "snapshot_analysis",
     "RunResult",
     "StudyReport",
     "build_config",
@@ -58,11 +51,8 @@ __all__ = [
     "ensure_results",
     "load_results",
     "main",
-    "mean_ci95",
     "notebook_parameters",
-    "plan",
     "prepare_run",
-    "provenance",
     "repo_root",
     "run_key",
     "run_point",
@@ -72,7 +62,6 @@ __all__ = [
 
 #: Profiles whose runs fit a CPU: the book runs what is missing for these; ``paper`` needs a GPU.
 LOCAL_PROFILES = ("smoke", "quick")
-PROFILE_NAMES = ("smoke", "quick", "paper")
 
 #: Parameters of the temperature functions (``dystress.temperature``), accepted as top-level notebook
 #: parameters and moved into ``temperature_params``.
@@ -95,7 +84,9 @@ TEMPERATURE_PARAMETERS = (
 RUN_PARAMETERS = ("profile", "run_dir", "progress")
 
 #: Source files that cannot change what a run computes: left out of :func:`code_version`.
-_NOT_CODE = frozenset({"study.py", "plots.py", "findings.py", "cli.py", "__init__.py"})
+_NOT_CODE = frozenset(
+    {"study.py", "ablations.py", "results.py", "plots.py", "findings.py", "cli.py", "__init__.py"}
+)
 #: Modules used only to analyse snapshots after training (never by a run): left out of
 #: :func:`code_version`; they key the cache of :func:`snapshot_analysis` instead.
 _ANALYSIS_ONLY = frozenset({"metrics/similarity.py", "metrics/structure.py"})
@@ -290,13 +281,6 @@ def _package_sources() -> list[tuple[str, Path]]:
     return sorted((p.relative_to(package).as_posix(), p) for p in package.rglob("*.py"))
 
 
-def analysis_version() -> str:
-    """12 hex digits keying the snapshot-analysis cache: :data:`ANALYSIS_VERSION` and the analysis modules."""
-    files = [(rel, path.read_bytes()) for rel, path in _package_sources() if rel in _ANALYSIS_ONLY]
-    files.append(("ANALYSIS_VERSION", str(ANALYSIS_VERSION).encode()))
-    return _hash_files(files)[:12]
-
-
 def code_version() -> str:
     """12 hex digits: the package version, every engine source file and the template's code cells.
 
@@ -351,316 +335,6 @@ def prepare_run(params: Mapping[str, Any]) -> tuple[Any, Path]:
     run_dir = params.get("run_dir")
     path = Path(run_dir) if run_dir else runs_root() / profile / run_key(config)
     return config, path.resolve()
-
-
-# ---------------------------------------------------------------------------------------------- ablations
-@dataclass(frozen=True)
-class Point:
-    """One point of an ablation: notebook parameters (without ``profile``) and a label for tables."""
-
-    ablation: str
-    label: str
-    params: tuple[tuple[str, Any], ...]
-
-    @property
-    def seed(self) -> int:
-        return int(dict(self.params).get("seed", 0))
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        """The notebook parameters as a dict (tuples stored for hashability come back as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
-
-    @property
-    def id(self) -> str:
-        return f"{self.ablation}/{self.label}/s{self.seed}"
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """A named family of points with a one-line description for the book."""
-
-    name: str
-    title: str
-    description: str
-    points: tuple[Point, ...]
-
-
-def _point(ablation: str, label: str, seed: int = 0, **params: Any) -> Point:
-    return Point(ablation, label, _freeze({**params, "seed": seed}))
-
-
-def _freeze(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
-
-
-#: The DySTreSS range of the authors' CIFAR script and of the profiles; the reference of the shifted
-#: and functional-form ablations.
-REFERENCE_RANGE = (0.07, 0.2)
-FIXED_TAUS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
-GRID_TAU_MIN = (0.05, 0.07, 0.1, 0.2)
-GRID_TAU_MAX = (0.1, 0.2, 0.3, 0.5, 1.0)
-SHIFTS = ((-0.4, 0.7), (-0.3, 0.7), (-0.5, 0.7), (-0.4, 0.6), (-0.4, 0.8), (0.4, 0.8))
-FORMS = ("cosine", "linear", "exponential", "one_sided_cosine")
-SEEDS = (0, 1, 2)
-
-
-def _dystress(tau_min: float, tau_max: float, seed: int = 0, ablation: str = "dystress_grid") -> Point:
-    return _point(
-        ablation, f"({tau_min:g}, {tau_max:g})", seed, temperature="cosine", tau_min=tau_min, tau_max=tau_max
-    )
-
-
-def _fixed(tau: float, seed: int = 0) -> Point:
-    return _point("fixed_tau", f"{tau:g}", seed, temperature="constant", tau=tau)
-
-
-def _shifted(offset: float, scale: float, seed: int = 0) -> Point:
-    lo, hi = REFERENCE_RANGE
-    return _point(
-        "shifted",
-        f"({offset:g}, {scale:g})",
-        seed,
-        temperature="shifted_cosine",
-        tau_min=lo,
-        tau_max=hi,
-        offset=offset,
-        scale=scale,
-    )
-
-
-def _form(name: str, seed: int = 0) -> Point:
-    lo, hi = REFERENCE_RANGE
-    return _point("forms", name, seed, temperature=name, tau_min=lo, tau_max=hi)
-
-
-def _baseline(name: str, seed: int = 0) -> Point:
-    if name == "TS":
-        # One period over twice the run (tau_plus at epoch 0, tau_minus at the last epoch), the shape of
-        # Kukleva et al.'s T = 400 for 200 epochs; the period is filled in per profile by plan().
-        return _point("baselines", "TS", seed, temperature="ts_schedule", tau_plus=1.0, tau_minus=0.1)
-    return _point("baselines", "MACL", seed, temperature="macl", tau_0=0.1, alpha=0.5, a_0=0.0)
-
-
-def _random_init(seed: int = 0) -> Point:
-    return _point("random_init", "random initialisation", seed, epochs=0, snapshot_epochs=[0])
-
-
-#: Points repeated with the extra seeds of :data:`SEEDS` (in their own ablation) in the paper profile.
-SEEDED_IDS = frozenset(
-    p.id
-    for p in (
-        _fixed(0.1),
-        _fixed(0.2),
-        _fixed(0.5),
-        _dystress(*REFERENCE_RANGE),
-        _dystress(0.1, 0.2),
-        _shifted(-0.4, 0.7),
-        _baseline("TS"),
-        _baseline("MACL"),
-    )
-)
-
-
-def _with_seeds(points: Iterable[Point]) -> tuple[Point, ...]:
-    """Each point, followed by its repeats with the other :data:`SEEDS` when it is in :data:`SEEDED_IDS`."""
-    out = []
-    for p in points:
-        out.append(p)
-        if p.id in SEEDED_IDS:
-            out.extend(
-                Point(p.ablation, p.label, _freeze({**p.parameters, "seed": s})) for s in SEEDS if s != p.seed
-            )
-    return tuple(out)
-
-
-_SEEDS_NOTE = f"; seeds {', '.join(map(str, SEEDS))} for the main points"
-
-#: Kukleva et al.'s TS period (epochs); the length of the paper's long-tailed comparison with TS (their
-#: training length, five TS periods); the imbalance ratio n_min / n_max of the long-tailed setups.
-TS_PERIOD = 400
-LT_TS_EPOCHS = 2000
-LT_IMBALANCE_RATIO = 0.01
-#: Labels of the long-tailed points trained for LT_TS_EPOCHS epochs.
-LT_TS_LABEL = f"TS, {LT_TS_EPOCHS} epochs"
-LT_DYSTRESS_LONG_LABEL = f"DySTreSS (0.07, 0.2), {LT_TS_EPOCHS} epochs"
-
-
-def _on_dataset(
-    dataset: str, label: str, point: Point, ablation: str | None = None, **params: Any
-) -> tuple[Point, ...]:
-    """``point``'s method trained on ``dataset`` (with ``params``): ablation ``ablation`` (default:
-    ``dataset``), every seed."""
-    base = {**point.parameters, **params, "dataset": dataset}
-    return tuple(Point(ablation or dataset, label, _freeze({**base, "seed": s})) for s in SEEDS)
-
-
-def _cifar100() -> tuple[Point, ...]:
-    return (
-        _on_dataset("cifar100", "SimCLR (tau 0.2)", _fixed(0.2))
-        + _on_dataset("cifar100", "MACL", _baseline("MACL"))
-        + _on_dataset("cifar100", "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE))
-        + _on_dataset("cifar100", "DySTreSS (0.1, 0.2)", _dystress(0.1, 0.2))
-    )
-
-
-def _long_tailed(dataset: str) -> tuple[Point, ...]:
-    """The paper's long-tailed comparison with SimCLR, at the profile's epochs (200)."""
-    lt = {"imbalance_ratio": LT_IMBALANCE_RATIO}
-    return _on_dataset(dataset, "SimCLR (tau 0.2)", _fixed(0.2), **lt) + _on_dataset(
-        dataset, "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE), **lt
-    )
-
-
-def _long_tailed_ts(dataset: str) -> tuple[Point, ...]:
-    """The paper's long-tailed comparison with TS, at :data:`LT_TS_EPOCHS` epochs (TS needs several
-    periods: in 200 epochs tau would only fall from tau_plus to tau_minus); ablation ``<dataset>_ts``."""
-    long = {"imbalance_ratio": LT_IMBALANCE_RATIO, "epochs": LT_TS_EPOCHS}
-    ablation = f"{dataset}_ts"
-    return _on_dataset(
-        dataset, LT_TS_LABEL, _baseline("TS"), ablation, period=TS_PERIOD, **long
-    ) + _on_dataset(dataset, LT_DYSTRESS_LONG_LABEL, _dystress(*REFERENCE_RANGE), ablation, **long)
-
-
-_SEEDS_ALL = f"; seeds {', '.join(map(str, SEEDS))}; paper profile only"
-_LT_NOTE = (
-    f"SimCLR (fixed tau 0.2) and DySTreSS (0.07, 0.2), imbalance ratio {LT_IMBALANCE_RATIO:g}; "
-    "class-averaged 1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
-)
-_LT_TS_NOTE = (
-    f"TS (tau_plus 1.0, tau_minus 0.1, period {TS_PERIOD}) and DySTreSS (0.07, 0.2) for {LT_TS_EPOCHS} "
-    f"epochs (the paper's comparison with TS), imbalance ratio {LT_IMBALANCE_RATIO:g}; class-averaged "
-    "1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
-)
-
-#: Every ablation at full (paper) size; :func:`plan` takes a profile's subset.
-ABLATIONS: dict[str, Ablation] = {
-    a.name: a
-    for a in (
-        Ablation(
-            "random_init",
-            "Random initialisation",
-            "the untrained network (epochs = 0) evaluated like every other run",
-            (_random_init(),),
-        ),
-        Ablation(
-            "fixed_tau",
-            "Fixed temperature (SimCLR / NT-Xent)",
-            "one temperature for every pair: " + ", ".join(f"{t:g}" for t in FIXED_TAUS) + _SEEDS_NOTE,
-            _with_seeds(_fixed(t) for t in FIXED_TAUS),
-        ),
-        Ablation(
-            "dystress_grid",
-            "DySTreSS (tau_min, tau_max) grid",
-            "cosine temperature, tau_min in {"
-            + ", ".join(f"{t:g}" for t in GRID_TAU_MIN)
-            + "} x tau_max in {"
-            + ", ".join(f"{t:g}" for t in GRID_TAU_MAX)
-            + "}, tau_min < tau_max"
-            + _SEEDS_NOTE,
-            _with_seeds(_dystress(lo, hi) for lo in GRID_TAU_MIN for hi in GRID_TAU_MAX if lo < hi),
-        ),
-        Ablation(
-            "shifted",
-            "Shifted cosine DySTreSS* (offset, scale)",
-            f"(tau_min, tau_max) = {REFERENCE_RANGE}; (offset, scale) in "
-            + ", ".join(map(str, SHIFTS))
-            + _SEEDS_NOTE,
-            _with_seeds(_shifted(o, k) for o, k in SHIFTS),
-        ),
-        Ablation(
-            "forms",
-            "Functional forms of tau(s)",
-            f"(tau_min, tau_max) = {REFERENCE_RANGE}: " + ", ".join(FORMS),
-            tuple(_form(f) for f in FORMS),
-        ),
-        Ablation(
-            "baselines",
-            "Baselines with a global temperature",
-            "TS (tau_plus 1.0, tau_minus 0.1, period 2 x epochs) and MACL (tau_0 0.1, alpha 0.5, A_0 0)"
-            + _SEEDS_NOTE,
-            _with_seeds((_baseline("TS"), _baseline("MACL"))),
-        ),
-        Ablation(
-            "cifar100",
-            "CIFAR-100",
-            "SimCLR (fixed tau 0.2), MACL and DySTreSS (0.07, 0.2) and (0.1, 0.2) on CIFAR-100" + _SEEDS_ALL,
-            _cifar100(),
-        ),
-        Ablation("cifar10_lt", "CIFAR-10-LT", "on CIFAR-10-LT: " + _LT_NOTE, _long_tailed("cifar10_lt")),
-        Ablation("cifar100_lt", "CIFAR-100-LT", "on CIFAR-100-LT: " + _LT_NOTE, _long_tailed("cifar100_lt")),
-        Ablation(
-            "cifar10_lt_ts",
-            "CIFAR-10-LT vs TS",
-            "on CIFAR-10-LT: " + _LT_TS_NOTE,
-            _long_tailed_ts("cifar10_lt"),
-        ),
-        Ablation(
-            "cifar100_lt_ts",
-            "CIFAR-100-LT vs TS",
-            "on CIFAR-100-LT: " + _LT_TS_NOTE,
-            _long_tailed_ts("cifar100_lt"),
-        ),
-    )
-}
-
-#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation; the CIFAR-100 and
-#: long-tailed ablations are paper-only).
-SUBSETS: dict[str, frozenset[str]] = {
-    "smoke": frozenset(
-        p.id
-        for p in (_random_init(), _fixed(0.1), _fixed(0.5), _dystress(*REFERENCE_RANGE), _shifted(-0.4, 0.7))
-    ),
-    # every seed of the points that the reproduction compares (SimCLR's tau 0.2, MACL, DySTreSS (0.07,
-    # 0.2)) and of the fixed tau that scored best in the first quick build (0.1), one seed of the
-    # others: fixed 0.05 and 0.15 on either side of it, so that the sweep brackets its best value, and
-    # TS. The cosine form is the grid's (0.07, 0.2) run under another ablation's name (no extra run).
-    "quick": frozenset(
-        p.id
-        for p in (
-            _random_init(),
-            _fixed(0.05),
-            *(_fixed(0.1, s) for s in SEEDS),
-            _fixed(0.15),
-            *(_fixed(0.2, s) for s in SEEDS),
-            _fixed(0.5),
-            *(_dystress(*REFERENCE_RANGE, seed=s) for s in SEEDS),
-            _dystress(0.1, 0.2),
-            _dystress(0.1, 0.5),
-            _shifted(-0.4, 0.7),
-            _form("cosine"),
-            _baseline("TS"),
-            *(_baseline("MACL", s) for s in SEEDS),
-        )
-    ),
-}
-
-
-def _profile_point(point: Point, profile: str) -> Point:
-    """Fill in profile-dependent parameters (the TS period: twice the profile's epochs)."""
-    params = point.parameters
-    if params.get("temperature") == "ts_schedule" and "period" not in params:
-        from dystress.config import get_profile
-
-        params["period"] = 2 * get_profile(profile).epochs
-        return Point(point.ablation, point.label, _freeze(params))
-    return point
-
-
-def plan(profile: str) -> list[Point]:
-    """The points of ``profile`` in ablation order (a configuration may appear in several ablations).
-
-    ``paper`` runs everything; ``smoke`` and ``quick`` run :data:`SUBSETS`.
-    """
-    if profile not in PROFILE_NAMES:
-        raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
-    subset = SUBSETS.get(profile)
-    return [
-        _profile_point(p, profile)
-        for ablation in ABLATIONS.values()
-        for p in ablation.points
-        if subset is None or p.id in subset
-    ]
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -1018,200 +692,6 @@ def ensure_results(profile: str | None = None, runs: str | Path | None = None) -
             "(or delete the folders)"
         )
     return report
-
-
-# ---------------------------------------------------------------------------------------------- provenance
-_DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-
-
-def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> str:
-    """One line saying what a page's numbers come from: profile, code version, the runs (complete of
-    all, the devices they trained on) and, for CIFAR, whether the files under the data root are the
-    official release now (by md5; ``data``: the data root, default :func:`data_root`); image folders
-    are not checked."""
-    from dystress.data.datasets import is_official_release
-
-    if not results:
-        return "no run"
-    runs = {r.key: r for r in results}.values()
-    done = [r for r in runs if r.status == "complete"]
-    devices = sorted({str(r.final.get("device")) for r in done if r.final.get("device")})
-    root = Path(data) if data is not None else data_root()
-    copies = []
-    kind = {True: "the official release", False: "a copy whose files differ from the official release"}
-    for base in sorted({r.dataset.removesuffix("_lt") for r in done}):
-        if base not in _DATA_NAMES:
-            copies.append(f"{base}: not checked")
-            continue
-        official = is_official_release(base, root)
-        copies.append(f"{_DATA_NAMES[base]} under {root}: {kind.get(official, 'files not found now')}")
-    profile = results[0].profile
-    text = f"profile {profile}, code version {code_version()}: {len(done)} of {len(runs)} runs complete" + (
-        f", trained on {', '.join(devices)}" if devices else ""
-    )
-    return text + (f"; data {'; '.join(copies)}" if copies else "")
-
-
-# ---------------------------------------------------------------------------------------------- statistics
-mean_ci95 = findings.mean_ci95  # the statistics live with the comparison rule that uses them
-
-
-# ---------------------------------------------------------------------------------------------- tables
-#: Final metrics copied into :func:`results_frame` (absent ones are NaN / None).
-FRAME_METRICS = (
-    "knn_top1",
-    "knn_top5",
-    "knn1_class_averaged",
-    "knn10_class_averaged",
-    "linear_top1",
-    "uniformity",
-    "tolerance",
-    "inter_class_uniformity",
-    "alignment",
-    "test_size",
-    "train_seconds",
-    "images_per_second",
-    "device",
-    "precision",
-    "epochs",
-)
-
-
-def results_frame(results: Sequence[RunResult]) -> Any:
-    """One row per point (a configuration shared by several points appears once per point).
-
-    Columns: ``id, ablation, label, seed, dataset, key, status, error, temperature`` and the temperature
-    parameters (``tau, tau_min, tau_max, offset, scale``), :data:`FRAME_METRICS` from the final
-    metrics, ``wall_s`` (the papermill run) and ``run_dir``.
-    """
-    import pandas as pd
-
-    rows = []
-    for r in results:
-        params = r.point.parameters
-        row: dict[str, Any] = {
-            "id": r.point.id,
-            "ablation": r.point.ablation,
-            "label": r.point.label,
-            "seed": r.point.seed,
-            "dataset": r.dataset,
-            "key": r.key,
-            "status": r.status,
-            "error": r.error,
-            "temperature": params.get("temperature", "cosine" if params.get("epochs") != 0 else "none"),
-        }
-        for name in ("tau", "tau_min", "tau_max", "offset", "scale"):
-            row[name] = params.get(name, math.nan)
-        for name in FRAME_METRICS:
-            row[name] = r.final.get(name) if r.status == "complete" else None
-        row["wall_s"] = r.info.get("wall_s")
-        row["run_dir"] = str(r.run_dir)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    numeric = ("knn_top1", "knn_top5", "knn1_class_averaged", "knn10_class_averaged", "linear_top1")
-    for name in (*numeric, "uniformity", "tolerance", "train_seconds", "wall_s"):
-        if name in frame:
-            frame[name] = pd.to_numeric(frame[name], errors="coerce")
-    return frame
-
-
-def aggregate(frame: Any, value: str = "knn_top1") -> Any:
-    """Mean and 95% interval of ``value`` over the seeds of each (ablation, label) with a result.
-
-    Returns a frame with ``ablation, label, n, mean, ci, seeds`` and the temperature parameters of
-    the point; points without any complete run are kept with ``n = 0`` and NaN.
-    """
-    import pandas as pd
-
-    rows = []
-    for (ablation, label), group in frame.groupby(["ablation", "label"], sort=False):
-        values = group[value].dropna().tolist()
-        mean, ci = mean_ci95(values) if values else (math.nan, math.nan)
-        first = group.iloc[0]
-        rows.append(
-            {
-                "ablation": ablation,
-                "label": label,
-                "n": len(values),
-                "mean": mean,
-                "ci": ci,
-                "seeds": ", ".join(str(s) for s in sorted(group["seed"][group[value].notna()])),
-                **{k: first[k] for k in ("temperature", "tau", "tau_min", "tau_max", "offset", "scale")},
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------- snapshots
-ANALYSIS_VERSION = 2
-
-
-def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> dict[str, Any]:
-    """Per-snapshot analysis of a complete run, computed once and cached in ``<run_dir>/analysis/``.
-
-    For every ``snapshots/epoch_XXXX.pt``: TP / TN / FN similarity histograms (``bins`` on [-1, 1])
-    and their pairwise EMDs, from the backbone features of the two augmented views and, where the
-    snapshot holds them (runs since the projector outputs were added), from the projector outputs
-    (the space the temperature acts on); labels are used for analysis only. With ``umap``, the aligned
-    2-D UMAP embeddings of the monitor features and their structure scores (k = 10).
-
-    Returns ``{"epochs": [E], "labels": int64 [N], "edges": [bins + 1], "histograms": [{kind:
-    [bins]}], "emd": [{pair: float}], "proj_histograms"/"proj_emd": the same for the projector outputs
-    or None, "umap": [array [N, 2]] or None, "structure": [dict] or None}``. The cache holds tensors
-    only, so it loads weights-only.
-    """
-    import torch
-
-    from dystress.io import atomic_torch_save
-    from dystress.metrics import (
-        aligned_umap_embeddings,
-        pairwise_emd,
-        similarity_distributions,
-        similarity_histograms,
-        structure_scores,
-    )
-
-    if result.status != "complete":
-        raise ValueError(f"run {result.key} is {result.status}, not complete")
-    name = f"snapshots_{analysis_version()}_bins{bins}{'_umap' if umap else ''}.pt"
-    cache = result.run_dir / "analysis" / name
-    if cache.is_file():
-        out = torch.load(cache, map_location="cpu", weights_only=True)
-        if out["umap"] is not None:
-            out["umap"] = [e.numpy() for e in out["umap"]]
-        return out
-    snaps = [torch.load(p, map_location="cpu", weights_only=True) for p in result.snapshot_paths()]
-    if not snaps:
-        raise ValueError(f"run {result.key} has no feature snapshot")
-    labels = snaps[0]["labels"]
-    out: dict[str, Any] = {
-        "epochs": [int(s["epoch"]) for s in snaps],
-        "labels": labels,
-        "histograms": [],
-        "emd": [],
-    }
-    has_proj = all("proj_view0" in s for s in snaps)
-    out["proj_histograms"] = [] if has_proj else None
-    out["proj_emd"] = [] if has_proj else None
-    for s in snaps:
-        spaces = [("", "view0", "view1")] + ([("proj_", "proj_view0", "proj_view1")] if has_proj else [])
-        for prefix, v0, v1 in spaces:
-            dists = similarity_distributions(s[v0], s[v1], s["labels"])
-            edges, hists = similarity_histograms(dists, bins=bins)
-            out["edges"] = edges
-            out[f"{prefix}histograms"].append(hists)
-            out[f"{prefix}emd"].append(pairwise_emd(dists))
-    out["umap"] = out["structure"] = None
-    if umap:
-        embeddings = aligned_umap_embeddings([s["features"] for s in snaps], labels)
-        out["umap"] = embeddings
-        out["structure"] = [
-            structure_scores(s["features"], torch.from_numpy(e), labels, k=10)
-            for s, e in zip(snaps, embeddings, strict=True)
-        ]
-    saved = dict(out, umap=None if out["umap"] is None else [torch.from_numpy(e) for e in out["umap"]])
-    atomic_torch_save(cache, saved)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dystress import study
 from dystress.findings import (
     Estimate,
     best_fixed,
     compare,
     estimate,
+    mean_ci95,
     outcome,
     ranking,
     trade_off_position,
@@ -48,7 +48,7 @@ def test_a_resolved_difference_is_significant_by_welch(seed: int) -> None:
     na, nb = rng.integers(2, 6, size=2)
     a = rng.normal(rng.uniform(-2, 2), rng.uniform(0.2, 2), size=na)
     b = rng.normal(0.0, rng.uniform(0.2, 2), size=nb)
-    ea, eb = (Estimate(*study.mean_ci95(list(x)), len(x)) for x in (a, b))
+    ea, eb = (Estimate(*mean_ci95(list(x)), len(x)) for x in (a, b))
     if outcome(ea, eb) != 0:
         assert stats.ttest_ind(a, b, equal_var=False).pvalue < 0.05
 
@@ -61,9 +61,7 @@ def test_the_welch_property_is_exercised() -> None:
         na, nb = rng.integers(2, 6, size=2)
         a = rng.normal(rng.uniform(-2, 2), rng.uniform(0.2, 2), size=na)
         b = rng.normal(0.0, rng.uniform(0.2, 2), size=nb)
-        resolved += (
-            outcome(Estimate(*study.mean_ci95(list(a)), na), Estimate(*study.mean_ci95(list(b)), nb)) != 0
-        )
+        resolved += outcome(Estimate(*mean_ci95(list(a)), na), Estimate(*mean_ci95(list(b)), nb)) != 0
     assert resolved >= 5
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from dystress import plots, study
+from dystress import ablations, plots, study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ BASE = {
 }
 
 
-def _metric(point: study.Point, offset: float) -> float:
+def _metric(point: ablations.Point, offset: float) -> float:
     return BASE.get((point.ablation, point.label), 10.0) + offset + point.seed
 
 
@@ -52,8 +52,8 @@ def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("DYSTRESS_DATA", str(tmp_path / "data"))
     code = study.code_version()
     # one run per configuration (points of several ablations share runs): a compared point's value wins
-    chosen: dict[Path, study.Point] = {}
-    for point in study.plan("paper"):
+    chosen: dict[Path, ablations.Point] = {}
+    for point in ablations.plan("paper"):
         run_dir = (
             study.runs_root() / "paper" / study.run_key(study.build_config("paper", point.parameters), code)
         )

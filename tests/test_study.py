@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
-from dystress import study
+from dystress import ablations, findings, study
+from dystress import results as study_results
 from dystress.config import get_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # ---------------------------------------------------------------------------------------------- plan
 def _labels(profile: str, ablation: str) -> set[str]:
-    return {p.label for p in study.plan(profile) if p.ablation == ablation}
+    return {p.label for p in ablations.plan(profile) if p.ablation == ablation}
 
 
 def test_paper_plan_covers_the_required_ablations() -> None:
@@ -86,7 +87,7 @@ def test_paper_plan_covers_the_required_ablations() -> None:
     assert _labels("paper", "baselines") == {"TS", "MACL"}
     assert _labels("paper", "random_init") == {"random initialisation"}
     seeds: dict[tuple[str, str], set[int]] = {}
-    for p in study.plan("paper"):
+    for p in ablations.plan("paper"):
         seeds.setdefault((p.ablation, p.label), set()).add(p.seed)
     repeated = {k for k, v in seeds.items() if len(v) >= 3}
     assert {("fixed_tau", "0.2"), ("dystress_grid", "(0.07, 0.2)"), ("baselines", "MACL")} <= repeated
@@ -95,8 +96,8 @@ def test_paper_plan_covers_the_required_ablations() -> None:
 
 @pytest.mark.parametrize("profile", ["smoke", "quick"])
 def test_cpu_profiles_are_subsets_of_the_paper_plan(profile: str) -> None:
-    paper = {(p.ablation, p.label, p.seed) for p in study.plan("paper")}
-    points = study.plan(profile)
+    paper = {(p.ablation, p.label, p.seed) for p in ablations.plan("paper")}
+    points = ablations.plan(profile)
     assert {(p.ablation, p.label, p.seed) for p in points} <= paper
     assert {"random_init", "fixed_tau", "dystress_grid"} <= {p.ablation for p in points}
 
@@ -106,7 +107,7 @@ def test_quick_profile_stays_within_its_cpu_budget(env: Path) -> None:
     # functional-forms point "cosine" is the grid's (0.07, 0.2) run, so it adds no run.
     keys = {r.key for r in study.load_results("quick") if r.point.ablation != "random_init"}
     assert len(keys) == 19
-    assert len(study.plan("quick")) == 21
+    assert len(ablations.plan("quick")) == 21
 
 
 # The CPU profiles' plans, written out: a new ablation must not lengthen the CPU books.
@@ -146,7 +147,7 @@ CPU_PLANS = {
 
 @pytest.mark.parametrize("profile", ["smoke", "quick"])
 def test_cpu_plans_are_unchanged_and_cifar10_only(env: Path, profile: str) -> None:
-    points = study.plan(profile)
+    points = ablations.plan(profile)
     assert [p.id for p in points] == CPU_PLANS[profile]
     assert {study.build_config(profile, p.parameters).dataset for p in points} == {"cifar10"}
     assert {r.dataset for r in study.load_results(profile)} == {"cifar10"}
@@ -222,7 +223,7 @@ OTHER_DATASETS = {
 
 def test_paper_plan_runs_cifar100_and_long_tailed_points_with_three_seeds() -> None:
     found: dict[tuple[str, str], set[int]] = {}
-    for p in study.plan("paper"):
+    for p in ablations.plan("paper"):
         params = p.parameters
         if params.get("dataset", "cifar10") == "cifar10":
             continue
@@ -235,7 +236,7 @@ def test_paper_plan_runs_cifar100_and_long_tailed_points_with_three_seeds() -> N
 @pytest.mark.parametrize(("ablation", "label"), sorted(OTHER_DATASETS))
 def test_paper_only_points_build_valid_paper_configs(env: Path, ablation: str, label: str) -> None:
     paper = get_profile("paper")
-    points = [p for p in study.plan("paper") if (p.ablation, p.label) == (ablation, label)]
+    points = [p for p in ablations.plan("paper") if (p.ablation, p.label) == (ablation, label)]
     expected = OTHER_DATASETS[(ablation, label)]
     for p in points:
         c = study.build_config("paper", p.parameters)
@@ -251,7 +252,7 @@ def test_paper_only_points_build_valid_paper_configs(env: Path, ablation: str, l
 
 
 def test_paper_plan_keys_and_ids_are_unique_across_datasets(env: Path) -> None:
-    points = study.plan("paper")
+    points = ablations.plan("paper")
     ids = [p.id for p in points]
     assert len(ids) == len(set(ids))
     by_key: dict[str, set[str]] = {}
@@ -283,7 +284,7 @@ def test_results_frame_has_dataset_and_class_averaged_columns(env: Path) -> None
     final = {"knn_top1": 50.0, "knn1_class_averaged": 41.5, "knn10_class_averaged": 44.25, "test_size": 10000}
     (lt.run_dir / "final_metrics.json").write_text(json.dumps(final))
     (lt.run_dir / "run.json").write_text(json.dumps({"status": "complete"}))
-    frame = study.results_frame(study.load_results("paper"))
+    frame = study_results.results_frame(study.load_results("paper"))
     row = frame[frame.id == lt.point.id].iloc[0]
     assert row.dataset == "cifar10_lt" and row.status == "complete"
     assert (row.knn1_class_averaged, row.knn10_class_averaged) == (41.5, 44.25)
@@ -296,14 +297,16 @@ def test_results_frame_has_dataset_and_class_averaged_columns(env: Path) -> None
 def test_ts_period_is_twice_the_profile_epochs() -> None:
     for profile in ("smoke", "quick", "paper"):
         ts = [
-            study._profile_point(p, profile) for p in study.ABLATIONS["baselines"].points if p.label == "TS"
+            ablations._profile_point(p, profile)
+            for p in ablations.ABLATIONS["baselines"].points
+            if p.label == "TS"
         ]
         assert {p.parameters["period"] for p in ts} == {2 * get_profile(profile).epochs}
 
 
 def test_plan_rejects_unknown_profile() -> None:
     with pytest.raises(ValueError, match="profile must be one of"):
-        study.plan("huge")
+        ablations.plan("huge")
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -378,15 +381,15 @@ def test_code_version_follows_template_code_not_markdown(
 
 
 def test_mean_ci95_matches_student_t() -> None:
-    mean, half = study.mean_ci95([1.0, 2.0, 3.0])
+    mean, half = findings.mean_ci95([1.0, 2.0, 3.0])
     assert mean == pytest.approx(2.0)
     assert half == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3), rel=1e-9)  # t(0.975, 2) sd / sqrt(n)
-    mean, half = study.mean_ci95([80.0, 82.0])
+    mean, half = findings.mean_ci95([80.0, 82.0])
     assert mean == pytest.approx(81.0)
     assert half == pytest.approx(12.706204736174704 * math.sqrt(2.0) / math.sqrt(2), rel=1e-9)
-    assert math.isnan(study.mean_ci95([5.0])[1])
+    assert math.isnan(findings.mean_ci95([5.0])[1])
     with pytest.raises(ValueError, match="values"):
-        study.mean_ci95([])
+        findings.mean_ci95([])
 
 
 # ---------------------------------------------------------------------------------------------- orchestration
@@ -444,9 +447,9 @@ def test_run_study_only_keeps_a_run_shared_with_an_earlier_ablation(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # forms/cosine is the same configuration as dystress_grid/(0.07, 0.2), which comes first in the plan.
-    forms = [p for p in study.plan("paper") if p.ablation == "forms"]
+    forms = [p for p in ablations.plan("paper") if p.ablation == "forms"]
     assert dict(forms[0].parameters) == dict(
-        next(p for p in study.plan("paper") if p.id == "dystress_grid/(0.07, 0.2)/s0").parameters
+        next(p for p in ablations.plan("paper") if p.id == "dystress_grid/(0.07, 0.2)/s0").parameters
     )
     called: list[str] = []
 
@@ -469,7 +472,7 @@ def test_ensure_results_raises_on_failure_and_only_reports_paper(
     assert report.ran == [] and not (env / "paper").exists()
     assert {r.status for r in report.results} <= {"missing", "invalid"}
     monkeypatch.setattr(study, "template_path", lambda: fake_template)
-    monkeypatch.setattr(study, "plan", lambda profile: [study._fixed(0.1), study._dystress(0.1, 0.2)])
+    monkeypatch.setattr(study, "plan", lambda profile: [ablations._fixed(0.1), ablations._dystress(0.1, 0.2)])
     done = study.load_results("smoke")[0].run_dir  # the fixed-tau run is already complete
     done.mkdir(parents=True)
     (done / "final_metrics.json").write_text("{}")
@@ -496,7 +499,7 @@ def test_cli_list_and_bad_arguments(env: Path, capsys: pytest.CaptureFixture[str
     assert "missing" in out and "fixed_tau/0.1/s0" in out
     assert f"code version {study.code_version()}" in out and "results of other code" not in out
     # a complete run of the same point under older code is pointed out (its folder has another key)
-    point = next(p for p in study.plan("smoke") if p.id == "fixed_tau/0.1/s0")
+    point = next(p for p in ablations.plan("smoke") if p.id == "fixed_tau/0.1/s0")
     key = study.run_key(study.build_config("smoke", point.parameters))
     older = env / "smoke" / (key.rsplit("-", 1)[0] + "-0123456789ab")
     older.mkdir(parents=True)
@@ -564,7 +567,7 @@ def test_run_study_skips_the_runs_of_a_dataset_whose_data_are_missing(
     monkeypatch.setattr(study, "run_point", fake_run_point)
     out = io.StringIO()
     study.run_study("paper", only=["cifar100", "random_init"], stream=out)
-    cifar100 = [p.id for p in study.plan("paper") if p.ablation == "cifar100"]
+    cifar100 = [p.id for p in ablations.plan("paper") if p.ablation == "cifar100"]
     assert called == ["random_init/random initialisation/s0", cifar100[0]]
     text = out.getvalue()
     assert f"skipped, no cifar100 data (see the failure of {cifar100[0]})" in text

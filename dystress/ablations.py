@@ -1,0 +1,326 @@
+"""The ablations of the study: named points (notebook parameters) and the plan of each profile.
+
+Every point of :data:`ABLATIONS` is a set of notebook parameters (config fields plus the temperature
+function's own parameters); :func:`plan` lists a profile's points (``paper``: all of them; the CPU
+profiles: :data:`SUBSETS`). :mod:`dystress.study` runs them; :mod:`dystress.results` tabulates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ABLATIONS", "PROFILE_NAMES", "SUBSETS", "Ablation", "Point", "plan"]
+
+#: Profiles with a plan (``imagenet100`` is a config profile, not run by the study).
+PROFILE_NAMES = ("smoke", "quick", "paper")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of an ablation: notebook parameters (without ``profile``) and a label for tables."""
+
+    ablation: str
+    label: str
+    params: tuple[tuple[str, Any], ...]
+
+    @property
+    def seed(self) -> int:
+        return int(dict(self.params).get("seed", 0))
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The notebook parameters as a dict (tuples stored for hashability come back as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
+
+    @property
+    def id(self) -> str:
+        return f"{self.ablation}/{self.label}/s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A named family of points with a one-line description for the book."""
+
+    name: str
+    title: str
+    description: str
+    points: tuple[Point, ...]
+
+
+def _point(ablation: str, label: str, seed: int = 0, **params: Any) -> Point:
+    return Point(ablation, label, _freeze({**params, "seed": seed}))
+
+
+def _freeze(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+#: The DySTreSS range of the authors' CIFAR script and of the profiles; the reference of the shifted
+#: and functional-form ablations.
+REFERENCE_RANGE = (0.07, 0.2)
+FIXED_TAUS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+GRID_TAU_MIN = (0.05, 0.07, 0.1, 0.2)
+GRID_TAU_MAX = (0.1, 0.2, 0.3, 0.5, 1.0)
+SHIFTS = ((-0.4, 0.7), (-0.3, 0.7), (-0.5, 0.7), (-0.4, 0.6), (-0.4, 0.8), (0.4, 0.8))
+FORMS = ("cosine", "linear", "exponential", "one_sided_cosine")
+SEEDS = (0, 1, 2)
+
+
+def _dystress(tau_min: float, tau_max: float, seed: int = 0, ablation: str = "dystress_grid") -> Point:
+    return _point(
+        ablation, f"({tau_min:g}, {tau_max:g})", seed, temperature="cosine", tau_min=tau_min, tau_max=tau_max
+    )
+
+
+def _fixed(tau: float, seed: int = 0) -> Point:
+    return _point("fixed_tau", f"{tau:g}", seed, temperature="constant", tau=tau)
+
+
+def _shifted(offset: float, scale: float, seed: int = 0) -> Point:
+    lo, hi = REFERENCE_RANGE
+    return _point(
+        "shifted",
+        f"({offset:g}, {scale:g})",
+        seed,
+        temperature="shifted_cosine",
+        tau_min=lo,
+        tau_max=hi,
+        offset=offset,
+        scale=scale,
+    )
+
+
+def _form(name: str, seed: int = 0) -> Point:
+    lo, hi = REFERENCE_RANGE
+    return _point("forms", name, seed, temperature=name, tau_min=lo, tau_max=hi)
+
+
+def _baseline(name: str, seed: int = 0) -> Point:
+    if name == "TS":
+        # One period over twice the run (tau_plus at epoch 0, tau_minus at the last epoch), the shape of
+        # Kukleva et al.'s T = 400 for 200 epochs; the period is filled in per profile by plan().
+        return _point("baselines", "TS", seed, temperature="ts_schedule", tau_plus=1.0, tau_minus=0.1)
+    return _point("baselines", "MACL", seed, temperature="macl", tau_0=0.1, alpha=0.5, a_0=0.0)
+
+
+def _random_init(seed: int = 0) -> Point:
+    return _point("random_init", "random initialisation", seed, epochs=0, snapshot_epochs=[0])
+
+
+#: Points repeated with the extra seeds of :data:`SEEDS` (in their own ablation) in the paper profile.
+SEEDED_IDS = frozenset(
+    p.id
+    for p in (
+        _fixed(0.1),
+        _fixed(0.2),
+        _fixed(0.5),
+        _dystress(*REFERENCE_RANGE),
+        _dystress(0.1, 0.2),
+        _shifted(-0.4, 0.7),
+        _baseline("TS"),
+        _baseline("MACL"),
+    )
+)
+
+
+def _with_seeds(points: Iterable[Point]) -> tuple[Point, ...]:
+    """Each point, followed by its repeats with the other :data:`SEEDS` when it is in :data:`SEEDED_IDS`."""
+    out = []
+    for p in points:
+        out.append(p)
+        if p.id in SEEDED_IDS:
+            out.extend(
+                Point(p.ablation, p.label, _freeze({**p.parameters, "seed": s})) for s in SEEDS if s != p.seed
+            )
+    return tuple(out)
+
+
+_SEEDS_NOTE = f"; seeds {', '.join(map(str, SEEDS))} for the main points"
+
+#: Kukleva et al.'s TS period (epochs); the length of the paper's long-tailed comparison with TS (their
+#: training length, five TS periods); the imbalance ratio n_min / n_max of the long-tailed setups.
+TS_PERIOD = 400
+LT_TS_EPOCHS = 2000
+LT_IMBALANCE_RATIO = 0.01
+#: Labels of the long-tailed points trained for LT_TS_EPOCHS epochs.
+LT_TS_LABEL = f"TS, {LT_TS_EPOCHS} epochs"
+LT_DYSTRESS_LONG_LABEL = f"DySTreSS (0.07, 0.2), {LT_TS_EPOCHS} epochs"
+
+
+def _on_dataset(
+    dataset: str, label: str, point: Point, ablation: str | None = None, **params: Any
+) -> tuple[Point, ...]:
+    """``point``'s method trained on ``dataset`` (with ``params``): ablation ``ablation`` (default:
+    ``dataset``), every seed."""
+    base = {**point.parameters, **params, "dataset": dataset}
+    return tuple(Point(ablation or dataset, label, _freeze({**base, "seed": s})) for s in SEEDS)
+
+
+def _cifar100() -> tuple[Point, ...]:
+    return (
+        _on_dataset("cifar100", "SimCLR (tau 0.2)", _fixed(0.2))
+        + _on_dataset("cifar100", "MACL", _baseline("MACL"))
+        + _on_dataset("cifar100", "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE))
+        + _on_dataset("cifar100", "DySTreSS (0.1, 0.2)", _dystress(0.1, 0.2))
+    )
+
+
+def _long_tailed(dataset: str) -> tuple[Point, ...]:
+    """The paper's long-tailed comparison with SimCLR, at the profile's epochs (200)."""
+    lt = {"imbalance_ratio": LT_IMBALANCE_RATIO}
+    return _on_dataset(dataset, "SimCLR (tau 0.2)", _fixed(0.2), **lt) + _on_dataset(
+        dataset, "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE), **lt
+    )
+
+
+def _long_tailed_ts(dataset: str) -> tuple[Point, ...]:
+    """The paper's long-tailed comparison with TS, at :data:`LT_TS_EPOCHS` epochs (TS needs several
+    periods: in 200 epochs tau would only fall from tau_plus to tau_minus); ablation ``<dataset>_ts``."""
+    long = {"imbalance_ratio": LT_IMBALANCE_RATIO, "epochs": LT_TS_EPOCHS}
+    ablation = f"{dataset}_ts"
+    return _on_dataset(
+        dataset, LT_TS_LABEL, _baseline("TS"), ablation, period=TS_PERIOD, **long
+    ) + _on_dataset(dataset, LT_DYSTRESS_LONG_LABEL, _dystress(*REFERENCE_RANGE), ablation, **long)
+
+
+_SEEDS_ALL = f"; seeds {', '.join(map(str, SEEDS))}; paper profile only"
+_LT_NOTE = (
+    f"SimCLR (fixed tau 0.2) and DySTreSS (0.07, 0.2), imbalance ratio {LT_IMBALANCE_RATIO:g}; "
+    "class-averaged 1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
+)
+_LT_TS_NOTE = (
+    f"TS (tau_plus 1.0, tau_minus 0.1, period {TS_PERIOD}) and DySTreSS (0.07, 0.2) for {LT_TS_EPOCHS} "
+    f"epochs (the paper's comparison with TS), imbalance ratio {LT_IMBALANCE_RATIO:g}; class-averaged "
+    "1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
+)
+
+#: Every ablation at full (paper) size; :func:`plan` takes a profile's subset.
+ABLATIONS: dict[str, Ablation] = {
+    a.name: a
+    for a in (
+        Ablation(
+            "random_init",
+            "Random initialisation",
+            "the untrained network (epochs = 0) evaluated like every other run",
+            (_random_init(),),
+        ),
+        Ablation(
+            "fixed_tau",
+            "Fixed temperature (SimCLR / NT-Xent)",
+            "one temperature for every pair: " + ", ".join(f"{t:g}" for t in FIXED_TAUS) + _SEEDS_NOTE,
+            _with_seeds(_fixed(t) for t in FIXED_TAUS),
+        ),
+        Ablation(
+            "dystress_grid",
+            "DySTreSS (tau_min, tau_max) grid",
+            "cosine temperature, tau_min in {"
+            + ", ".join(f"{t:g}" for t in GRID_TAU_MIN)
+            + "} x tau_max in {"
+            + ", ".join(f"{t:g}" for t in GRID_TAU_MAX)
+            + "}, tau_min < tau_max"
+            + _SEEDS_NOTE,
+            _with_seeds(_dystress(lo, hi) for lo in GRID_TAU_MIN for hi in GRID_TAU_MAX if lo < hi),
+        ),
+        Ablation(
+            "shifted",
+            "Shifted cosine DySTreSS* (offset, scale)",
+            f"(tau_min, tau_max) = {REFERENCE_RANGE}; (offset, scale) in "
+            + ", ".join(map(str, SHIFTS))
+            + _SEEDS_NOTE,
+            _with_seeds(_shifted(o, k) for o, k in SHIFTS),
+        ),
+        Ablation(
+            "forms",
+            "Functional forms of tau(s)",
+            f"(tau_min, tau_max) = {REFERENCE_RANGE}: " + ", ".join(FORMS),
+            tuple(_form(f) for f in FORMS),
+        ),
+        Ablation(
+            "baselines",
+            "Baselines with a global temperature",
+            "TS (tau_plus 1.0, tau_minus 0.1, period 2 x epochs) and MACL (tau_0 0.1, alpha 0.5, A_0 0)"
+            + _SEEDS_NOTE,
+            _with_seeds((_baseline("TS"), _baseline("MACL"))),
+        ),
+        Ablation(
+            "cifar100",
+            "CIFAR-100",
+            "SimCLR (fixed tau 0.2), MACL and DySTreSS (0.07, 0.2) and (0.1, 0.2) on CIFAR-100" + _SEEDS_ALL,
+            _cifar100(),
+        ),
+        Ablation("cifar10_lt", "CIFAR-10-LT", "on CIFAR-10-LT: " + _LT_NOTE, _long_tailed("cifar10_lt")),
+        Ablation("cifar100_lt", "CIFAR-100-LT", "on CIFAR-100-LT: " + _LT_NOTE, _long_tailed("cifar100_lt")),
+        Ablation(
+            "cifar10_lt_ts",
+            "CIFAR-10-LT vs TS",
+            "on CIFAR-10-LT: " + _LT_TS_NOTE,
+            _long_tailed_ts("cifar10_lt"),
+        ),
+        Ablation(
+            "cifar100_lt_ts",
+            "CIFAR-100-LT vs TS",
+            "on CIFAR-100-LT: " + _LT_TS_NOTE,
+            _long_tailed_ts("cifar100_lt"),
+        ),
+    )
+}
+
+#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation; the CIFAR-100 and
+#: long-tailed ablations are paper-only).
+SUBSETS: dict[str, frozenset[str]] = {
+    "smoke": frozenset(
+        p.id
+        for p in (_random_init(), _fixed(0.1), _fixed(0.5), _dystress(*REFERENCE_RANGE), _shifted(-0.4, 0.7))
+    ),
+    # every seed of the points that the reproduction compares (SimCLR's tau 0.2, MACL, DySTreSS (0.07,
+    # 0.2)) and of the fixed tau that scored best in the first quick build (0.1), one seed of the
+    # others: fixed 0.05 and 0.15 on either side of it, so that the sweep brackets its best value, and
+    # TS. The cosine form is the grid's (0.07, 0.2) run under another ablation's name (no extra run).
+    "quick": frozenset(
+        p.id
+        for p in (
+            _random_init(),
+            _fixed(0.05),
+            *(_fixed(0.1, s) for s in SEEDS),
+            _fixed(0.15),
+            *(_fixed(0.2, s) for s in SEEDS),
+            _fixed(0.5),
+            *(_dystress(*REFERENCE_RANGE, seed=s) for s in SEEDS),
+            _dystress(0.1, 0.2),
+            _dystress(0.1, 0.5),
+            _shifted(-0.4, 0.7),
+            _form("cosine"),
+            _baseline("TS"),
+            *(_baseline("MACL", s) for s in SEEDS),
+        )
+    ),
+}
+
+
+def _profile_point(point: Point, profile: str) -> Point:
+    """Fill in profile-dependent parameters (the TS period: twice the profile's epochs)."""
+    params = point.parameters
+    if params.get("temperature") == "ts_schedule" and "period" not in params:
+        from dystress.config import get_profile
+
+        params["period"] = 2 * get_profile(profile).epochs
+        return Point(point.ablation, point.label, _freeze(params))
+    return point
+
+
+def plan(profile: str) -> list[Point]:
+    """The points of ``profile`` in ablation order (a configuration may appear in several ablations).
+
+    ``paper`` runs everything; ``smoke`` and ``quick`` run :data:`SUBSETS`.
+    """
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
+    subset = SUBSETS.get(profile)
+    return [
+        _profile_point(p, profile)
+        for ablation in ABLATIONS.values()
+        for p in ablation.points
+        if subset is None or p.id in subset
+    ]
