@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_group import free_port, gloo_group
 from torch import nn
 
 from dystress.distributed import gather_with_grad, rank, world_size
@@ -52,14 +51,7 @@ def run(criterion: nn.Module, z0: torch.Tensor, z1: torch.Tensor) -> dict[str, o
 
 
 def worker(rank_: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank_,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
+    with gloo_group(rank_, WORLD, port):
         torch.set_num_threads(1)
         assert (world_size(), rank()) == (WORLD, rank_)
         z0, z1 = full_batch()
@@ -76,14 +68,6 @@ def worker(rank_: int, port: int, out: str) -> None:
         (y * c).sum().backward()
         results["gather"] = {"y": y.detach(), "grad": x.grad}
         torch.save(results, Path(out) / f"rank{rank_}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

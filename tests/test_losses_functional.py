@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
 import inspect
 import math
 import re
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_group import free_port, gloo_group
 
 import dystress.losses.functional as functional
 from dystress.losses import DCLLoss, InfoNCELoss
@@ -256,14 +255,7 @@ CASES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
+    with gloo_group(rank, WORLD, port):
         torch.set_num_threads(1)
         z0, z1 = views(WORLD, 5, seed=9)
         local = slice(rank, rank + 1)
@@ -277,20 +269,12 @@ def _worker(rank: int, port: int, out: str) -> None:
         except ValueError as err:
             results["local-error"] = str(err)
         torch.save(results, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_one_sample_per_rank_uses_the_global_batch(tmp_path: Path) -> None:
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     z0, z1 = views(WORLD, 5, seed=9)
     for name, call in CASES.items():
