@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -218,6 +219,7 @@ def _hash_files(paths: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=512)  # keyed by the source text: parsed once per file version
 def _code_only(source: str) -> bytes:
     """``source`` (Python) without its comments, docstrings, trailing spaces and blank lines.
 
