@@ -23,6 +23,7 @@ __all__ = [
     "BestFixed",
     "Estimate",
     "TradeOff",
+    "against_best_fixed",
     "best_fixed",
     "compare",
     "estimate",
@@ -208,6 +209,22 @@ def best_fixed(agg: Any, ablation: str = "fixed_tau") -> BestFixed | None:
     caveats = text[:1].upper() + text[1:] + "." if text else ""
     best = from_aggregate(agg, ablation, row["label"])
     return BestFixed(str(row["label"]), float(row["tau"]), best, caveats)  # type: ignore[arg-type]
+
+
+def against_best_fixed(name: str, ours: Estimate | None, agg: Any, ablation: str = "fixed_tau") -> list[str]:
+    """Sentences comparing ``ours`` (named ``name``) with the best fixed temperature of ``agg``'s
+    ``ablation`` (a test-set oracle, with its caveats) and, when that pick rests on one seed, with the
+    best one run with several seeds; empty when no fixed temperature has a result."""
+    best = best_fixed(agg, ablation)
+    if best is None:
+        return []
+    oracle = f"the best fixed tau of the sweep ({best.label}, a test-set oracle)"
+    lines = [compare(name, ours, oracle, best.estimate) + "." + (f" {best.caveats}" if best.caveats else "")]
+    seeded = best_fixed(agg[agg.n >= 2], ablation)
+    if best.estimate.n == 1 and seeded is not None:
+        several = f"the best fixed tau run with several seeds ({seeded.label})"
+        lines.append(compare(name, ours, several, seeded.estimate) + ".")
+    return lines
 
 
 def from_aggregate(agg: Any, ablation: str, label: str) -> Estimate | None:

@@ -11,6 +11,7 @@ from scipy import stats
 
 from dystress.findings import (
     Estimate,
+    against_best_fixed,
     best_fixed,
     compare,
     estimate,
@@ -163,3 +164,19 @@ def test_compare_says_equal_and_verdict_needs_something_to_compare() -> None:
     )
     with pytest.raises(ValueError, match="others must name at least one result"):
         verdict(DYS, {})
+
+
+def test_against_best_fixed_adds_the_several_seed_pick_when_the_best_rests_on_one() -> None:
+    agg = _agg([("0.05", 0.05, 48.0, math.nan, 1), ("0.1", 0.1, 47.5, 1.3, 3), ("0.2", 0.2, 45.3, 0.6, 3)])
+    lines = against_best_fixed("D", DYS, agg)
+    oracle = "the best fixed tau of the sweep (0.05, a test-set oracle)"
+    assert lines == [
+        compare("D", DYS, oracle, Estimate(48.0, math.nan, 1))
+        + ". It is the smallest temperature run here, so the best fixed value may lie beyond it; it rests "
+        "on one seed, and the largest of several single runs is biased upwards.",
+        compare("D", DYS, "the best fixed tau run with several seeds (0.1)", Estimate(47.5, 1.3, 3)) + ".",
+    ]
+    assert "more than the margin of ±1.48" in lines[1]  # 45.48 ± 0.70 against 47.5 ± 1.3
+    inner = _agg([("0.05", 0.05, 46.0, 1.0, 3), ("0.1", 0.1, 47.5, 1.3, 3), ("0.2", 0.2, 45.3, 0.6, 3)])
+    assert len(against_best_fixed("D", DYS, inner)) == 1  # a several-seed pick needs no second sentence
+    assert against_best_fixed("D", DYS, _agg([("0.1", 0.1, math.nan, math.nan, 0)])) == []
