@@ -10,7 +10,7 @@
 #          loaders on CUDA
 #
 # Run from the repository root on a CUDA machine with torch, torchvision, numpy, scipy, scikit-learn
-# and pyyaml (the book stack is not needed):
+# and pyyaml (the book stack is not needed), with $PYTHON (default python3) the interpreter that has them:
 #
 #     mkdir -p .gpu && cp ../shared/data/{cifar10_jpeg.npz,make_cifar10.py,batches.meta} .gpu/   # offline data
 #     OUT=gpu_results bash benchmarks/gpu_check.sh core
@@ -33,7 +33,8 @@ OUT=${OUT:-gpu_results}
 DATA=${DYSTRESS_DATA:-data}
 LIMIT=${STEP_LIMIT_S:-300}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PY
 FAILED=0
 
 # step NAME OUTFILE CMD...: run CMD (a command or an exported function) under the time limit, tee its output to $OUT/OUTFILE, record it.
@@ -52,30 +53,31 @@ paper() { # paper RUN_DIR OVERRIDES...: a short paper-profile run on $DATA, no p
     local dir=$1
     shift
     # shellcheck disable=SC2086  # PAPER_EXTRA is a list of words: --set k=v ...
-    python -m dystress.cli pretrain --profile paper --set "data_root=$DATA" --set linear_probe=false \
+    "$PY" -m dystress.cli pretrain --profile paper --set "data_root=$DATA" --set linear_probe=false \
         --run-dir "$OUT/$dir" --no-progress "$@" ${PAPER_EXTRA:-}
 }
 
 setup() {
-    if [ -f .gpu/make_cifar10.py ] && [ ! -d "$DATA/cifar-10-batches-py" ]; then python .gpu/make_cifar10.py "$DATA"; fi
+    if [ -f .gpu/make_cifar10.py ] && [ ! -d "$DATA/cifar-10-batches-py" ]; then "$PY" .gpu/make_cifar10.py "$DATA"; fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv &&
-        python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+        "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+            'torchvision', torchvision.__version__)"
 }
 
 export -f paper setup
 export OUT DATA
 step setup gpu.txt setup
 if [ "$STAGE" != paths ]; then
-    step throughput throughput.md python benchmarks/throughput.py --device cuda --backbone resnet18 \
+    step throughput throughput.md "$PY" benchmarks/throughput.py --device cuda --backbone resnet18 \
         --batch-size 512 --data-root "$DATA"
-    step throughput_joint throughput_joint.md python benchmarks/throughput.py --device cuda --backbone resnet18 \
+    step throughput_joint throughput_joint.md "$PY" benchmarks/throughput.py --device cuda --backbone resnet18 \
         --batch-size 512 --data-root "$DATA" --modes engine,model --view-forward joint
     # A short real run of the paper profile (ResNet-18, full CIFAR-10, bf16): 3 epochs, last-epoch kNN.
     step paper_3ep paper_3ep.log paper paper_3ep --set epochs=3 --set "snapshot_epochs=[0,3]"
 fi
 if [ "$STAGE" != core ]; then
-    step loss_bench loss_bench.md python benchmarks/loss_bench.py --device cuda
-    step metrics_bench metrics_bench.md python benchmarks/metrics_bench.py --device cuda --sizes 10000 50000
+    step loss_bench loss_bench.md "$PY" benchmarks/loss_bench.py --device cuda
+    step metrics_bench metrics_bench.md "$PY" benchmarks/metrics_bench.py --device cuda --sizes 10000 50000
     # Host-streamed training data (pinned staging, non_blocking copies) ...
     step paper_1ep_host paper_1ep_host.log paper paper_1ep_host --set epochs=1 --set data_placement=host \
         --set "snapshot_epochs=[]"
@@ -83,9 +85,9 @@ if [ "$STAGE" != core ]; then
     step paper_2ep_compile paper_2ep_compile.log paper paper_2ep_compile --set epochs=2 --set compile=true \
         --set "snapshot_epochs=[]"
     # ... HostBatchLoader's pinned double buffer under a busy GPU (exit 1 if a batch differs) ...
-    step host_loader_check host_loader_check.txt python benchmarks/host_loader_check.py
+    step host_loader_check host_loader_check.txt "$PY" benchmarks/host_loader_check.py
     # ... and image folders: parallel decode into the cache, host vs device loaders on CUDA (same batches).
-    step imagefolder_bench imagefolder_bench.md python benchmarks/imagefolder_bench.py --device cuda \
+    step imagefolder_bench imagefolder_bench.md "$PY" benchmarks/imagefolder_bench.py --device cuda \
         --n 10000 --workers 16 --compute-ms 50
 fi
 for run in paper_3ep paper_1ep_host paper_2ep_compile; do

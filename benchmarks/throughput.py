@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         view_forward=args.view_forward,
     )
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the engine's runs (dystress.train)
     bf16 = uses_bf16(config, device)
     channels_last = config.channels_last and (bf16 or device.type == "cuda")
     torch.manual_seed(0)

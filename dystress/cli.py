@@ -193,13 +193,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from dystress.evaluate import evaluate_checkpoint
 
-        checkpoint = Path(args.checkpoint)
-        if checkpoint.is_dir() and (checkpoint / "checkpoints" / "last.pt").is_file():
-            checkpoint = checkpoint / "checkpoints" / "last.pt"  # a run folder
         if args.batch_size is not None and args.batch_size < 1:
             raise _UserError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
         metrics = evaluate_checkpoint(
-            checkpoint,
+            args.checkpoint,  # a checkpoint file or a run folder
             data_root=args.data_root,
             out=args.out,
             device=args.device,

@@ -137,7 +137,8 @@ FIELD_HELP: dict[str, str] = {
     "precision": "fp32, bf16 (autocast, also on CPU) or auto (bf16 on a CUDA GPU with native bf16, "
     "else fp32)",
     "channels_last": "channels-last memory format where bf16 autocast runs",
-    "compile": "torch.compile the model",
+    "compile": "torch.compile the model (tested on one process; under DDP, torch.compile breaks its graph at "
+    "synchronised BatchNorm: PyTorch issues 161302, 107372)",
     "view_forward": "separate (each view through the network on its own: BatchNorm statistics per view, as "
     "the authors' CIFAR script, solo-learn and lightly's CIFAR benchmark) or joint (both views in one batch, "
     "as SimCLR's code and the authors' ImageNet code)",

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Pretrained",
+    "checkpoint_file",
     "embed_views",
     "evaluate_backbone",
     "evaluate_checkpoint",
@@ -94,11 +95,12 @@ def embed_views(
     device = images.device
     g = torch.Generator(device=device).manual_seed(seed)
     outs: tuple[list[Tensor], list[Tensor]] = ([], [])
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start : start + batch_size]
-            for out in outs:
-                out.append(backbone(augmentation(batch, g)).flatten(1).float())
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        for out in outs:
+            view = augmentation(batch, g)  # in float32, as in training; only the backbone under autocast
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out.append(backbone(view).flatten(1).float())
     return torch.cat(outs[0]), torch.cat(outs[1])
 
 
@@ -169,13 +171,25 @@ class Pretrained:
     epoch: int
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself when it is a file, ``path/checkpoints/last.pt`` when it is a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        last = path / "checkpoints" / "last.pt"
+        if not last.is_file():
+            raise FileNotFoundError(f"run folder {path} has no checkpoint {last} (has the run started?)")
+        return last
+    return path
+
+
 def load_pretrained(path: str | Path, device: str = "cpu") -> Pretrained:
-    """The model stored in checkpoint ``path`` (``checkpoints/last.pt`` of a run; loaded weights-only),
-    on ``device`` (``auto``, ``cpu`` or ``cuda``), in eval mode.
+    """The model stored in checkpoint ``path`` (a ``checkpoints/last.pt``, or a run folder: its
+    ``checkpoints/last.pt``; loaded weights-only), on ``device`` (``auto``, ``cpu`` or ``cuda``), in
+    eval mode.
 
     Example::
 
-        pre = load_pretrained("runs/quick/<run>/checkpoints/last.pt")
+        pre = load_pretrained("runs/quick/<run>")
         features = pre.model.backbone(images)  # images: normalised float [B, 3, H, W]
     """
     from dystress.checkpoint import load_checkpoint
@@ -184,7 +198,7 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> Pretrained:
 
     if device not in DEVICES:
         raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
-    state = load_checkpoint(path)
+    state = load_checkpoint(checkpoint_file(path))
     config = PretrainConfig.from_saved(state["config"])
     with torch.random.fork_rng(devices=[]):  # the initialisation it overwrites draws no caller's numbers
         model = build_model(config)
@@ -203,7 +217,7 @@ def evaluate_checkpoint(
     """Evaluate the backbone stored in checkpoint ``path`` (loaded weights-only).
 
     Args:
-        path: a ``checkpoints/last.pt`` written by :func:`dystress.train.pretrain`.
+        path: a ``checkpoints/last.pt`` written by :func:`dystress.train.pretrain`, or its run folder.
         data_root: overrides the dataset folder stored in the checkpoint's config.
         out: when given, the metrics are also written there (JSON, atomically).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -231,7 +245,7 @@ def evaluate_checkpoint(
         build_augmentation(config, data.train, dev),
         amp=uses_bf16(config, dev),
     )
-    metrics.update(checkpoint=str(path), epoch=pre.epoch, run_id=pre.config.run_id())
+    metrics.update(checkpoint=str(checkpoint_file(path)), epoch=pre.epoch, run_id=pre.config.run_id())
     if out is not None:
         atomic_write_json(out, metrics)
     return metrics

@@ -51,10 +51,18 @@ Launch with torchrun; the process group is initialised from its environment vari
 
 ``batch_size`` is the global batch: every rank takes its own share of each global batch of the shared
 (seed, epoch) permutation, the loss gathers the negatives from all ranks, and BatchNorm is synchronised
-on CUDA. Only rank 0 writes files. The augmentation stream depends on the rank, so a checkpoint
-resumes only with the world size that wrote it. Rank 0 loads (downloads, decodes) the data first while
-the others wait, so the data root and the run dir must be on a file system that every node shares; the
-process group's timeout is 30 minutes (``DYSTRESS_DIST_TIMEOUT_MIN``) to cover that wait.
+on CUDA (synchronised BatchNorm all-gathers its statistics and syncs with the host in every BatchNorm
+layer, forward and backward: with small per-GPU batches a multi-GPU step is latency-bound; measure
+before scaling out). Only rank 0 writes files. The augmentation stream depends on the rank, so a
+checkpoint resumes only with the world size that wrote it, and every rank must see the same checkpoint
+(the ranks compare their start epochs and stop together otherwise). A checkpoint also resumes only on
+the kind of device (``cpu``/``cuda``) and in the precision that wrote it, which ``device = auto`` and
+``precision = auto`` resolve per machine. ``compile = true`` has been run on one process only: under
+DDP with synchronised BatchNorm, torch.compile breaks its graph at every BatchNorm (PyTorch issue
+161302, open) and has failed outright (issue 107372), so a multi-GPU run with it warns at its start.
+Rank 0 loads (downloads, decodes) the data first while the others wait, so the data root and the run
+dir must be on a file system that every node shares; the process group's timeout is 30 minutes
+(``DYSTRESS_DIST_TIMEOUT_MIN``) to cover that wait.
 
 On Slurm, one task per node running
 ``torchrun --nnodes $SLURM_NNODES --nproc_per_node $GPUS --rdzv_backend c10d
@@ -210,6 +218,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device='cuda' but CUDA is not available here")
         if torch.cuda.device_count() == 1:  # one visible GPU per process (CUDA_VISIBLE_DEVICES per task)
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun
+            if local_world > 1:
+                raise ValueError(
+                    f"{local_world} processes on this machine share its one visible GPU: start one "
+                    "process per GPU (torchrun --nproc_per_node <number of GPUs>), or give each its own "
+                    "GPU with CUDA_VISIBLE_DEVICES"
+                )
             return torch.device("cuda", 0)
         if local_rank >= torch.cuda.device_count():
             raise ValueError(
@@ -331,6 +346,33 @@ def _init_distributed(device_name: str) -> _Dist:
         )
         owns = True
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def _barrier(device: torch.device) -> None:
+    """``dist.barrier`` on this rank's GPU under NCCL (no guessing of the device), plain under gloo."""
+    if device.type == "cuda":
+        dist.barrier(device_ids=[device.index])
+    else:
+        dist.barrier()
+
+
+def _check_same_start(state: dict | None, refused: bool, ckpt_path: Path, device: torch.device) -> None:
+    """Every rank resumes from the same epoch (no checkpoint: -1), or none goes on: a rank that sees
+    another start raises CheckpointError here, one that ``refused`` its checkpoint raises its own error
+    after this call (collective: every rank calls it once).
+
+    Each rank reads ``last.pt`` itself: a run dir on a disk that not every process sees (or sees late)
+    would otherwise start ranks from different weights and epochs.
+    """
+    epoch = -2 if refused else -1 if state is None else int(state["epoch"])
+    bounds = torch.tensor([epoch, -epoch], dtype=torch.int64, device=device)
+    dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
+    first, last = -int(bounds[1]), int(bounds[0])
+    if first != last and not refused:
+        raise CheckpointError(
+            f"the processes see different checkpoints at {ckpt_path} (epochs {first} to {last}; -1: "
+            "none, -2: refused): put the run dir on a file system that every process reads"
+        )
 
 
 def _timeout_minutes(text: str) -> float:
@@ -499,15 +541,29 @@ def _set_epoch_all(
     temperature.set_epoch(epoch)
 
 
-def _resumable_state(ckpt_path: Path, run_dir: Path, config: PretrainConfig, world_size: int) -> dict:
-    """The checkpoint's state, refused (CheckpointError) when it was written with another world size.
+def _resumable_state(
+    ckpt_path: Path, run_dir: Path, config: PretrainConfig, world_size: int, device: torch.device, bf16: bool
+) -> dict:
+    """The checkpoint's state, refused (CheckpointError) when it was written with another world size,
+    on another kind of device, or in another precision.
 
     The augmentation stream depends on the rank, so a run only continues with its own number of
-    processes. Checkpoints older than the ``extra["world_size"]`` entry are checked against the
-    ``world_size`` of their epoch's record instead (and pass when there is none).
+    processes; ``device = auto`` and ``precision = auto`` resolve per machine, and a run that started
+    on a GPU in bf16 does not go on in fp32 on a CPU under the same id. Checkpoints older than the
+    ``extra["world_size"]`` entry are checked against the ``world_size`` of their epoch's record instead
+    (and pass when there is none); those without ``extra["device_type"]`` are not checked for device.
     """
     state = load_checkpoint(ckpt_path, config=config.to_dict(), map_location="cpu")
-    written_by = (state.get("extra") or {}).get("world_size")
+    extra = state.get("extra") or {}
+    for key, here in (("device_type", device.type), ("bf16", bf16)):
+        if key in extra and extra[key] != here:
+            raise CheckpointError(
+                f"checkpoint {ckpt_path} was written with {key} = {extra[key]!r}, this run has {here!r} "
+                f"(device = {config.device!r}, precision = {config.precision!r} on this machine): a run "
+                "continues on the kind of device and in the precision it started with; run it there, "
+                "set device/precision to match, or start a new run dir"
+            )
+    written_by = extra.get("world_size")
     if written_by is None:
         records = read_jsonl(run_dir / "records.jsonl")  # [] when there is none
         written_by = next((r.get("world_size") for r in records if r.get("epoch") == state["epoch"]), None)
@@ -608,12 +664,21 @@ def _pretrain(
 
     # the checkpoint to resume from is read (and checked) first: a refused resume costs no data loading
     # and every rank refuses it at once
-    state = _resumable_state(ckpt_path, run_dir, config, ddp.world_size) if ckpt_path.exists() else None
+    state, refusal = None, None
+    try:
+        if ckpt_path.exists():
+            state = _resumable_state(ckpt_path, run_dir, config, ddp.world_size, device, bf16)
+    except CheckpointError as err:
+        refusal = err
+    if ddp.world_size > 1:  # before raising: a rank that refuses alone must not leave the others waiting
+        _check_same_start(state, refusal is not None, ckpt_path, device)
+    if refusal is not None:
+        raise refusal
     if ddp.world_size > 1 and not is_main:
-        dist.barrier()  # rank 0 loads first, so only one process downloads and extracts
+        _barrier(device)  # rank 0 loads first, so only one process downloads and extracts
     data = load_data(config)
     if ddp.world_size > 1 and is_main:
-        dist.barrier()
+        _barrier(device)
     placement = resolve_placement(config.data_placement, data.train.images.numel(), device)
     loader_class = DeviceBatchLoader if placement == "device" else HostBatchLoader
     loader = loader_class(
@@ -648,6 +713,13 @@ def _pretrain(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.compile:
+        if ddp.world_size > 1 and device.type == "cuda" and is_main:
+            warnings.warn(
+                "compile=true under DDP with synchronised BatchNorm: torch.compile breaks its graph at "
+                "every BatchNorm (PyTorch issue 161302) and has failed there (issue 107372); if this run "
+                "fails or is slow, run it with compile=false",
+                stacklevel=2,
+            )
         model = torch.compile(model)
     aug_generator = torch.Generator(device=device)
 
@@ -765,11 +837,11 @@ def _pretrain(
                     temperature=temperature,
                     temperature_name=config.temperature,
                     generators={"augmentation": aug_generator},
-                    extra={"world_size": ddp.world_size},
+                    extra={"world_size": ddp.world_size, "device_type": device.type, "bf16": bf16},
                 )
     bar.close()
     if ddp.world_size > 1:
-        dist.barrier()
+        _barrier(device)
     if not is_main:
         return {}
 

@@ -192,7 +192,7 @@ def test_evaluate_prints_and_writes(
     )
     assert code == 0 and json.loads(out) == {"knn_top1": 50.0}
     assert seen == {
-        "path": Path("c.pt"),
+        "path": "c.pt",
         "data_root": "d",
         "out": "o.json",
         "device": "cpu",
@@ -315,12 +315,12 @@ def test_evaluate_takes_a_run_folder_and_checks_the_batch_size(
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"")
     assert _run(capsys, "evaluate", str(run))[0] == 0
-    assert seen["path"] == run / "checkpoints" / "last.pt"
+    assert seen["path"] == str(run)  # evaluate_checkpoint takes a run folder (checkpoint_file)
     code, out, err = _run(capsys, "evaluate", str(run), "--batch-size", "0")
     assert code == 2 and "--batch-size must be an integer >= 1, got 0" in err and out == ""
     monkeypatch.undo()
     code, _, err = _run(capsys, "evaluate", str(tmp_path))
-    assert code == 2 and "is a folder; a run's checkpoint is <run>/checkpoints/last.pt" in err
+    assert code == 2 and f"run folder {tmp_path} has no checkpoint {tmp_path}/checkpoints/last.pt" in err
     (tmp_path / "notes.txt").write_text("not a checkpoint\n" * 50)
     code, _, err = _run(capsys, "evaluate", str(tmp_path / "notes.txt"))
     assert code == 2 and "cannot be read (truncated or not a checkpoint)" in err

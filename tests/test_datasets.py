@@ -44,8 +44,8 @@ def test_md5_mismatch_names_files_and_match_is_silent(fake_cifar10, monkeypatch)
     with pytest.warns(UserWarning) as record:
         load_dataset("cifar10", fake_cifar10.root, train=False, download=False)
     message = str(record[0].message)
-    assert str(fake_cifar10.folder / "test_batch") in message
-    assert str(fake_cifar10.folder / "batches.meta") in message and "data_batch_1" not in message
+    assert message.startswith(f"cifar10: md5 of test_batch, batches.meta in {fake_cifar10.folder} differs")
+    assert "data_batch_1" not in message
 
     def md5(name):
         import hashlib

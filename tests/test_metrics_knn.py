@@ -85,12 +85,13 @@ def test_weighted_knn_matches_loop_reference(k, t, chunk_size, num_classes):
         assert res["top5"] == pytest.approx(top5)
     else:
         assert "top5" not in res
-    assert (res["k"], res["t"], res["num_classes"], res["n_train"], res["n_test"]) == (
+    assert (res["k"], res["t"], res["num_classes"], res["n_train"], res["n_test"], res["exclude_self"]) == (
         k,
         t,
         num_classes,
         40,
         13,
+        False,
     )
 
 
@@ -158,6 +159,7 @@ def test_class_averaged_matches_loop_reference(k, chunk_size):
         chunk_size=chunk_size,
     )
     assert res["accuracy"] == pytest.approx(_ref_class_averaged(bank, ybank, queries, yq, k, 4))
+    assert (res["k"], res["n_train"], res["n_test"], res["exclude_self"]) == (k, len(ybank), 24, False)
 
 
 def test_class_averaged_tie_goes_to_nearest_member_and_skips_absent_classes():
@@ -203,7 +205,7 @@ def test_weighted_knn_exclude_self_matches_leave_one_out_reference(k, t, chunk_s
     top1, top5 = _ref_weighted(x, y, x, y, k, t, 7, leave_one_out=True)
     assert res["top1"] == pytest.approx(top1)
     assert res["top5"] == pytest.approx(top5)
-    assert (res["n_train"], res["n_test"], res["k"]) == (40, 40, k)
+    assert (res["n_train"], res["n_test"], res["k"], res["exclude_self"]) == (40, 40, k, True)
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, 10])

@@ -274,6 +274,18 @@ def test_load_pretrained_validates_the_device_and_leaves_the_global_rng_alone(sm
         load_pretrained(run_dir / "checkpoints" / "last.pt", device="gpu")
 
 
+def test_load_pretrained_takes_a_run_folder(smoke_run, tmp_path: Path) -> None:  # noqa: ANN001
+    _, run_dir, _ = smoke_run
+    from_folder, from_file = load_pretrained(run_dir), load_pretrained(run_dir / "checkpoints" / "last.pt")
+    assert from_folder.epoch == from_file.epoch == 2 and from_folder.config == from_file.config
+    for (name, a), (_, b) in zip(
+        from_folder.model.state_dict().items(), from_file.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError, match=r"run folder .* has no checkpoint .*last.pt"):
+        load_pretrained(tmp_path)
+
+
 def test_a_run_dir_holding_only_a_config_is_free(cifar_root: Path, tmp_path: Path) -> None:
     """A run that stopped before writing anything but config.json (its data failed to load) does not
     claim the folder; one with a record does."""
@@ -367,7 +379,7 @@ def test_non_finite_weights_stop_the_run_even_when_the_loss_is_finite(
     with pytest.raises(TrainingDiverged, match=r"non-finite weights at the end of epoch 2 \(every loss"):
         pretrain(config, tmp_path, progress=False)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert state["epoch"] == 1 and state["extra"] == {"world_size": 1}
+    assert state["epoch"] == 1 and state["extra"] == {"world_size": 1, "device_type": "cpu", "bf16": False}
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert [r["epoch"] for r in read_jsonl(tmp_path / "records.jsonl")] == [1]
 
@@ -385,6 +397,41 @@ def test_resume_with_another_world_size_is_refused(cifar_root: Path, tmp_path: P
     atomic_torch_save(ckpt, state)
     with pytest.raises(CheckpointError, match=r"written by a run of 2 process\(es\), this one has 1"):
         pretrain(config, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("key", "written", "message"),
+    [
+        ("device_type", "cuda", r"device_type = 'cuda', this run has 'cpu' \(device = 'auto'"),
+        ("bf16", True, r"bf16 = True, this run has False \(device = 'auto', precision = 'auto' on this"),
+    ],
+)
+def test_resume_on_another_kind_of_device_or_precision_is_refused(
+    cifar_root: Path, tmp_path: Path, key: str, written: object, message: str
+) -> None:
+    """device = auto and precision = auto resolve per machine: a run begun on a GPU in bf16 keeps its
+    id on a CPU, but its checkpoint does not go on there in fp32."""
+    from dystress.checkpoint import CheckpointError
+    from dystress.io import atomic_torch_save
+
+    config = smoke_config(
+        cifar_root,
+        "train_subset=256",
+        "monitor_size=0",
+        "snapshot_epochs=[]",
+        "epochs=2",
+        "device=auto",
+        "precision=auto",
+    )
+    pretrain(config.with_overrides(["epochs=1"]), tmp_path / "short", progress=False)
+    ckpt = tmp_path / "short" / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    assert (state["extra"]["device_type"], state["extra"]["bf16"]) == ("cpu", False)
+    state["config"], state["extra"][key] = config.to_dict(), written  # as if written by the 2-epoch run
+    atomic_torch_save(tmp_path / "run" / "checkpoints" / "last.pt", state)
+    with pytest.raises(CheckpointError, match=message):
+        pretrain(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "final_metrics.json").exists()
 
 
 def test_old_checkpoints_are_checked_against_the_world_size_of_their_record(
@@ -440,6 +487,11 @@ def test_ranks_map_to_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert train_module.resolve_device("auto", local_rank=3) == torch.device("cuda", 0)  # one GPU per task
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun started two processes beside the one GPU
+    with pytest.raises(ValueError, match="2 processes on this machine share its one visible GPU"):
+        train_module.resolve_device("auto", local_rank=1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert train_module.resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert train_module.resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
     with pytest.raises(ValueError, match="local rank 4 has no GPU: this machine has 4"):
@@ -798,3 +850,23 @@ def test_train_step_forwards_the_views_as_configured(separate: bool) -> None:
         torch.testing.assert_close(a, b, msg=name)
     z0, z1 = (initial(v0)[1], initial(v1)[1]) if not separate else initial(torch.cat([v0, v1]))[1].chunk(2)
     assert abs(float(loss_fn(z0, z1).detach()) - float(loss)) > 1e-3  # the other choice: another loss
+
+
+def test_embed_views_augments_in_float32_under_autocast() -> None:
+    """Only the backbone runs under bf16 autocast: the views (here with a blur, whose convolutions
+    autocast would run in bf16) are those of the augmentation run on its own, in float32."""
+    from dystress.data.augment import SimCLRAugmentation
+    from dystress.evaluate import embed_views
+
+    aug = SimCLRAugmentation(image_size=16, blur_prob=1.0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    images = torch.randint(
+        0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    v0, v1 = embed_views(nn.Flatten(), images, aug, seed=7, batch_size=4, amp=True)
+    g = torch.Generator().manual_seed(7)
+    expected: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+    for start in (0, 4):  # batch by batch, view 0 then view 1 of each batch
+        for out in expected:
+            out.append(aug(images[start : start + 4], g).flatten(1))
+    assert v0.dtype == torch.float32
+    assert torch.equal(v0, torch.cat(expected[0])) and torch.equal(v1, torch.cat(expected[1]))

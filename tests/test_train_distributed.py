@@ -224,5 +224,63 @@ def test_divergence_on_one_rank_stops_every_rank_at_the_earliest_bad_step(
         ], name
 
 
+# ------------------------------------------------------------------------- the same checkpoint everywhere
+#: name: each rank's checkpoint epoch (None: no checkpoint seen; "refused": its checkpoint was refused,
+#: the rank raises its own error after the check) -> what each rank's check raises (None: nothing).
+START_CASES: dict[str, list[int | str | None]] = {
+    "agree_on_epoch": [3, 3],
+    "agree_on_none": [None, None],
+    "rank1_sees_none": [3, None],
+    "rank0_lags": [2, 5],
+    "rank1_refuses": [3, "refused"],
+}
+START_RAISES: dict[str, list[str | None]] = {
+    "agree_on_epoch": [None, None],
+    "agree_on_none": [None, None],
+    "rank1_sees_none": ["epochs -1 to 3", "epochs -1 to 3"],
+    "rank0_lags": ["epochs 2 to 5", "epochs 2 to 5"],
+    "rank1_refuses": ["epochs -2 to 3", None],  # rank 1 goes on to raise its own refusal
+}
+
+
+def _same_start_worker(rank: int, port: int, out: str) -> None:
+    from gloo_group import gloo_group
+
+    from dystress.checkpoint import CheckpointError
+    from dystress.train import _check_same_start
+
+    results = {}
+    with gloo_group(rank, 2, port):
+        for name, epochs in START_CASES.items():
+            mine = epochs[rank]
+            state = {"epoch": mine} if isinstance(mine, int) else None
+            try:
+                _check_same_start(
+                    state, mine == "refused", Path("run/checkpoints/last.pt"), torch.device("cpu")
+                )
+                results[name] = None
+            except CheckpointError as err:
+                results[name] = str(err)
+    torch.save(results, Path(out) / f"start.rank{rank}.pt")
+
+
+@needs_distributed
+def test_every_rank_stops_when_the_ranks_see_different_checkpoints(tmp_path: Path) -> None:
+    """A run dir that not every process sees (or sees late) must not start ranks from different
+    weights: the start epochs are compared across ranks, and all raise together."""
+    import torch.multiprocessing as mp
+    from gloo_group import free_port
+
+    mp.spawn(_same_start_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"start.rank{r}.pt", weights_only=True) for r in range(2)]
+    for name, expected in START_RAISES.items():
+        for r, part in zip(results, expected, strict=True):
+            if part is None:
+                assert r[name] is None, name
+            else:
+                assert r[name] is not None and part in r[name], name
+                assert "put the run dir on a file system that every process reads" in r[name], name
+
+
 if __name__ == "__main__":  # the worker of the divergence test, under torchrun
     _divergence_worker(*sys.argv[1:])

@@ -207,8 +207,8 @@ class SimCLRAugmentation(nn.Module):
         draw_device = generator.device if generator is not None else torch.device(device or "cpu")
         t = _CROP_TRIES
         u = torch.rand(batch_size, 2 * t + 15, generator=generator, device=draw_device)
-        if device is not None:
-            u = u.to(device, non_blocking=True)
+        if device is not None:  # asynchronous only towards a GPU: a GPU -> CPU copy must land before use
+            u = u.to(device, non_blocking=torch.device(device).type == "cuda")
         u_area, u_logr = u[:, :t], u[:, t : 2 * t]
         (u_top, u_left, u_flip, u_jitter, u_gray, u_blur, u_sigma) = u[:, 2 * t : 2 * t + 7].unbind(dim=1)
         u_factors, u_order = u[:, 2 * t + 7 : 2 * t + 11], u[:, 2 * t + 11 : 2 * t + 15]

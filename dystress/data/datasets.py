@@ -214,8 +214,8 @@ def _load_cifar(base: str, root: Path, train: bool, download: bool) -> ImageData
     mismatched = [name for name, md5 in files if _md5(folder / name) != md5]
     if mismatched:
         warnings.warn(
-            f"{base}: md5 of {', '.join(str(folder / n) for n in mismatched)} differs from the official "
-            "release (expected for the JPEG-decoded offline copy; its accuracies run 2-3 points lower)",
+            f"{base}: md5 of {', '.join(mismatched)} in {folder} differs from the official release "
+            "(expected for the JPEG-decoded offline copy; its accuracies run 2-3 points lower)",
             stacklevel=3,
         )
     batches = [_unpickle(folder / name) for name, _ in files[:-1]]

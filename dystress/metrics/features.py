@@ -107,7 +107,8 @@ def extract_features(
     try:
         with torch.no_grad(), autocast:
             for start in range(0, images.shape[0], batch_size):
-                batch = images[start : start + batch_size].to(device, non_blocking=True)
+                # asynchronous only towards a GPU: a GPU -> CPU copy must land before the CPU reads it
+                batch = images[start : start + batch_size].to(device, non_blocking=device.type == "cuda")
                 feats = backbone(normalize(batch, mean, std)).flatten(1).float()
                 if out is None:
                     out = torch.empty(images.shape[0], feats.shape[1], dtype=torch.float32, device=device)

@@ -104,7 +104,8 @@ def knn_accuracy(
             self-match (similarity 1) among its k neighbours, which inflates the accuracy.
 
     Returns:
-        ``{"top1", "top5", "k", "t", "num_classes", "n_train", "n_test"}``, accuracies in percent;
+        ``{"top1", "top5", "k", "t", "num_classes", "n_train", "n_test", "exclude_self"}``, accuracies in
+        percent;
         ``top5`` only when num_classes >= 5. Vote ties go to the smaller class index. The weights are
         computed as exp((s - s_max) / t) per query, the same ranking as exp(s / t) without overflow.
     """
@@ -125,7 +126,14 @@ def knn_accuracy(
     result: dict[str, float | int] = {"top1": float((rank < 1).double().mean()) * 100.0}
     if num_classes >= 5:
         result["top5"] = float((rank < 5).double().mean()) * 100.0
-    result.update(k=k, t=t, num_classes=num_classes, n_train=int(bank.shape[0]), n_test=int(queries.shape[0]))
+    result.update(
+        k=k,
+        t=t,
+        num_classes=num_classes,
+        n_train=int(bank.shape[0]),
+        n_test=int(queries.shape[0]),
+        exclude_self=exclude_self,
+    )
     return result
 
 
@@ -161,9 +169,9 @@ def knn_class_averaged_accuracy(
             count each query's self-match.
 
     Returns:
-        ``{"accuracy", "per_class", "k", "num_classes", "n_train", "n_test"}``: ``accuracy`` is the
-        mean, in percent, of the per-class accuracies over the classes present in ``test_labels``;
-        ``per_class`` maps each such class to its accuracy in percent.
+        ``{"accuracy", "per_class", "k", "num_classes", "n_train", "n_test", "exclude_self"}``:
+        ``accuracy`` is the mean, in percent, of the per-class accuracies over the classes present in
+        ``test_labels``; ``per_class`` maps each such class to its accuracy in percent.
     """
     exclude_self = check_bool("exclude_self", exclude_self)
     bank, queries, y_train, y_test, num_classes, k, chunk_size = _prepare(
@@ -195,4 +203,5 @@ def knn_class_averaged_accuracy(
         "num_classes": num_classes,
         "n_train": int(bank.shape[0]),
         "n_test": int(queries.shape[0]),
+        "exclude_self": exclude_self,
     }
