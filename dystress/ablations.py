@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ABLATIONS", "PROFILE_NAMES", "SUBSETS", "Ablation", "Point", "plan"]
+__all__ = ["ABLATIONS", "PROFILE_NAMES", "SUBSETS", "Ablation", "Point", "long_tailed_size", "plan"]
 
 #: Profiles with a plan (``imagenet100`` is a config profile, not run by the study).
 PROFILE_NAMES = ("smoke", "quick", "paper")
@@ -188,7 +188,7 @@ def _long_tailed_ts(dataset: str) -> tuple[Point, ...]:
 _SEEDS_ALL = f"; seeds {', '.join(map(str, SEEDS))}; paper profile only"
 _LT_NOTE = (
     f"SimCLR (fixed tau 0.2) and DySTreSS (0.07, 0.2), imbalance ratio {LT_IMBALANCE_RATIO:g}; "
-    "class-averaged 1-NN and 10-NN on the balanced test set" + _SEEDS_ALL
+    f"class-averaged 1-NN and 10-NN on the balanced test set; seeds {', '.join(map(str, SEEDS))}"
 )
 _LT_TS_NOTE = (
     f"TS (tau_plus 1.0, tau_minus 0.1, period {TS_PERIOD}) and DySTreSS (0.07, 0.2) for {LT_TS_EPOCHS} "
@@ -250,8 +250,18 @@ ABLATIONS: dict[str, Ablation] = {
             "SimCLR (fixed tau 0.2), MACL and DySTreSS (0.07, 0.2) and (0.1, 0.2) on CIFAR-100" + _SEEDS_ALL,
             _cifar100(),
         ),
-        Ablation("cifar10_lt", "CIFAR-10-LT", "on CIFAR-10-LT: " + _LT_NOTE, _long_tailed("cifar10_lt")),
-        Ablation("cifar100_lt", "CIFAR-100-LT", "on CIFAR-100-LT: " + _LT_NOTE, _long_tailed("cifar100_lt")),
+        Ablation(
+            "cifar10_lt",
+            "CIFAR-10-LT",
+            "on CIFAR-10-LT: " + _LT_NOTE + "; paper and quick profiles (quick: the whole long-tailed set)",
+            _long_tailed("cifar10_lt"),
+        ),
+        Ablation(
+            "cifar100_lt",
+            "CIFAR-100-LT",
+            "on CIFAR-100-LT: " + _LT_NOTE + "; paper profile only",
+            _long_tailed("cifar100_lt"),
+        ),
         Ablation(
             "cifar10_lt_ts",
             "CIFAR-10-LT vs TS",
@@ -267,8 +277,8 @@ ABLATIONS: dict[str, Ablation] = {
     )
 }
 
-#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation; the CIFAR-100 and
-#: long-tailed ablations are paper-only).
+#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation; CIFAR-100, CIFAR-100-LT
+#: and the 2000-epoch comparisons with TS are paper-only).
 SUBSETS: dict[str, frozenset[str]] = {
     "smoke": frozenset(
         p.id
@@ -294,20 +304,36 @@ SUBSETS: dict[str, frozenset[str]] = {
             _form("cosine"),
             _baseline("TS"),
             *(_baseline("MACL", s) for s in SEEDS),
+            # the paper's long-tailed comparison with SimCLR, on CIFAR-10-LT (12,406 images: about the
+            # size of the quick subset, so about one quick run each); CIFAR-10 is all the CPU books need
+            *_long_tailed("cifar10_lt"),
         )
     ),
 }
 
 
-def _profile_point(point: Point, profile: str) -> Point:
-    """Fill in profile-dependent parameters (the TS period: twice the profile's epochs)."""
-    params = point.parameters
-    if params.get("temperature") == "ts_schedule" and "period" not in params:
-        from dystress.config import get_profile
+def long_tailed_size(dataset: str) -> int:
+    """Training images of long-tailed ``dataset`` (``cifar10_lt`` / ``cifar100_lt``) at
+    :data:`LT_IMBALANCE_RATIO`: 12,406 / 10,847."""
+    from dystress.data.longtail import longtail_counts
 
-        params["period"] = 2 * get_profile(profile).epochs
-        return Point(point.ablation, point.label, _freeze(params))
-    return point
+    per_class, classes = {"cifar10_lt": (5000, 10), "cifar100_lt": (500, 100)}[dataset]
+    return sum(longtail_counts(per_class, classes, LT_IMBALANCE_RATIO))
+
+
+def _profile_point(point: Point, profile: str) -> Point:
+    """Fill in profile-dependent parameters: the TS period (twice the profile's epochs), and, where the
+    profile trains on a subset (``train_subset``), the whole long-tailed set for a long-tailed point
+    (a subset of it would redraw the class profile)."""
+    from dystress.config import get_profile
+
+    params = point.parameters
+    base = get_profile(profile)
+    if params.get("temperature") == "ts_schedule" and "period" not in params:
+        params["period"] = 2 * base.epochs
+    if str(params.get("dataset", "")).endswith("_lt") and base.train_subset is not None:
+        params["train_subset"] = long_tailed_size(params["dataset"])
+    return point if params == point.parameters else Point(point.ablation, point.label, _freeze(params))
 
 
 def plan(profile: str) -> list[Point]:

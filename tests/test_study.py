@@ -103,11 +103,11 @@ def test_cpu_profiles_are_subsets_of_the_paper_plan(profile: str) -> None:
 
 
 def test_quick_profile_stays_within_its_cpu_budget(env: Path) -> None:
-    # About 19 training runs of about 1.5 minutes fit the half-hour budget of the quick book; the
+    # About 25 training runs of about 1.5 minutes fit the 40-minute budget of the quick book; the
     # functional-forms point "cosine" is the grid's (0.07, 0.2) run, so it adds no run.
     keys = {r.key for r in study.load_results("quick") if r.point.ablation != "random_init"}
-    assert len(keys) == 19
-    assert len(ablations.plan("quick")) == 21
+    assert len(keys) == 25
+    assert len(ablations.plan("quick")) == 27
 
 
 # The CPU profiles' plans, written out: a new ablation must not lengthen the CPU books.
@@ -141,16 +141,42 @@ CPU_PLANS = {
         "baselines/MACL/s0",
         "baselines/MACL/s1",
         "baselines/MACL/s2",
+        "cifar10_lt/SimCLR (tau 0.2)/s0",
+        "cifar10_lt/SimCLR (tau 0.2)/s1",
+        "cifar10_lt/SimCLR (tau 0.2)/s2",
+        "cifar10_lt/DySTreSS (0.07, 0.2)/s0",
+        "cifar10_lt/DySTreSS (0.07, 0.2)/s1",
+        "cifar10_lt/DySTreSS (0.07, 0.2)/s2",
     ],
 }
+#: Datasets of the CPU plans: the offline machines have CIFAR-10 only (CIFAR-10-LT is drawn from it).
+CPU_DATASETS = {"smoke": {"cifar10"}, "quick": {"cifar10", "cifar10_lt"}}
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick"])
-def test_cpu_plans_are_unchanged_and_cifar10_only(env: Path, profile: str) -> None:
+def test_cpu_plans_are_unchanged_and_need_cifar10_only(env: Path, profile: str) -> None:
     points = ablations.plan(profile)
     assert [p.id for p in points] == CPU_PLANS[profile]
-    assert {study.build_config(profile, p.parameters).dataset for p in points} == {"cifar10"}
-    assert {r.dataset for r in study.load_results(profile)} == {"cifar10"}
+    assert {study.build_config(profile, p.parameters).dataset for p in points} == CPU_DATASETS[profile]
+    assert {r.dataset for r in study.load_results(profile)} == CPU_DATASETS[profile]
+
+
+def test_long_tailed_points_train_on_the_whole_long_tailed_set() -> None:
+    # 12,406 / 10,847 images: the exponential profile n_c = n_max r^(c / (C - 1)), summed (STUDY.md)
+    expected = {
+        "cifar10_lt": sum(int(5000 * 0.01 ** (c / 9)) for c in range(10)),
+        "cifar100_lt": sum(int(500 * 0.01 ** (c / 99)) for c in range(100)),
+    }
+    assert expected == {"cifar10_lt": 12406, "cifar100_lt": 10847}
+    for name, size in expected.items():
+        assert ablations.long_tailed_size(name) == size
+    quick_lt = [p for p in ablations.plan("quick") if p.ablation == "cifar10_lt"]
+    assert len(quick_lt) == 6
+    for p in quick_lt:  # the quick profile's 10k subset would redraw the class profile: the whole set
+        config = study.build_config("quick", p.parameters)
+        assert config.train_subset == 12406 and config.imbalance_ratio == 0.01
+    for p in ablations.plan("paper"):  # the paper profile trains on whole sets already
+        assert "train_subset" not in p.parameters
 
 
 # (ablation, label) -> the parameters every seed of that paper-only point must carry.
