@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dystress.config import PretrainConfig
 
 __all__ = ["ABLATIONS", "PROFILE_NAMES", "SUBSETS", "Ablation", "Point", "long_tailed_size", "plan"]
 
@@ -168,7 +171,7 @@ def _cifar100() -> tuple[Point, ...]:
 
 
 def _long_tailed(dataset: str) -> tuple[Point, ...]:
-    """The paper's long-tailed comparison with SimCLR, at the profile's epochs (200)."""
+    """The paper's long-tailed comparison with SimCLR, at the profile's epochs (paper: 200; quick: 6)."""
     lt = {"imbalance_ratio": LT_IMBALANCE_RATIO}
     return _on_dataset(dataset, "SimCLR (tau 0.2)", _fixed(0.2), **lt) + _on_dataset(
         dataset, "DySTreSS (0.07, 0.2)", _dystress(*REFERENCE_RANGE), **lt
@@ -312,27 +315,30 @@ SUBSETS: dict[str, frozenset[str]] = {
 }
 
 
-def long_tailed_size(dataset: str) -> int:
+#: Long-tailed datasets: (training images per class before the long tail, classes).
+_LONG_TAILED = {"cifar10_lt": (5000, 10), "cifar100_lt": (500, 100)}
+
+
+def long_tailed_size(dataset: str, imbalance_ratio: float = LT_IMBALANCE_RATIO) -> int:
     """Training images of long-tailed ``dataset`` (``cifar10_lt`` / ``cifar100_lt``) at
-    :data:`LT_IMBALANCE_RATIO`: 12,406 / 10,847."""
+    ``imbalance_ratio``: 12,406 / 10,847 at the study's 0.01."""
+    if dataset not in _LONG_TAILED:
+        raise ValueError(f"dataset must be one of {sorted(_LONG_TAILED)}, got {dataset!r}")
     from dystress.data.longtail import longtail_counts
 
-    per_class, classes = {"cifar10_lt": (5000, 10), "cifar100_lt": (500, 100)}[dataset]
-    return sum(longtail_counts(per_class, classes, LT_IMBALANCE_RATIO))
+    per_class, classes = _LONG_TAILED[dataset]
+    return sum(longtail_counts(per_class, classes, imbalance_ratio))
 
 
-def _profile_point(point: Point, profile: str) -> Point:
-    """Fill in profile-dependent parameters: the TS period (twice the profile's epochs), and, where the
-    profile trains on a subset (``train_subset``), the whole long-tailed set for a long-tailed point
-    (a subset of it would redraw the class profile)."""
-    from dystress.config import get_profile
-
+def _profile_point(point: Point, base: PretrainConfig) -> Point:
+    """Fill in the parameters that depend on the profile ``base``: the TS period (twice its epochs),
+    and, where it trains on a subset (``train_subset``), the whole long-tailed set for a long-tailed
+    point (a subset of it would redraw the class profile)."""
     params = point.parameters
-    base = get_profile(profile)
     if params.get("temperature") == "ts_schedule" and "period" not in params:
         params["period"] = 2 * base.epochs
-    if str(params.get("dataset", "")).endswith("_lt") and base.train_subset is not None:
-        params["train_subset"] = long_tailed_size(params["dataset"])
+    if params.get("dataset") in _LONG_TAILED and base.train_subset is not None:
+        params["train_subset"] = long_tailed_size(params["dataset"], params["imbalance_ratio"])
     return point if params == point.parameters else Point(point.ablation, point.label, _freeze(params))
 
 
@@ -343,9 +349,12 @@ def plan(profile: str) -> list[Point]:
     """
     if profile not in PROFILE_NAMES:
         raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
+    from dystress.config import get_profile
+
     subset = SUBSETS.get(profile)
+    base = get_profile(profile)
     return [
-        _profile_point(p, profile)
+        _profile_point(p, base)
         for ablation in ABLATIONS.values()
         for p in ablation.points
         if subset is None or p.id in subset

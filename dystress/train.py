@@ -218,12 +218,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device='cuda' but CUDA is not available here")
         if torch.cuda.device_count() == 1:  # one visible GPU per process (CUDA_VISIBLE_DEVICES per task)
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun
-            if local_world > 1:
-                raise ValueError(
-                    f"{local_world} processes on this machine share its one visible GPU: start one "
-                    "process per GPU (torchrun --nproc_per_node <number of GPUs>), or give each its own "
-                    "GPU with CUDA_VISIBLE_DEVICES"
+            local_world = os.environ.get("LOCAL_WORLD_SIZE", "1")  # set by torchrun
+            if "CUDA_VISIBLE_DEVICES" not in os.environ and local_world not in ("", "0", "1"):
+                raise ValueError(  # a machine with one GPU, not a process given one of several
+                    f"LOCAL_WORLD_SIZE = {local_world} processes on this machine, which has one GPU: start "
+                    "one process per GPU (torchrun --nproc_per_node <number of GPUs>)"
                 )
             return torch.device("cuda", 0)
         if local_rank >= torch.cuda.device_count():
@@ -358,8 +357,9 @@ def _barrier(device: torch.device) -> None:
 
 def _check_same_start(state: dict | None, refused: bool, ckpt_path: Path, device: torch.device) -> None:
     """Every rank resumes from the same epoch (no checkpoint: -1), or none goes on: a rank that sees
-    another start raises CheckpointError here, one that ``refused`` its checkpoint raises its own error
-    after this call (collective: every rank calls it once).
+    another start, or another rank's refusal, raises CheckpointError here; one that ``refused`` its
+    checkpoint (any error while reading it) raises its own error after this call (collective: every
+    rank calls it once).
 
     Each rank reads ``last.pt`` itself: a run dir on a disk that not every process sees (or sees late)
     would otherwise start ranks from different weights and epochs.
@@ -369,9 +369,14 @@ def _check_same_start(state: dict | None, refused: bool, ckpt_path: Path, device
     dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
     first, last = -int(bounds[1]), int(bounds[0])
     if first != last and not refused:
+        if first == -2:
+            raise CheckpointError(
+                f"another process could not resume from {ckpt_path} (its own error says why); this one "
+                "stops with it"
+            )
         raise CheckpointError(
             f"the processes see different checkpoints at {ckpt_path} (epochs {first} to {last}; -1: "
-            "none, -2: refused): put the run dir on a file system that every process reads"
+            "none): put the run dir on a file system that every process reads"
         )
 
 
@@ -668,7 +673,7 @@ def _pretrain(
     try:
         if ckpt_path.exists():
             state = _resumable_state(ckpt_path, run_dir, config, ddp.world_size, device, bf16)
-    except CheckpointError as err:
+    except Exception as err:  # raised again below, once the other ranks know of it
         refusal = err
     if ddp.world_size > 1:  # before raising: a rank that refuses alone must not leave the others waiting
         _check_same_start(state, refusal is not None, ckpt_path, device)

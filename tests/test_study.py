@@ -168,8 +168,22 @@ def test_long_tailed_points_train_on_the_whole_long_tailed_set() -> None:
         "cifar100_lt": sum(int(500 * 0.01 ** (c / 99)) for c in range(100)),
     }
     assert expected == {"cifar10_lt": 12406, "cifar100_lt": 10847}
+    import torch
+
+    from dystress.data.longtail import longtail_indices
+
     for name, size in expected.items():
         assert ablations.long_tailed_size(name) == size
+        # the loader's long-tailed set has exactly that many images (a larger train_subset would fail,
+        # a smaller one redraw the class profile)
+        per_class, classes = (5000, 10) if name == "cifar10_lt" else (500, 100)
+        labels = torch.arange(classes).repeat_interleave(per_class)[torch.randperm(per_class * classes)]
+        assert longtail_indices(labels, 0.01, seed=3, num_classes=classes).numel() == size
+    assert ablations.long_tailed_size("cifar10_lt", 0.1) == sum(int(5000 * 0.1 ** (c / 9)) for c in range(10))
+    with pytest.raises(
+        ValueError, match=r"dataset must be one of \['cifar100_lt', 'cifar10_lt'\], got 'cifar10'"
+    ):
+        ablations.long_tailed_size("cifar10")
     quick_lt = [p for p in ablations.plan("quick") if p.ablation == "cifar10_lt"]
     assert len(quick_lt) == 6
     for p in quick_lt:  # the quick profile's 10k subset would redraw the class profile: the whole set
@@ -179,7 +193,8 @@ def test_long_tailed_points_train_on_the_whole_long_tailed_set() -> None:
         assert "train_subset" not in p.parameters
 
 
-# (ablation, label) -> the parameters every seed of that paper-only point must carry.
+# (ablation, label) -> the parameters every seed of that point must carry in the paper plan (all of them
+# paper-only but cifar10_lt, which the quick profile also runs, on its whole long-tailed set).
 OTHER_DATASETS = {
     ("cifar100", "SimCLR (tau 0.2)"): {"dataset": "cifar100", "temperature": "constant", "tau": 0.2},
     ("cifar100", "MACL"): {
@@ -323,7 +338,7 @@ def test_results_frame_has_dataset_and_class_averaged_columns(env: Path) -> None
 def test_ts_period_is_twice_the_profile_epochs() -> None:
     for profile in ("smoke", "quick", "paper"):
         ts = [
-            ablations._profile_point(p, profile)
+            ablations._profile_point(p, get_profile(profile))
             for p in ablations.ABLATIONS["baselines"].points
             if p.label == "TS"
         ]

@@ -484,12 +484,17 @@ def test_bf16_auto_needs_native_support_and_fp32_names_tf32(monkeypatch: pytest.
 
 
 def test_ranks_map_to_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert train_module.resolve_device("auto", local_rank=3) == torch.device("cuda", 0)  # one GPU per task
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun started two processes beside the one GPU
-    with pytest.raises(ValueError, match="2 processes on this machine share its one visible GPU"):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun started two processes on a one-GPU machine
+    with pytest.raises(ValueError, match="LOCAL_WORLD_SIZE = 2 processes on this machine, which has one GPU"):
         train_module.resolve_device("auto", local_rank=1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # a launcher gave each process one GPU of several
+    assert train_module.resolve_device("auto", local_rank=1) == torch.device("cuda", 0)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert train_module.resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)

@@ -233,13 +233,15 @@ START_CASES: dict[str, list[int | str | None]] = {
     "rank1_sees_none": [3, None],
     "rank0_lags": [2, 5],
     "rank1_refuses": [3, "refused"],
+    "both_refuse": ["refused", "refused"],
 }
 START_RAISES: dict[str, list[str | None]] = {
     "agree_on_epoch": [None, None],
     "agree_on_none": [None, None],
     "rank1_sees_none": ["epochs -1 to 3", "epochs -1 to 3"],
     "rank0_lags": ["epochs 2 to 5", "epochs 2 to 5"],
-    "rank1_refuses": ["epochs -2 to 3", None],  # rank 1 goes on to raise its own refusal
+    "rank1_refuses": ["another process could not resume", None],  # rank 1 then raises its own error
+    "both_refuse": [None, None],
 }
 
 
@@ -279,7 +281,8 @@ def test_every_rank_stops_when_the_ranks_see_different_checkpoints(tmp_path: Pat
                 assert r[name] is None, name
             else:
                 assert r[name] is not None and part in r[name], name
-                assert "put the run dir on a file system that every process reads" in r[name], name
+                if part.startswith("epochs"):
+                    assert "put the run dir on a file system that every process reads" in r[name], name
 
 
 if __name__ == "__main__":  # the worker of the divergence test, under torchrun
