@@ -21,8 +21,9 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   worse; this setup has no validation split, so that measurement used the kNN accuracy on test
   images; the lr was fixed before any run of the study and is the same for every temperature and
   every baseline), evaluated on the full
-  test set with the 10k training images as the kNN bank. Sized so that the quick book (20 runs:
-  three seeds for four points, one for the others) builds in about half an hour on 2 cores.
+  test set with the 10k training images as the kNN bank. Sized so that the quick book (26 runs: three
+  seeds for four CIFAR-10 points and for the two CIFAR-10-LT points, one for the others) builds in
+  about 40 minutes on 2 cores.
 - ``paper``: the CIFAR-10 setup of Manna et al. (arXiv 2308.01140) as in the authors' CIFAR script:
   ResNet-18 with the CIFAR stem, 512-512-128 projector, SGD lr 0.2, no momentum, weight decay 5e-4,
   cosine schedule, 200 epochs, batch 128 (the script's value; the paper does not state its batch),
