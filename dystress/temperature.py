@@ -1,10 +1,12 @@
 """Temperature functions tau(s): from cosine similarities to temperatures.
 
 A :class:`TemperatureFunction` maps a tensor of cosine similarities (any shape) to temperatures of the
-same shape, dtype and device. *Pairwise* functions (DySTreSS and its ablations) give every pair its
-own temperature; *global* ones (a constant, the TS schedule, MACL) give one temperature to the whole
-batch and get their state explicitly: ``set_epoch(epoch)`` for TS, the batch's positive similarities
-(``from_positive_similarity``) for MACL. Nothing is read from globals.
+same shape, dtype and device, and nothing else: which loss uses which function, and how, is the
+losses' business (:func:`dystress.losses.build_loss`). *Pairwise* functions (DySTreSS and its
+ablations) give every pair its own temperature; a :class:`GlobalTemperature` gives one temperature to
+the whole batch: a constant, the TS schedule (its state set explicitly by ``set_epoch(epoch)``), and
+MACL's tau_A of the batch statistic A, which :class:`~dystress.losses.MACLLoss` computes. Nothing is
+read from globals.
 
 References:
     - DySTreSS: Manna et al., "Dynamically Scaled Temperature in Self-Supervised Contrastive
@@ -38,10 +40,12 @@ from dystress._checks import as_int, as_real
 
 __all__ = [
     "TEMPERATURES",
+    "TEMPERATURE_PARAMETER_NAMES",
     "ConstantTemperature",
     "CosineScheduleTemperature",
     "CosineTemperature",
     "ExponentialTemperature",
+    "GlobalTemperature",
     "LinearTemperature",
     "MACLTemperature",
     "OneSidedCosineTemperature",
@@ -90,16 +94,8 @@ class TemperatureFunction(ABC):
     The check reads only the type and dtype, never values: no host sync, no graph break under
     ``torch.compile``. Subclasses implement :meth:`_tau` (and :meth:`params`); a subclass written for
     the earlier contract, which overrides ``__call__`` itself, keeps working (without the check).
-
-    Attributes:
-        pairwise: True when tau depends on the pair's similarity (the loss then evaluates the function
-            on the whole similarity matrix); False for one temperature per batch.
-        needs_positive_statistics: True when the loss must get the batch temperature from
-            :meth:`from_positive_similarity` (MACL) instead of calling the function.
+    One that is not a :class:`GlobalTemperature` is *pairwise*: the losses evaluate it on every pair.
     """
-
-    pairwise: bool = True
-    needs_positive_statistics: bool = False
 
     def __call__(self, s: Tensor) -> Tensor:
         """Temperatures for cosine similarities ``s`` (floating-point tensor, any shape), same shape."""
@@ -116,14 +112,6 @@ class TemperatureFunction(ABC):
         """Advance an epoch-dependent schedule; checks ``epoch`` (an integer >= 0), else a no-op."""
         _as_epoch(epoch)
 
-    def from_positive_similarity(self, positive_similarity: Tensor) -> Tensor:
-        """Batch temperature (0-dim) from the positive pairs' similarities [P] (MACL only)."""
-        raise NotImplementedError(f"{type(self).__name__} does not use positive-pair statistics")
-
-    def anchor_weights(self, log_prob_positive: Tensor) -> Tensor | None:
-        """Detached per-anchor loss weights from log P(positive) [A], or None for no reweighting."""
-        return None
-
     @abstractmethod
     def params(self) -> dict[str, float]:
         """Constructor parameters, for configs and plot labels."""
@@ -133,10 +121,17 @@ class TemperatureFunction(ABC):
         return f"{type(self).__name__}({args})"
 
 
-class ConstantTemperature(TemperatureFunction):
-    """One fixed temperature for every pair: plain SimCLR / NT-Xent (Chen et al. 2020)."""
+class GlobalTemperature(TemperatureFunction):
+    """One temperature for the whole batch: tau depends on no pair's similarity.
 
-    pairwise = False
+    The losses divide every logit by one 0-dim tau instead of evaluating the function on the [A, C]
+    similarity matrix. A constant and the TS schedule ignore ``s`` (their value is fixed, or set by
+    :meth:`set_epoch`); MACL's :class:`MACLTemperature` maps one batch statistic to tau.
+    """
+
+
+class ConstantTemperature(GlobalTemperature):
+    """One fixed temperature for every pair: plain SimCLR / NT-Xent (Chen et al. 2020)."""
 
     def __init__(self, tau: float = 0.5) -> None:
         self.tau = as_real("tau", tau, positive=True)
@@ -251,15 +246,13 @@ class ExponentialTemperature(TemperatureFunction):
         return {"tau_min": self.tau_min, "tau_max": self.tau_max}
 
 
-class CosineScheduleTemperature(TemperatureFunction):
+class CosineScheduleTemperature(GlobalTemperature):
     """TS (Kukleva et al., ICLR 2023): one global tau per epoch t, with period T.
 
     tau(t) = tau_minus + 0.5 (tau_plus - tau_minus)(1 + cos(2 pi t / T)).
 
     Starts at tau_plus (t = 0), reaches tau_minus at t = T / 2; advance it with :meth:`set_epoch`.
     """
-
-    pairwise = False
 
     def __init__(self, tau_plus: float = 1.0, tau_minus: float = 0.1, period: float = 400) -> None:
         self.tau_minus, self.tau_plus = _check_range(tau_minus, tau_plus, "tau_minus", "tau_plus")
@@ -283,18 +276,15 @@ class CosineScheduleTemperature(TemperatureFunction):
         return {"tau_plus": self.tau_plus, "tau_minus": self.tau_minus, "period": self.period}
 
 
-class MACLTemperature(TemperatureFunction):
-    """MACL (Huang et al., ICML 2023): tau_A = tau_0 (1 + alpha (A - A_0)), plus loss reweighting.
+class MACLTemperature(GlobalTemperature):
+    """MACL's temperature (Huang et al., ICML 2023): tau_A = tau_0 (1 + alpha (A - A_0)).
 
-    A is the batch mean of the detached positive similarities; the loss gets it through
-    :meth:`from_positive_similarity`. Called directly, the function maps values of A (any shape) to
-    tau_A (for plots). :meth:`anchor_weights` gives MACL's stop-grad weights 1 / (1 - P_pos), which
-    InfoNCE-type losses apply per anchor. The factor 1 + alpha (A - A_0) is floored at 0.01 so tau
+    A is a batch statistic, the mean of the detached positive-pair similarities: the function maps
+    values of A (any shape) to tau_A. :class:`~dystress.losses.MACLLoss` computes A, evaluates this
+    function and reweights the anchors (the config's ``temperature: macl`` with ``loss: infonce``
+    builds it); the other losses refuse it. The factor 1 + alpha (A - A_0) is floored at 0.01 so tau
     stays positive (it can reach 0 only for A <= A_0 - 1 / alpha, i.e. collapsed-apart positives).
     """
-
-    pairwise = False
-    needs_positive_statistics = True
 
     def __init__(self, tau_0: float = 0.1, alpha: float = 0.5, a_0: float = 0.0) -> None:
         self.tau_0 = as_real("tau_0", tau_0, positive=True)
@@ -307,14 +297,6 @@ class MACLTemperature(TemperatureFunction):
 
     def _tau(self, s: Tensor) -> Tensor:
         return ((s - self.a_0) * self.alpha + 1.0).clamp_min(0.01) * self.tau_0
-
-    def from_positive_similarity(self, positive_similarity: Tensor) -> Tensor:
-        return self(positive_similarity.detach().mean())
-
-    def anchor_weights(self, log_prob_positive: Tensor) -> Tensor:
-        # 1 - P = -expm1(log P), exact near P -> 1; the floor keeps 0 * weight finite without negatives.
-        one_minus_p = torch.expm1(log_prob_positive.detach()).neg_()
-        return one_minus_p.clamp_min_(torch.finfo(one_minus_p.dtype).tiny).reciprocal_()
 
     def params(self) -> dict[str, float]:
         return {"tau_0": self.tau_0, "alpha": self.alpha, "a_0": self.a_0}
@@ -333,12 +315,24 @@ TEMPERATURES: dict[str, type[TemperatureFunction]] = {
 }
 
 
+def _parameter_names(cls: type[TemperatureFunction]) -> set[str]:
+    """The constructor's parameter names of a temperature function class."""
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+#: Every parameter name of every registered function, sorted: what configs accept in
+#: ``temperature_params`` (and notebooks as top-level parameters).
+TEMPERATURE_PARAMETER_NAMES: tuple[str, ...] = tuple(
+    sorted(set().union(*(_parameter_names(cls) for cls in TEMPERATURES.values())))
+)
+
+
 def build_temperature(name: str, **params: Any) -> TemperatureFunction:
     """Build a registered temperature function: ``build_temperature("cosine", tau_min=0.1, tau_max=0.2)``."""
     if not isinstance(name, str) or name not in TEMPERATURES:
         raise ValueError(f"unknown temperature function {name!r}; known: {sorted(TEMPERATURES)}")
     cls = TEMPERATURES[name]
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    allowed = _parameter_names(cls)
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(f"unknown parameters {unknown} for temperature {name!r}; allowed: {sorted(allowed)}")

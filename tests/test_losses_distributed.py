@@ -13,8 +13,8 @@ from gloo_group import free_port, gloo_group
 from torch import nn
 
 from dystress.distributed import gather_with_grad, rank, world_size
-from dystress.losses import DCLLoss, InfoNCELoss, QueueInfoNCELoss
-from dystress.temperature import CosineTemperature, MACLTemperature, ShiftedCosineTemperature
+from dystress.losses import DCLLoss, InfoNCELoss, MACLLoss, QueueInfoNCELoss
+from dystress.temperature import CosineTemperature, ShiftedCosineTemperature
 
 WORLD, N, D = 2, 3, 5  # per-rank batch N; the whole batch is WORLD * N
 
@@ -22,7 +22,7 @@ CASES: dict[str, Callable[[], nn.Module]] = {
     "infonce-fixed": lambda: InfoNCELoss(0.2),
     "infonce-cosine": lambda: InfoNCELoss(CosineTemperature(0.1, 0.2)),
     "infonce-cosine-grad-tau": lambda: InfoNCELoss(CosineTemperature(0.05, 0.5), detach_temperature=False),
-    "infonce-macl": lambda: InfoNCELoss(MACLTemperature(0.1, 0.5, 0.0)),
+    "macl": lambda: MACLLoss(0.1, 0.5, 0.0),
     "dcl-shifted": lambda: DCLLoss(ShiftedCosineTemperature(0.1, 0.2, -0.4, 0.7)),
     "dclw-cosine": lambda: DCLLoss(CosineTemperature(0.1, 0.2), weighted=True, sigma=0.3),
 }

@@ -17,7 +17,7 @@ from gloo_group import free_port, gloo_group
 
 import dystress.losses.functional as functional
 from dystress.losses import DCLLoss, InfoNCELoss
-from dystress.losses.functional import dcl, infonce
+from dystress.losses.functional import dcl, infonce, macl
 from dystress.temperature import (
     ConstantTemperature,
     CosineScheduleTemperature,
@@ -107,15 +107,6 @@ def test_infonce_equals_module_exactly(temp: str, dtype: torch.dtype, detach: bo
     assert _same(diagnostics, module.diagnostics)
 
 
-def test_infonce_macl_equals_module_exactly() -> None:
-    z0, z1 = views(6, 4)
-    module = InfoNCELoss(MACLTemperature(0.1, 0.5, 0.2))
-    want, w0, w1, _ = _grads(module, z0, z1)
-    got, g0, g1, diagnostics = _grads(lambda a, b: infonce(a, b, MACLTemperature(0.1, 0.5, 0.2)), z0, z1)
-    assert torch.equal(got, want) and torch.equal(g0, w0) and torch.equal(g1, w1)
-    assert _same(diagnostics, module.diagnostics)
-
-
 @pytest.mark.parametrize("temp", list(TEMPS))
 @pytest.mark.parametrize("weighted,sigma", [(False, 0.5), (True, 0.5), (True, 0.2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -173,9 +164,11 @@ def test_exported_from_dystress_losses() -> None:
     # the class modules stay reachable under their names (no function shadows them)
     assert importlib.import_module("dystress.losses.dcl").DCLLoss is DCLLoss
     assert losses.infonce.InfoNCELoss is InfoNCELoss
+    assert losses.macl.MACLLoss is losses.MACLLoss and losses.macl.macl is macl
     for fn, keywords in (
         (infonce, ["detach_temperature", "gather_distributed"]),
         (dcl, ["weighted", "sigma", "detach_temperature", "gather_distributed"]),
+        (macl, ["gather_distributed"]),
     ):
         params = inspect.signature(fn).parameters
         assert list(params)[:3] == ["z0", "z1", "temperature"]
@@ -186,10 +179,14 @@ def test_exported_from_dystress_losses() -> None:
 def test_compiles_in_one_graph() -> None:
     """No graph break (fullgraph) and no host sync from the checks: the same numbers compiled."""
     z0, z1 = views(6, 8)
-    for fn, kwargs in ((infonce, {}), (dcl, {"weighted": True})):
+    for fn, temperature, kwargs in (
+        (infonce, CosineTemperature, {}),
+        (dcl, CosineTemperature, {"weighted": True}),
+        (macl, MACLTemperature, {}),
+    ):
         compiled = torch.compile(fn, backend="eager", fullgraph=True)
-        got, got_d = compiled(z0, z1, CosineTemperature(), **kwargs)
-        want, want_d = fn(z0, z1, CosineTemperature(), **kwargs)
+        got, got_d = compiled(z0, z1, temperature(), **kwargs)
+        want, want_d = fn(z0, z1, temperature(), **kwargs)
         assert torch.equal(got, want) and _same(got_d, want_d)
 
 
@@ -215,8 +212,23 @@ def test_compiles_in_one_graph() -> None:
         (lambda z: dcl(z, z, 0.1, sigma=math.inf), "sigma must be a finite real number, got inf"),
         (
             lambda z: dcl(z, z, MACLTemperature()),
-            "temperature MACLTemperature(tau_0=0.1, alpha=0.5, a_0=0) needs P(positive), which DCL removes; "
-            "use InfoNCELoss",
+            "temperature MACLTemperature(tau_0=0.1, alpha=0.5, a_0=0) needs P(positive) and the batch's "
+            "positive pairs, which DCL does not give it; use MACLLoss(tau_0=0.1, alpha=0.5, a_0=0)",
+        ),
+        (
+            lambda z: infonce(z, z, MACLTemperature(0.2, 1, 0.3)),
+            "temperature MACLTemperature(tau_0=0.2, alpha=1, a_0=0.3) needs P(positive) and the batch's "
+            "positive pairs, which InfoNCE does not give it; use MACLLoss(tau_0=0.2, alpha=1, a_0=0.3)",
+        ),
+        (lambda z: macl(z, z, 0.1), "temperature must be a MACLTemperature(tau_0, alpha, a_0), got float"),
+        (
+            lambda z: macl(z, z, MACLTemperature(), gather_distributed="yes"),
+            "gather_distributed must be True or False, got 'yes'",
+        ),
+        (
+            lambda z: macl(z[:1], z[:1], MACLTemperature()),
+            "MACL needs N >= 2 samples (a negative per anchor; N = local batch x world size when "
+            "gathering across ranks), got shape (1, 4) with world size 1",
         ),
         (lambda z: infonce(z.numpy(), z, 0.1), "z0 must be a torch.Tensor [N, D], got ndarray"),
         (lambda z: dcl(z, [[1.0]], 0.1), "z1 must be a torch.Tensor [N, D], got list"),

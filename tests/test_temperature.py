@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from dystress.temperature import (
+    TEMPERATURE_PARAMETER_NAMES,
     TEMPERATURES,
     ConstantTemperature,
     CosineScheduleTemperature,
     CosineTemperature,
     ExponentialTemperature,
+    GlobalTemperature,
     LinearTemperature,
     MACLTemperature,
     OneSidedCosineTemperature,
@@ -139,24 +141,17 @@ def test_ts_schedule(tau_plus: float, tau_minus: float, period: int) -> None:
     assert fn.value == pytest.approx(tau_minus, abs=1e-14)  # tau_minus at T / 2
     fn.set_epoch(period)
     assert fn.value == pytest.approx(tau_plus, abs=1e-14)
-    assert not fn.pairwise
+    assert isinstance(fn, GlobalTemperature)  # one tau per batch, not evaluated per pair
 
 
 @pytest.mark.parametrize("tau_0,alpha,a_0", [(0.1, 0.5, 0.0), (0.2, 1.0, 0.5), (0.05, 0.0, 0.3)])
 def test_macl(tau_0: float, alpha: float, a_0: float) -> None:
+    """tau_A of the batch statistic A (MACLLoss computes A and the anchor weights: test_losses_macl)."""
     fn = MACLTemperature(tau_0, alpha, a_0)
-    assert fn.needs_positive_statistics and not fn.pairwise
+    assert isinstance(fn, GlobalTemperature)
     a = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
     torch.testing.assert_close(fn(a), tau_0 * (1 + alpha * (a - a_0)))
     assert fn(torch.tensor(a_0, dtype=torch.float64)).item() == pytest.approx(tau_0)
-    pos = torch.rand(20, dtype=torch.float64, requires_grad=True)
-    tau = fn.from_positive_similarity(pos)
-    assert tau.ndim == 0 and not tau.requires_grad
-    assert tau.item() == pytest.approx(tau_0 * (1 + alpha * (pos.mean().item() - a_0)))
-    p = torch.tensor([0.01, 0.3, 0.9, 0.999], dtype=torch.float64, requires_grad=True)
-    weights = fn.anchor_weights(p.log())
-    assert not weights.requires_grad
-    torch.testing.assert_close(weights, 1 / (1 - p.detach()))
 
 
 def test_macl_stays_positive() -> None:
@@ -169,7 +164,7 @@ def test_constant(tau: float) -> None:
     fn = ConstantTemperature(tau)
     s = torch.randn(2, 3, 5)
     assert torch.equal(fn(s), torch.full_like(s, float(tau)))
-    assert not fn.pairwise
+    assert isinstance(fn, GlobalTemperature)
 
 
 ALL = [
@@ -224,7 +219,33 @@ def test_registry_names() -> None:
         "ts_schedule",
         "macl",
     }
-    assert [f.pairwise for f in ALL] == [False, True, True, True, True, True, False, False]
+    pairwise = [not isinstance(f, GlobalTemperature) for f in ALL]
+    assert pairwise == [False, True, True, True, True, True, False, False]
+
+
+def test_parameter_names_are_every_registered_functions_parameters() -> None:
+    """The one list of temperature parameter names (configs and notebooks take them from here)."""
+    assert TEMPERATURE_PARAMETER_NAMES == (
+        "a_0",
+        "alpha",
+        "knee",
+        "offset",
+        "period",
+        "scale",
+        "tau",
+        "tau_0",
+        "tau_max",
+        "tau_min",
+        "tau_minus",
+        "tau_plus",
+    )
+    assert set(TEMPERATURE_PARAMETER_NAMES) == {k for cls in TEMPERATURES.values() for k in cls().params()}
+
+
+def test_temperature_functions_compute_tau_only() -> None:
+    """No loss behaviour on a temperature function: MACL's statistic and weights are MACLLoss's."""
+    for name in ("pairwise", "needs_positive_statistics", "from_positive_similarity", "anchor_weights"):
+        assert not any(hasattr(cls, name) for cls in (TemperatureFunction, *TEMPERATURES.values())), name
 
 
 def test_build_temperature_errors() -> None:
@@ -339,9 +360,6 @@ def test_set_epoch_is_a_noop_for_the_others() -> None:
     before = fn(s)
     fn.set_epoch(10)
     assert torch.equal(fn(s), before)
-    with pytest.raises(NotImplementedError):
-        fn.from_positive_similarity(s)
-    assert fn.anchor_weights(s) is None
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 Every loss here (InfoNCE, its MoCo-queue form, DCL) needs, for each anchor i, the positive logit
 l_ip = s_ip / tau(s_ip) and the log-sum-exp of its negative logits l_ik = s_ik / tau(s_ik); they differ
 only in how they combine the two. :func:`contrastive_terms` computes both from one [A, C] similarity
-matrix, by log-sum-exp (never exp, sum, log), in float32 or wider.
+matrix, by log-sum-exp (never exp, sum, log), in float32 or wider. A loss gives it a pairwise
+temperature function or the batch's one tau (a 0-dim tensor): :func:`loss_temperature` is where the
+losses refuse MACL's temperature, which only :class:`~dystress.losses.MACLLoss` knows how to use.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dystress._checks import as_bool
-from dystress.distributed import all_gather_no_grad, gather_with_grad, rank, world_size
-from dystress.temperature import TemperatureFunction, _as_epoch
+from dystress.distributed import gather_with_grad, rank, world_size
+from dystress.temperature import (
+    GlobalTemperature,
+    MACLTemperature,
+    TemperatureFunction,
+    _as_epoch,
+    as_temperature,
+)
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,50 @@ class ContrastiveTerms:
     diagnostics: dict[str, Tensor]
 
 
+@dataclass(frozen=True)
+class TwoViewBatch:
+    """SimCLR layout of a two-view batch, normalised (see :func:`two_view_batch`).
+
+    ``anchors`` [2n, D] = [z0; z1] (local); ``candidates`` [2N, D] = every rank's anchors when gathering
+    (else the anchors); ``excluded`` [2n, 2] = each anchor's own column and its positive's;
+    ``pair_similarity`` [n] = the positive pairs' similarities and ``positive_similarity`` [2n] = s_ip
+    per anchor (the pairs twice; grad attached); ``distributed`` = gathered across ranks.
+    """
+
+    anchors: Tensor
+    candidates: Tensor
+    excluded: Tensor
+    pair_similarity: Tensor
+    positive_similarity: Tensor
+    distributed: bool
+
+
+def loss_temperature(temperature: float | TemperatureFunction, loss: str) -> TemperatureFunction:
+    """``temperature`` as a TemperatureFunction for ``loss``; ValueError for MACL's (use MACLLoss).
+
+    MACL's tau comes from the batch's positive pairs and its anchor weights from P(positive): only
+    :class:`~dystress.losses.MACLLoss` computes them (``build_loss("infonce", MACLTemperature())``
+    returns one).
+    """
+    temperature = as_temperature(temperature)
+    if isinstance(temperature, MACLTemperature):
+        params = ", ".join(f"{k}={v:g}" for k, v in temperature.params().items())
+        raise ValueError(
+            f"temperature {temperature!r} needs P(positive) and the batch's positive pairs, which {loss} "
+            f"does not give it; use MACLLoss({params})"
+        )
+    return temperature
+
+
 @contextlib.contextmanager
 def full_precision(reference: Tensor) -> Iterator[None]:
-    """Disable autocast on ``reference``'s device: the loss runs in float32 (or float64) under AMP."""
-    with torch.autocast(device_type=reference.device.type, enabled=False):
+    """Disable autocast on ``reference``'s device: the loss runs in float32 (or float64) under AMP.
+
+    A device without autocast (``meta``) has none to disable: the loss runs as it is.
+    """
+    device = reference.device.type
+    context = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else None
+    with context or contextlib.nullcontext():
         yield
 
 
@@ -80,11 +127,10 @@ def contrastive_terms(
     anchors: Tensor,
     candidates: Tensor,
     positive_similarity: Tensor,
-    temperature: TemperatureFunction,
+    temperature: TemperatureFunction | Tensor,
     *,
     excluded: Tensor | None = None,
     detach_temperature: bool = True,
-    gather_statistics: bool = False,
 ) -> ContrastiveTerms:
     """Positive logits and negatives' log-sum-exp with a per-pair temperature.
 
@@ -93,27 +139,23 @@ def contrastive_terms(
         candidates: normalised candidates [C, D]; the negatives of anchor i are all candidates except
             the columns ``excluded[i]``.
         positive_similarity: s_ip [A], each anchor's cosine similarity with its positive.
-        temperature: tau(s). Pairwise functions are evaluated on every entry of the [A, C] matrix;
-            global ones give a single tau (from the positive similarities for MACL).
+        temperature: tau(s), evaluated on every entry of the [A, C] matrix, or the batch's one tau: a
+            :class:`~dystress.temperature.GlobalTemperature`'s value, or a 0-dim tensor (MACL's tau_A).
         excluded: [A, E] column indices that are not negatives (the anchor itself, its positive).
         detach_temperature: compute tau from detached similarities (no gradient through tau).
-        gather_statistics: gather the positive similarities from all ranks for batch statistics (MACL).
 
     Returns:
         :class:`ContrastiveTerms` with detached 0-dim diagnostics tau_pos, tau_neg, sim_pos, sim_neg.
     """
     sim = anchors @ candidates.T  # [A, C]
     s_pos_d = positive_similarity.detach()
-    if temperature.pairwise:
+    if isinstance(temperature, Tensor):
+        tau = tau_pos = temperature
+    elif isinstance(temperature, GlobalTemperature):
+        tau = tau_pos = temperature(sim.new_zeros(()))
+    else:
         tau = temperature(sim.detach() if detach_temperature else sim)
         tau_pos = temperature(s_pos_d if detach_temperature else positive_similarity)
-    else:
-        if temperature.needs_positive_statistics:
-            stats = all_gather_no_grad(s_pos_d) if gather_statistics else s_pos_d
-            tau = temperature.from_positive_similarity(stats)
-        else:
-            tau = temperature(sim.new_zeros(()))
-        tau_pos = tau
     logits = sim / tau
     if excluded is not None:
         logits.scatter_(1, excluded, torch.finfo(logits.dtype).min)  # finite: no NaN when a row is empty
@@ -159,20 +201,12 @@ def _diagnostics(
         }
 
 
-def two_view_terms(
-    z0: Tensor,
-    z1: Tensor,
-    temperature: TemperatureFunction,
-    *,
-    detach_temperature: bool,
-    gather_distributed: bool,
-) -> tuple[ContrastiveTerms, Tensor]:
+def two_view_batch(z0: Tensor, z1: Tensor, gather_distributed: bool) -> TwoViewBatch:
     """SimCLR layout: anchors [z0; z1] (2n local), negatives = all other views of the (gathered) batch.
 
     Anchor i's positive is the other view of the same sample; its negatives are the 2N - 2 other
-    samples' views, N = n x world size when gathering across ranks. Returns the terms for the 2n
-    local anchors and the n positive-pair similarities [n] (grad attached). Inputs are validated by
-    the caller (:func:`check_pair`, :func:`check_negatives`).
+    samples' views, N = n x world size when gathering across ranks. Inputs are validated by the
+    caller (:func:`check_pair`, :func:`check_negatives`).
     """
     a0, a1 = normalized(z0), normalized(z1)
     n = a0.shape[0]
@@ -183,32 +217,31 @@ def two_view_terms(
     index = torch.arange(2 * n, device=anchors.device)
     excluded = torch.stack([index + offset, (index + n) % (2 * n) + offset], dim=1)
     pair_similarity = (a0 * a1).sum(dim=1)
-    terms = contrastive_terms(
-        anchors,
-        candidates,
-        torch.cat([pair_similarity, pair_similarity]),
+    positive_similarity = torch.cat([pair_similarity, pair_similarity])
+    return TwoViewBatch(anchors, candidates, excluded, pair_similarity, positive_similarity, distributed)
+
+
+def batch_terms(
+    batch: TwoViewBatch, temperature: TemperatureFunction | Tensor, detach_temperature: bool = True
+) -> ContrastiveTerms:
+    """:func:`contrastive_terms` of a :class:`TwoViewBatch`: the 2n local anchors against the batch."""
+    return contrastive_terms(
+        batch.anchors,
+        batch.candidates,
+        batch.positive_similarity,
         temperature,
-        excluded=excluded,
+        excluded=batch.excluded,
         detach_temperature=detach_temperature,
-        gather_statistics=distributed,
     )
-    return terms, pair_similarity
 
 
 # softplus(x) = log(1 + e^x) is returned as x above the threshold: 50 keeps it exact in float64.
 _SOFTPLUS_THRESHOLD = 50.0
 
 
-def infonce_from_terms(terms: ContrastiveTerms, temperature: TemperatureFunction) -> Tensor:
-    """Mean over anchors of -log exp(l_ip) / (exp(l_ip) + sum_k exp(l_ik)) = softplus(lse_neg - l_ip).
-
-    Anchors are reweighted where the temperature asks for it (MACL's stop-grad 1 / (1 - P_pos)).
-    """
-    nll = F.softplus(terms.negative_lse - terms.positive, threshold=_SOFTPLUS_THRESHOLD)
-    weights = temperature.anchor_weights(-nll)
-    if weights is not None:
-        nll = nll * weights
-    return nll.mean()
+def infonce_nll(terms: ContrastiveTerms) -> Tensor:
+    """Per anchor [A]: -log exp(l_ip) / (exp(l_ip) + sum_k exp(l_ik)) = softplus(lse_neg - l_ip)."""
+    return F.softplus(terms.negative_lse - terms.positive, threshold=_SOFTPLUS_THRESHOLD)
 
 
 class TemperatureLoss(nn.Module):
@@ -222,8 +255,3 @@ class TemperatureLoss(nn.Module):
         ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
         """
         self.temperature.set_epoch(_as_epoch(epoch))
-
-
-def check_flag(name: str, value: object) -> bool:
-    """``value`` as a bool (Python or NumPy), else ValueError naming ``name``."""
-    return as_bool(name, value)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dystress._checks import as_real
-from dystress.losses._logits import TemperatureLoss, check_flag
-from dystress.losses.functional import _dcl_temperature, dcl
+from dystress._checks import as_bool, as_real
+from dystress.losses._logits import TemperatureLoss, loss_temperature
+from dystress.losses.functional import dcl
 from dystress.temperature import TemperatureFunction
 
 
@@ -19,7 +19,7 @@ class DCLLoss(TemperatureLoss):
 
     over the 2N anchors and their 2N - 2 negatives. DCL: w_i = 1. DCLW: w_i = 2 - N softmax(s_pos / sigma)_i
     over the N positive pairs of the (gathered) batch, detached. MACL's reweighting is defined through
-    P(positive), which DCL has not: MACL is rejected. The module form of
+    P(positive), which DCL has not: MACL's temperature is rejected. The module form of
     :func:`~dystress.losses.functional.dcl`.
 
     Needs N x world size >= 2 samples (a negative per anchor; world size 1 without gathering): a
@@ -27,7 +27,8 @@ class DCLLoss(TemperatureLoss):
     sync): all-zero z0 and z1 give the finite log(2N - 2) (every logit 0), a NaN gives a NaN loss.
 
     Args:
-        temperature: a fixed tau > 0 or a pairwise/global :class:`~dystress.temperature.TemperatureFunction`.
+        temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction` other than
+            MACL's.
         weighted: DCLW instead of DCL.
         sigma: DCLW's softmax temperature, > 0 (0.5 in the paper).
         detach_temperature: compute tau from detached similarities (the study detaches everywhere).
@@ -66,11 +67,11 @@ class DCLLoss(TemperatureLoss):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        self.temperature = _dcl_temperature(temperature)
-        self.weighted = check_flag("weighted", weighted)
+        self.temperature = loss_temperature(temperature, "DCL")
+        self.weighted = as_bool("weighted", weighted)
         self.sigma = as_real("sigma", sigma, positive=True)
-        self.detach_temperature = check_flag("detach_temperature", detach_temperature)
-        self.gather_distributed = check_flag("gather_distributed", gather_distributed)
+        self.detach_temperature = as_bool("detach_temperature", detach_temperature)
+        self.gather_distributed = as_bool("gather_distributed", gather_distributed)
         self.diagnostics: dict[str, Tensor] = {}
 
     def forward(self, z0: Tensor, z1: Tensor) -> Tensor:

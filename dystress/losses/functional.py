@@ -1,14 +1,16 @@
 """Functional two-view losses: pure functions returning ``(loss, diagnostics)``.
 
-:class:`~dystress.losses.InfoNCELoss` and :class:`~dystress.losses.DCLLoss` are thin ``nn.Module``
-wrappers over :func:`infonce` and :func:`dcl` (one implementation). ``temperature`` is a fixed tau > 0
-or a :class:`~dystress.temperature.TemperatureFunction`; a TS schedule is stepped by the caller with
-``temperature.set_epoch(epoch)``. The diagnostics are detached 0-dim tensors ``tau_pos``, ``tau_neg``,
-``sim_pos``, ``sim_neg`` (means over the local anchors' positives / negatives).
+:class:`~dystress.losses.InfoNCELoss`, :class:`~dystress.losses.DCLLoss` and
+:class:`~dystress.losses.MACLLoss` are thin ``nn.Module`` wrappers over :func:`infonce`, :func:`dcl`
+and :func:`macl` (one implementation; :func:`macl` lives with MACL in :mod:`dystress.losses.macl`).
+``temperature`` is a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction` other than
+MACL's; a TS schedule is stepped by the caller with ``temperature.set_epoch(epoch)``. The diagnostics
+are detached 0-dim tensors ``tau_pos``, ``tau_neg``, ``sim_pos``, ``sim_neg`` (means over the local
+anchors' positives / negatives).
 
 Every argument is checked before any work. Values are not (that would need a host sync): all-zero
-inputs give every logit 0, hence the finite log(2N - 1) (InfoNCE) / log(2N - 2) (DCL) (without MACL's
-anchor weights, which scale them by their 1 / (1 - P_pos)), and a NaN anywhere gives a NaN loss.
+inputs give every logit 0, hence the finite log(2N - 1) (InfoNCE) / log(2N - 2) (DCL) (MACL scales
+them by its anchor weights 1 / (1 - P_pos)), and a NaN anywhere gives a NaN loss.
 """
 
 from __future__ import annotations
@@ -16,19 +18,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dystress._checks import as_real
+from dystress._checks import as_bool, as_real
 from dystress.distributed import all_gather_no_grad, rank
 from dystress.losses._logits import (
-    check_flag,
+    batch_terms,
     check_negatives,
     check_pair,
     full_precision,
-    infonce_from_terms,
-    two_view_terms,
+    infonce_nll,
+    loss_temperature,
+    two_view_batch,
 )
-from dystress.temperature import TemperatureFunction, as_temperature
+from dystress.losses.macl import macl
+from dystress.temperature import TemperatureFunction
 
-__all__ = ["dcl", "infonce"]
+__all__ = ["dcl", "infonce", "macl"]
 
 
 def infonce(
@@ -42,12 +46,11 @@ def infonce(
     """InfoNCE / NT-Xent over the 2N views with tau = tau(s_ij) (SimCLR; DySTreSS, arXiv 2308.01140).
 
     loss_i = -log exp(l_ip) / (exp(l_ip) + sum_k exp(l_ik)), l_ij = s_ij / tau(s_ij), averaged over
-    the 2N anchors; MACL's anchor weights 1 / (1 - P_pos) are applied. See
-    :class:`~dystress.losses.InfoNCELoss` for the arguments.
+    the 2N anchors. See :class:`~dystress.losses.InfoNCELoss` for the arguments (MACL: :func:`macl`).
 
     Args:
         z0, z1: projections of the two views [N, D], floating point; N x world size >= 2.
-        temperature: a fixed tau > 0 or a TemperatureFunction.
+        temperature: a fixed tau > 0 or a TemperatureFunction other than MACL's.
         detach_temperature: tau from detached similarities (only pairwise functions have a gradient).
         gather_distributed: negatives from every rank under ``torch.distributed``.
 
@@ -64,20 +67,14 @@ def infonce(
         >>> infonce(torch.randn(8, 16), torch.randn(8, 16), 0.5)[0].shape
         torch.Size([])
     """
-    temperature = as_temperature(temperature)
-    check_flag("detach_temperature", detach_temperature)
-    check_flag("gather_distributed", gather_distributed)
+    temperature = loss_temperature(temperature, "InfoNCE")
+    as_bool("detach_temperature", detach_temperature)
+    as_bool("gather_distributed", gather_distributed)
     check_pair(z0, z1)
     check_negatives("InfoNCE", z0, gather_distributed)
     with full_precision(z0):
-        terms, _ = two_view_terms(
-            z0,
-            z1,
-            temperature,
-            detach_temperature=detach_temperature,
-            gather_distributed=gather_distributed,
-        )
-        loss = infonce_from_terms(terms, temperature)
+        terms = batch_terms(two_view_batch(z0, z1, gather_distributed), temperature, detach_temperature)
+        loss = infonce_nll(terms).mean()
     return loss, terms.diagnostics
 
 
@@ -98,7 +95,7 @@ def dcl(
 
     Args:
         z0, z1: projections of the two views [N, D], floating point; N x world size >= 2.
-        temperature: a fixed tau > 0 or a TemperatureFunction other than MACL.
+        temperature: a fixed tau > 0 or a TemperatureFunction other than MACL's.
         weighted: DCLW instead of DCL.
         sigma: DCLW's softmax temperature, > 0.
         detach_temperature: tau from detached similarities (only pairwise functions have a gradient).
@@ -115,34 +112,21 @@ def dcl(
         >>> round(loss.item(), 4) == round(math.log(6), 4)
         True
     """
-    temperature = _dcl_temperature(temperature)
-    check_flag("weighted", weighted)
+    temperature = loss_temperature(temperature, "DCL")
+    as_bool("weighted", weighted)
     sigma = as_real("sigma", sigma, positive=True)
-    check_flag("detach_temperature", detach_temperature)
-    check_flag("gather_distributed", gather_distributed)
+    as_bool("detach_temperature", detach_temperature)
+    as_bool("gather_distributed", gather_distributed)
     check_pair(z0, z1)
-    distributed = check_negatives("DCL", z0, gather_distributed)
+    check_negatives("DCL", z0, gather_distributed)
     with full_precision(z0):
-        terms, pair_similarity = two_view_terms(
-            z0,
-            z1,
-            temperature,
-            detach_temperature=detach_temperature,
-            gather_distributed=gather_distributed,
-        )
+        batch = two_view_batch(z0, z1, gather_distributed)
+        terms = batch_terms(batch, temperature, detach_temperature)
         positive = terms.positive
         if weighted:
-            positive = positive * _dclw_weights(pair_similarity, sigma, distributed)
+            positive = positive * _dclw_weights(batch.pair_similarity, sigma, batch.distributed)
         loss = (terms.negative_lse - positive).mean()
     return loss, terms.diagnostics
-
-
-def _dcl_temperature(temperature: float | TemperatureFunction) -> TemperatureFunction:
-    """The temperature as a TemperatureFunction; ValueError for MACL (it needs P(positive))."""
-    temperature = as_temperature(temperature)
-    if temperature.needs_positive_statistics:
-        raise ValueError(f"temperature {temperature!r} needs P(positive), which DCL removes; use InfoNCELoss")
-    return temperature
 
 
 def _dclw_weights(pair_similarity: Tensor, sigma: float, distributed: bool) -> Tensor:

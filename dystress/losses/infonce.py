@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dystress.losses._logits import TemperatureLoss, check_flag
+from dystress._checks import as_bool
+from dystress.losses._logits import TemperatureLoss, loss_temperature
 from dystress.losses.functional import infonce
-from dystress.temperature import TemperatureFunction, as_temperature
+from dystress.temperature import TemperatureFunction
 
 
 class InfoNCELoss(TemperatureLoss):
@@ -17,21 +18,22 @@ class InfoNCELoss(TemperatureLoss):
         l_ij = s_ij / tau(s_ij),   loss_i = -log exp(l_ip) / (exp(l_ip) + sum_k exp(l_ik))
 
     averaged over all 2N anchors (symmetric in the views). A float gives plain SimCLR (Chen et al.
-    2020); ``CosineTemperature`` gives DySTreSS (Manna et al., arXiv 2308.01140); ``MACLTemperature``
-    gives MACL (Huang et al., ICML 2023), including its stop-grad 1 / (1 - P_pos) anchor weights.
-    Computed as log-sum-exp in float32 (float64 stays float64), with autocast disabled. The module
-    form of :func:`~dystress.losses.functional.infonce`.
+    2020); ``CosineTemperature`` gives DySTreSS (Manna et al., arXiv 2308.01140). MACL (Huang et al.,
+    ICML 2023) sets tau from the batch and reweights the anchors: that is
+    :class:`~dystress.losses.MACLLoss`, and a ``MACLTemperature`` given here raises ``ValueError``
+    pointing there. Computed as log-sum-exp in float32 (float64 stays float64), with autocast
+    disabled. The module form of :func:`~dystress.losses.functional.infonce`.
 
     Needs N x world size >= 2 samples (a negative per anchor; world size 1 without gathering): a
     smaller batch raises ``ValueError``, as does a non-tensor input. Values are not checked (no host
     sync): all-zero z0 and z1 give the finite log(2N - 1) (every logit 0), a NaN gives a NaN loss.
 
     Args:
-        temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction`.
+        temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction` other
+            than MACL's.
         detach_temperature: compute tau from detached similarities (the method). False keeps the
             gradient through tau(s_ij), for analysis; it matters for pairwise functions only: a
-            constant or the TS schedule has no gradient, and MACL's batch tau
-            (``from_positive_similarity``) is always detached.
+            constant or the TS schedule has no gradient.
         gather_distributed: under ``torch.distributed`` (world size > 1), take negatives from every
             rank; each rank's loss is the mean over its local anchors.
 
@@ -67,9 +69,9 @@ class InfoNCELoss(TemperatureLoss):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        self.temperature = as_temperature(temperature)
-        self.detach_temperature = check_flag("detach_temperature", detach_temperature)
-        self.gather_distributed = check_flag("gather_distributed", gather_distributed)
+        self.temperature = loss_temperature(temperature, "InfoNCE")
+        self.detach_temperature = as_bool("detach_temperature", detach_temperature)
+        self.gather_distributed = as_bool("gather_distributed", gather_distributed)
         self.diagnostics: dict[str, Tensor] = {}
 
     def forward(self, z0: Tensor, z1: Tensor) -> Tensor:

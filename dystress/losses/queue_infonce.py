@@ -6,18 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dystress._checks import as_int
-from dystress.distributed import all_gather_no_grad, world_size
+from dystress._checks import as_bool, as_int
+from dystress.distributed import all_gather_no_grad
 from dystress.losses._logits import (
     TemperatureLoss,
-    check_flag,
     check_pair,
     contrastive_terms,
     full_precision,
-    infonce_from_terms,
+    infonce_nll,
+    loss_temperature,
     normalized,
 )
-from dystress.temperature import TemperatureFunction, as_temperature
+from dystress.temperature import TemperatureFunction
 
 
 class QueueInfoNCELoss(TemperatureLoss):
@@ -37,12 +37,12 @@ class QueueInfoNCELoss(TemperatureLoss):
     hence the finite log(K + 1), and a NaN gives a NaN loss.
 
     Args:
-        temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction`.
+        temperature: a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction` other
+            than MACL's (MACL is the two-view :class:`~dystress.losses.MACLLoss`).
         queue_size: K >= 1 negatives.
         dim: projection dimension D >= 1.
         detach_temperature: compute tau from detached similarities. False keeps the gradient through
-            tau(s_ij): pairwise functions only (a constant or the TS schedule has no gradient, MACL's
-            batch tau is always detached).
+            tau(s_ij): pairwise functions only (a constant or the TS schedule has no gradient).
         gather_distributed: enqueue the keys of every rank.
 
     After each call ``diagnostics`` holds detached 0-dim tensors ``tau_pos``, ``tau_neg``, ``sim_pos``,
@@ -76,10 +76,10 @@ class QueueInfoNCELoss(TemperatureLoss):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        self.temperature = as_temperature(temperature)
+        self.temperature = loss_temperature(temperature, "QueueInfoNCE")
         queue_size, dim = as_int("queue_size", queue_size, minimum=1), as_int("dim", dim, minimum=1)
-        self.detach_temperature = check_flag("detach_temperature", detach_temperature)
-        self.gather_distributed = check_flag("gather_distributed", gather_distributed)
+        self.detach_temperature = as_bool("detach_temperature", detach_temperature)
+        self.gather_distributed = as_bool("gather_distributed", gather_distributed)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.diagnostics: dict[str, Tensor] = {}
@@ -101,9 +101,8 @@ class QueueInfoNCELoss(TemperatureLoss):
                 (q * k).sum(dim=1),
                 self.temperature,
                 detach_temperature=self.detach_temperature,
-                gather_statistics=self.gather_distributed and world_size() > 1,
             )
-            loss = infonce_from_terms(terms, self.temperature)
+            loss = infonce_nll(terms).mean()
         self.diagnostics = terms.diagnostics
         if self.training:
             self._enqueue(all_gather_no_grad(k) if self.gather_distributed else k)
