@@ -1,19 +1,42 @@
-"""Scalar argument checks shared by the whole package (one rule everywhere).
+"""Argument checks shared by the whole package (one rule everywhere).
 
-An integer is any ``numbers.Integral`` (Python or NumPy) and a real any ``numbers.Real``, never a
-``bool``; both come back as plain Python ``int`` / ``float``. Each raises ``ValueError`` naming the
-parameter and what is allowed.
+An integer is any ``numbers.Integral`` (Python or NumPy) and a real any finite ``numbers.Real``, never a
+``bool``; both come back as plain Python ``int`` / ``float``. A name (:func:`is_name`) is a string that
+stays inside the folder it names a file or folder of. Every failure is one ``ValueError`` naming the
+parameter and what is allowed: :func:`require` for a condition with its own wording, the ``as_*``
+functions for the common kinds.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-__all__ = ["as_bool", "as_int", "as_real", "is_int", "is_real"]
+__all__ = [
+    "NAME_RULE",
+    "as_bool",
+    "as_int",
+    "as_name",
+    "as_positive",
+    "as_real",
+    "is_int",
+    "is_name",
+    "is_real",
+    "require",
+]
+
+#: What :func:`is_name` allows, in the words of an error message.
+NAME_RULE = "a non-empty string without path separators ('/', '\\'), not '.' or '..' (it names a folder)"
+
+
+def require(condition: bool, name: str, allowed: str, value: Any) -> None:
+    """Raise ``ValueError("<name> must be <allowed>, got <value!r>")`` unless ``condition`` holds."""
+    if not condition:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def is_int(value: Any) -> bool:
@@ -24,6 +47,15 @@ def is_int(value: Any) -> bool:
 def is_real(value: Any) -> bool:
     """Whether ``value`` is a finite real number (``numbers.Real``, not ``bool``)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_name(value: Any) -> bool:
+    """Whether ``value`` is a plain name (:data:`NAME_RULE`): joined to a folder, it stays inside it."""
+    if not isinstance(value, str) or value in ("", ".", "..") or "\0" in value:
+        return False
+    if "/" in value or "\\" in value:
+        return False
+    return not (PurePosixPath(value).is_absolute() or PureWindowsPath(value).drive)
 
 
 def as_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -52,4 +84,16 @@ def as_real(name: str, value: Any, positive: bool = False) -> float:
     value = float(value)
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def as_positive(name: str, value: Any) -> float:
+    """``value`` as a ``float`` after checking it is a finite number > 0 (one message for both)."""
+    require(is_real(value) and value > 0, name, "a finite number > 0", value)
+    return float(value)
+
+
+def as_name(name: str, value: Any) -> str:
+    """``value`` after checking it is a plain name (:func:`is_name`), e.g. a profile's folder."""
+    require(is_name(value), name, NAME_RULE, value)
     return value

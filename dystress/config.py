@@ -1,15 +1,23 @@
 """One dataclass per pretraining run, and the named profiles (smoke, quick, paper).
 
-A :class:`PretrainConfig` holds everything a run depends on. It validates itself on construction
-(every bad value raises ``ValueError`` naming the field and what is allowed, before any work), round
-trips through plain dicts, JSON and YAML, takes ``key=value`` overrides (values parsed with
-``yaml.safe_load``, nested keys with a dot: ``temperature_params.tau_min=0.05``) and hashes to a short
-stable :meth:`PretrainConfig.run_id`.
+A :class:`PretrainConfig` holds everything a run depends on. Each field carries its help line, the
+part of the run it belongs to (data, model, loss, optim, execution, augment, eval) and its own check
+in its metadata; checks across fields are one short function per part. A config validates itself on
+construction (every bad value raises ``ValueError`` naming the field and what is allowed, before any
+work), round trips through plain dicts, JSON and YAML, and hashes to a short stable
+:meth:`PretrainConfig.run_id`. Names of datasets, backbones, stems, losses and temperature functions
+come from the modules that define them.
+
+One override path, :meth:`PretrainConfig.with_parameters`, serves ``--set key=value``
+(:meth:`~PretrainConfig.with_overrides`: values parsed with ``yaml.safe_load``, nested keys with a dot:
+``temperature_params.tau_min=0.05``), config files (:meth:`~PretrainConfig.updated`), the notebook's
+parameters and the study (``tau_min=0.05`` at top level goes into ``temperature_params``).
 
 Fields that only say *where* or *how fast* a run executes, or how often it is saved (``data_root``,
-``download``, ``num_threads``, ``checkpoint_every``) are left out of the run identity
-(:data:`NON_IDENTITY_FIELDS`): the same run moved to another machine or data folder keeps its id and
-can resume its checkpoints.
+``download``, ``num_threads``, ``checkpoint_every``, ...: metadata ``identity=False``) are left out of
+the run identity (:data:`NON_IDENTITY_FIELDS`): the same run moved to another machine or data folder
+keeps its id and can resume its checkpoints. ``profile`` names a folder of runs: a plain name, never a
+path.
 
 Profiles (:data:`PROFILES`, :func:`get_profile`):
 
@@ -54,116 +62,99 @@ on a GPU, so a checkpoint written on one does not resume on the other under the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from dystress._checks import is_int as _is_int
-from dystress._checks import is_real as _is_real
-
-if TYPE_CHECKING:
-    from dystress.temperature import TemperatureFunction
+from dystress._checks import NAME_RULE, is_int, is_name, is_real, require
+from dystress.data.datasets import DATASETS
+from dystress.losses import LOSSES
+from dystress.models import BACKBONES, STEMS
+from dystress.temperature import TEMPERATURES, TemperatureFunction, build_temperature
 
 __all__ = [
     "DATASETS",
     "FIELD_HELP",
     "NON_IDENTITY_FIELDS",
+    "PARTS",
     "PROFILES",
     "PretrainConfig",
     "get_profile",
+    "temperature_parameter_names",
 ]
 
-DATASETS = ("cifar10", "cifar100", "cifar10_lt", "cifar100_lt", "imagefolder")
-BACKBONES = ("resnet18", "resnet34", "resnet50", "small_cnn")
-STEMS = ("cifar", "imagenet")
-LOSSES = ("infonce", "dcl", "dclw")
 OPTIMIZERS = ("sgd", "lars")
 PRECISIONS = ("fp32", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_PLACEMENTS = ("auto", "device", "host")
 VIEW_FORWARDS = ("separate", "joint")
 
-#: Fields that do not change what a run computes; excluded from :meth:`PretrainConfig.run_id` and
-#: from the check that a checkpoint belongs to the run.
-NON_IDENTITY_FIELDS = (
-    "data_root",
-    "download",
-    "num_threads",
-    "checkpoint_every",
-    "data_placement",
-    "data_workers",
-)
+#: The parts of a run a field belongs to (``field.metadata["part"]``); each part's checks that span
+#: several fields are one function of :data:`_PART_CHECKS`.
+PARTS = ("run", "data", "model", "loss", "optim", "execution", "augment", "eval")
 
 #: Identity fields added after run ids were first published, with the value every earlier run had:
 #: left out of :meth:`PretrainConfig.run_id` at that value, so earlier run folders keep their ids.
 LATER_FIELD_DEFAULTS: dict[str, Any] = {"jitter_strength": 0.5, "view_forward": "joint"}
 
-#: One line of documentation per field (used by ``dystress pretrain --help``).
-FIELD_HELP: dict[str, str] = {
-    "profile": "name of the profile this config started from (recorded, not interpreted)",
-    "dataset": f"one of {', '.join(DATASETS)}",
-    "data_root": "folder holding the datasets (e.g. data/cifar-10-batches-py)",
-    "download": "download the dataset when missing",
-    "train_subset": "null, or train on a fixed subset of this many training images (drawn with subset_seed)",
-    "test_subset": "null (the whole test set), or evaluate on a fixed subset of this many test images",
-    "subset_seed": "seed of every data subset (train_subset, monitor subsets, long-tail sampling)",
-    "imbalance_ratio": "n_min / n_max of the long-tailed datasets, in (0, 1]",
-    "image_size": "null (dataset native) or the side images are resized and center-cropped to (imagefolder)",
-    "crop_size": "null (= the image side) or the side of the training crops and of the evaluated center crop "
-    "(imagefolder with image_size 256, crop_size 224: the ImageNet protocol)",
-    "backbone": f"one of {', '.join(BACKBONES)}",
-    "stem": "cifar (3x3 conv, no max-pool) or imagenet (7x7 conv + max-pool)",
-    "projector_hidden_dim": "projector hidden width",
-    "projector_out_dim": "projector output width (the contrastive space)",
-    "loss": f"one of {', '.join(LOSSES)}",
-    "temperature": "temperature function: constant, cosine (DySTreSS), shifted_cosine, linear, exponential, "
-    "one_sided_cosine, ts_schedule, macl",
-    "temperature_params": "keyword arguments of the temperature function, e.g. {tau_min: 0.07, tau_max: 0.2}",
-    "optimizer": "sgd or lars (LARS excludes biases and norm parameters from adaptation and weight decay)",
-    "lr": "peak learning rate (not scaled with the batch size)",
-    "momentum": "SGD/LARS momentum in [0, 1) (0: plain SGD as in the authors' CIFAR script)",
-    "weight_decay": "L2 weight decay >= 0",
-    "lars_eta": "LARS trust coefficient eta > 0",
-    "warmup_epochs": "linear warm-up epochs (may be fractional) before the per-step cosine decay",
-    "epochs": "training epochs >= 0 (0: evaluate the random initialisation)",
-    "batch_size": "global batch size (pairs per step, over all ranks)",
-    "seed": "seed of initialisation, shuffling and augmentation",
-    "precision": "fp32, bf16 (autocast, also on CPU) or auto (bf16 on a CUDA GPU with native bf16, "
-    "else fp32)",
-    "channels_last": "channels-last memory format where bf16 autocast runs",
-    "compile": "torch.compile the model (tested on one process; under DDP, torch.compile breaks its graph at "
-    "synchronised BatchNorm: PyTorch issues 161302, 107372)",
-    "view_forward": "separate (each view through the network on its own: BatchNorm statistics per view, as "
-    "the authors' CIFAR script, solo-learn and lightly's CIFAR benchmark) or joint (both views in one batch, "
-    "as SimCLR's code and the authors' ImageNet code)",
-    "device": "auto, cpu or cuda",
-    "data_placement": "where the uint8 training images live: device (GPU-resident), host (batches streamed "
-    "from host memory / the image-folder cache) or auto (device when they take under half the free memory)",
-    "data_workers": "null (all CPU cores, at most 32) or the processes decoding an image folder to its cache",
-    "crop_scale_min": "lower bound of the random-resized-crop area scale, in (0, 1]",
-    "jitter_strength": "SimCLR colour-jitter strength s in [0, 2.5]: ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) "
-    "with p 0.8 (0.5 for CIFAR, 1.0 for ImageNet)",
-    "blur_prob": "Gaussian blur probability in [0, 1] (0 for CIFAR)",
-    "checkpoint_every": "write checkpoints/last.pt every this many epochs (and at the end)",
-    "snapshot_epochs": "epochs whose monitor features are saved (0: before training; needs a monitor)",
-    "monitor_size": "size of the fixed test subset (and train bank) of the per-epoch monitor; 0 = off",
-    "knn_k": "neighbours of the weighted kNN evaluation",
-    "knn_t": "vote temperature of the weighted kNN evaluation",
-    "linear_probe": "also train a linear probe on frozen features at the end",
-    "eval_batch_size": "batch size of feature extraction",
-    "num_threads": "null (torch default) or the number of CPU threads",
-}
+
+def temperature_parameter_names() -> tuple[str, ...]:
+    """Every keyword parameter of every registered temperature function (registry order, no repeats):
+    the names a notebook or :meth:`PretrainConfig.with_parameters` may give at top level."""
+    names = (
+        name
+        for cls in TEMPERATURES.values()
+        for name in inspect.signature(cls.__init__).parameters
+        if name != "self"
+    )
+    return tuple(dict.fromkeys(names))
 
 
-def _fail(name: str, allowed: str, value: Any) -> None:
-    raise ValueError(f"{name} must be {allowed}, got {value!r}")
+@dataclass(frozen=True)
+class _Rule:
+    """What one field allows on its own: ``ok(value)``, and ``allowed`` in the words of the error."""
+
+    allowed: str
+    ok: Callable[[Any], bool]
+
+
+def _choice(choices: tuple[str, ...]) -> _Rule:
+    return _Rule(f"one of {list(choices)}", lambda v: isinstance(v, str) and v in choices)
+
+
+def _integer(low: int, optional: bool = False) -> _Rule:
+    allowed = f"{'null or ' if optional else ''}an integer >= {low}"
+    return _Rule(allowed, lambda v: (optional and v is None) or (is_int(v) and v >= low))
+
+
+_NAME = _Rule(NAME_RULE, is_name)
+_TEXT = _Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v))
+_FLAG = _Rule("true or false", lambda v: isinstance(v, bool))
+_POSITIVE = _Rule("a finite number > 0", lambda v: is_real(v) and v > 0)
+_UNIT = _Rule("a number in (0, 1]", lambda v: is_real(v) and 0 < v <= 1)
+_MAPPING = _Rule(
+    "a mapping from parameter names to numbers",
+    lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+)
+
+
+def _field(default: Any, part: str, help: str, rule: _Rule | None = None, *, identity: bool = True) -> Any:
+    """A dataclass field whose metadata holds its ``help`` line, its ``part`` of the run, its own check
+    (``rule``; checks that span fields are per part) and whether it is part of the run ``identity``."""
+    metadata = {"help": help, "part": part, "rule": rule, "identity": identity}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def _plain(value: Any) -> Any:
@@ -177,61 +168,200 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _as_float(value: Any) -> Any:
+    """A numeric string (YAML 1.1 reads ``1e-3`` as text) as a float; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 @dataclass
 class PretrainConfig:
-    """Everything a pretraining run depends on (see :data:`FIELD_HELP` for each field)."""
+    """Everything a pretraining run depends on; each field's help is ``FIELD_HELP`` (its metadata)."""
 
-    profile: str = "custom"
+    profile: str = _field(
+        "custom", "run", "name of the profile this config started from (recorded, not interpreted)", _NAME
+    )
     # data
-    dataset: str = "cifar10"
-    data_root: str = "data"
-    download: bool = True
-    train_subset: int | None = None
-    test_subset: int | None = None
-    subset_seed: int = 0
-    imbalance_ratio: float = 0.01
-    image_size: int | None = None
-    crop_size: int | None = None
+    dataset: str = _field("cifar10", "data", f"one of {', '.join(DATASETS)}", _choice(DATASETS))
+    data_root: str = _field(
+        "data", "data", "folder holding the datasets (e.g. data/cifar-10-batches-py)", _TEXT, identity=False
+    )
+    download: bool = _field(True, "data", "download the dataset when missing", _FLAG, identity=False)
+    train_subset: int | None = _field(
+        None,
+        "data",
+        "null, or train on a fixed subset of this many training images (drawn with subset_seed)",
+        _integer(2, optional=True),
+    )
+    test_subset: int | None = _field(
+        None,
+        "data",
+        "null (the whole test set), or evaluate on a fixed subset of this many test images",
+        _integer(2, optional=True),
+    )
+    subset_seed: int = _field(
+        0,
+        "data",
+        "seed of every data subset (train_subset, monitor subsets, long-tail sampling)",
+        _integer(0),
+    )
+    imbalance_ratio: float = _field(
+        0.01, "data", "n_min / n_max of the long-tailed datasets, in (0, 1]", _UNIT
+    )
+    image_size: int | None = _field(
+        None,
+        "data",
+        "null (dataset native) or the side images are resized and center-cropped to (imagefolder)",
+        _integer(8, optional=True),
+    )
+    crop_size: int | None = _field(
+        None,
+        "data",
+        "null (= the image side) or the side of the training crops and of the evaluated center crop "
+        "(imagefolder with image_size 256, crop_size 224: the ImageNet protocol)",
+        _integer(8, optional=True),
+    )
     # model
-    backbone: str = "resnet18"
-    stem: str = "cifar"
-    projector_hidden_dim: int = 512
-    projector_out_dim: int = 128
+    backbone: str = _field("resnet18", "model", f"one of {', '.join(BACKBONES)}", _choice(BACKBONES))
+    stem: str = _field(
+        "cifar", "model", "cifar (3x3 conv, no max-pool) or imagenet (7x7 conv + max-pool)", _choice(STEMS)
+    )
+    projector_hidden_dim: int = _field(512, "model", "projector hidden width", _integer(1))
+    projector_out_dim: int = _field(
+        128, "model", "projector output width (the contrastive space)", _integer(1)
+    )
     # loss
-    loss: str = "infonce"
-    temperature: str = "cosine"
-    temperature_params: dict[str, float] = field(default_factory=lambda: {"tau_min": 0.07, "tau_max": 0.2})
+    loss: str = _field("infonce", "loss", f"one of {', '.join(LOSSES)}", _choice(LOSSES))
+    temperature: str = _field(
+        "cosine", "loss", f"temperature function, one of {', '.join(TEMPERATURES)} (cosine: DySTreSS)"
+    )
+    temperature_params: dict[str, float] = _field(
+        {"tau_min": 0.07, "tau_max": 0.2},
+        "loss",
+        "keyword arguments of the temperature function, e.g. {tau_min: 0.07, tau_max: 0.2}",
+        _MAPPING,
+    )
     # optimisation
-    optimizer: str = "sgd"
-    lr: float = 0.2
-    momentum: float = 0.0
-    weight_decay: float = 5e-4
-    lars_eta: float = 0.001
-    warmup_epochs: float = 0.0
-    epochs: int = 200
-    batch_size: int = 128
-    seed: int = 0
+    optimizer: str = _field(
+        "sgd",
+        "optim",
+        "sgd or lars (LARS excludes biases and norm parameters from adaptation and weight decay)",
+        _choice(OPTIMIZERS),
+    )
+    lr: float = _field(0.2, "optim", "peak learning rate (not scaled with the batch size)", _POSITIVE)
+    momentum: float = _field(
+        0.0,
+        "optim",
+        "SGD/LARS momentum in [0, 1) (0: plain SGD as in the authors' CIFAR script)",
+        _Rule("a number in [0, 1)", lambda v: is_real(v) and 0.0 <= v < 1.0),
+    )
+    weight_decay: float = _field(
+        5e-4, "optim", "L2 weight decay >= 0", _Rule("a finite number >= 0", lambda v: is_real(v) and v >= 0)
+    )
+    lars_eta: float = _field(0.001, "optim", "LARS trust coefficient eta > 0", _POSITIVE)
+    warmup_epochs: float = _field(
+        0.0, "optim", "linear warm-up epochs (may be fractional) before the per-step cosine decay"
+    )
+    epochs: int = _field(
+        200, "optim", "training epochs >= 0 (0: evaluate the random initialisation)", _integer(0)
+    )
+    batch_size: int = _field(128, "optim", "global batch size (pairs per step, over all ranks)", _integer(2))
+    seed: int = _field(0, "optim", "seed of initialisation, shuffling and augmentation", _integer(0))
     # execution
-    precision: str = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    view_forward: str = "separate"
-    device: str = "auto"
-    data_placement: str = "auto"
-    data_workers: int | None = None
-    num_threads: int | None = None
+    precision: str = _field(
+        "auto",
+        "execution",
+        "fp32, bf16 (autocast, also on CPU) or auto (bf16 on a CUDA GPU with native bf16, else fp32)",
+        _choice(PRECISIONS),
+    )
+    channels_last: bool = _field(
+        True, "execution", "channels-last memory format where bf16 autocast runs", _FLAG
+    )
+    compile: bool = _field(
+        False,
+        "execution",
+        "torch.compile the model (tested on one process; under DDP, torch.compile breaks its graph at "
+        "synchronised BatchNorm: PyTorch issues 161302, 107372)",
+        _FLAG,
+    )
+    view_forward: str = _field(
+        "separate",
+        "execution",
+        "separate (each view through the network on its own: BatchNorm statistics per view, as the "
+        "authors' CIFAR script, solo-learn and lightly's CIFAR benchmark) or joint (both views in one "
+        "batch, as SimCLR's code and the authors' ImageNet code)",
+        _choice(VIEW_FORWARDS),
+    )
+    device: str = _field("auto", "execution", "auto, cpu or cuda", _choice(DEVICES))
+    data_placement: str = _field(
+        "auto",
+        "execution",
+        "where the uint8 training images live: device (GPU-resident), host (batches streamed from host "
+        "memory / the image-folder cache) or auto (device when they take under half the free memory)",
+        _choice(DATA_PLACEMENTS),
+        identity=False,
+    )
+    data_workers: int | None = _field(
+        None,
+        "execution",
+        "null (all CPU cores, at most 32) or the processes decoding an image folder to its cache",
+        _integer(0, optional=True),
+        identity=False,
+    )
+    num_threads: int | None = _field(
+        None,
+        "execution",
+        "null (torch default) or the number of CPU threads",
+        _integer(1, optional=True),
+        identity=False,
+    )
     # augmentation
-    crop_scale_min: float = 0.08
-    jitter_strength: float = 0.5
-    blur_prob: float = 0.0
+    crop_scale_min: float = _field(
+        0.08, "augment", "lower bound of the random-resized-crop area scale, in (0, 1]", _UNIT
+    )
+    jitter_strength: float = _field(
+        0.5,
+        "augment",
+        "SimCLR colour-jitter strength s in [0, 2.5]: ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) with p 0.8 "
+        "(0.5 for CIFAR, 1.0 for ImageNet)",
+        _Rule(
+            "a number in [0, 2.5] (the hue range 0.2 s is at most 0.5)",
+            lambda v: is_real(v) and 0 <= v <= 2.5,
+        ),
+    )
+    blur_prob: float = _field(
+        0.0,
+        "augment",
+        "Gaussian blur probability in [0, 1] (0 for CIFAR)",
+        _Rule("a number in [0, 1]", lambda v: is_real(v) and 0 <= v <= 1),
+    )
     # bookkeeping and evaluation
-    checkpoint_every: int = 1
-    snapshot_epochs: list[int] = field(default_factory=list)
-    monitor_size: int = 1000
-    knn_k: int = 200
-    knn_t: float = 0.1
-    linear_probe: bool = False
-    eval_batch_size: int = 512
+    checkpoint_every: int = _field(
+        1,
+        "eval",
+        "write checkpoints/last.pt every this many epochs (and at the end)",
+        _integer(1),
+        identity=False,
+    )
+    snapshot_epochs: list[int] = _field(
+        [], "eval", "epochs whose monitor features are saved (0: before training; needs a monitor)"
+    )
+    monitor_size: int = _field(
+        1000,
+        "eval",
+        "size of the fixed test subset (and train bank) of the per-epoch monitor; 0 = off",
+        _integer(0),
+    )
+    knn_k: int = _field(200, "eval", "neighbours of the weighted kNN evaluation", _integer(1))
+    knn_t: float = _field(0.1, "eval", "vote temperature of the weighted kNN evaluation", _POSITIVE)
+    linear_probe: bool = _field(
+        False, "eval", "also train a linear probe on frozen features at the end", _FLAG
+    )
+    eval_batch_size: int = _field(512, "eval", "batch size of feature extraction", _integer(1))
 
     def __post_init__(self) -> None:
         self._coerce()
@@ -242,142 +372,29 @@ class PretrainConfig:
         """Accept ints for float fields and numeric strings that YAML 1.1 leaves as text (``1e-3``)."""
         for f in dataclasses.fields(self):
             value = _plain(getattr(self, f.name))
+            if f.type in ("float", "float | None"):
+                value = _as_float(value)
+            if f.type == "float" and is_int(value):
+                value = float(value)
             setattr(self, f.name, value)
-            if f.type in ("float", "float | None") and isinstance(value, str):
-                try:
-                    setattr(self, f.name, float(value))
-                except ValueError:
-                    pass
-            elif f.type == "float" and _is_int(value):
-                setattr(self, f.name, float(value))
         if isinstance(self.temperature_params, dict):
-            params = {}
-            for k, v in self.temperature_params.items():
-                v = _plain(v)
-                if isinstance(v, str):
-                    try:
-                        v = float(v)
-                    except ValueError:
-                        pass
-                params[k] = v
-            self.temperature_params = params
+            self.temperature_params = {k: _as_float(_plain(v)) for k, v in self.temperature_params.items()}
         if isinstance(self.snapshot_epochs, (tuple, list)):
             self.snapshot_epochs = [_plain(e) for e in self.snapshot_epochs]
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad field and what it allows."""
-        for name, choices in (
-            ("dataset", DATASETS),
-            ("backbone", BACKBONES),
-            ("stem", STEMS),
-            ("loss", LOSSES),
-            ("optimizer", OPTIMIZERS),
-            ("precision", PRECISIONS),
-            ("device", DEVICES),
-            ("data_placement", DATA_PLACEMENTS),
-            ("view_forward", VIEW_FORWARDS),
-        ):
-            if getattr(self, name) not in choices:
-                _fail(name, f"one of {list(choices)}", getattr(self, name))
-        for name in ("profile", "data_root"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                _fail(name, "a non-empty string", getattr(self, name))
-        for name in ("download", "channels_last", "compile", "linear_probe"):
-            if not isinstance(getattr(self, name), bool):
-                _fail(name, "true or false", getattr(self, name))
-        for name, low in (
-            ("projector_hidden_dim", 1),
-            ("projector_out_dim", 1),
-            ("epochs", 0),
-            ("batch_size", 2),
-            ("seed", 0),
-            ("subset_seed", 0),
-            ("checkpoint_every", 1),
-            ("monitor_size", 0),
-            ("knn_k", 1),
-            ("eval_batch_size", 1),
-        ):
-            value = getattr(self, name)
-            if not _is_int(value) or value < low:
-                _fail(name, f"an integer >= {low}", value)
-        for name, low in (
-            ("train_subset", 2),
-            ("test_subset", 2),
-            ("image_size", 8),
-            ("crop_size", 8),
-            ("num_threads", 1),
-        ):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < low):
-                _fail(name, f"null or an integer >= {low}", value)
-        if self.data_workers is not None and (not _is_int(self.data_workers) or self.data_workers < 0):
-            _fail("data_workers", "null or an integer >= 0", self.data_workers)
-        if self.dataset == "imagefolder" and self.image_size is None:
-            _fail(
-                "image_size",
-                "an integer >= 8 for dataset imagefolder (e.g. 64, or 256 with crop_size 224)",
-                None,
-            )
-        if self.dataset != "imagefolder" and self.image_size not in (None, 32):
-            _fail("image_size", f"null or 32 for dataset {self.dataset}", self.image_size)
-        side = self.image_size if self.image_size is not None else 32
-        if self.crop_size is not None and self.crop_size > side:
-            _fail("crop_size", f"null or an integer <= the image side ({side})", self.crop_size)
-        for name in ("lr", "knn_t", "lars_eta"):
-            value = getattr(self, name)
-            if not _is_real(value) or value <= 0:
-                _fail(name, "a finite number > 0", value)
-        if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
-            _fail("momentum", "a number in [0, 1)", self.momentum)
-        if not _is_real(self.weight_decay) or self.weight_decay < 0:
-            _fail("weight_decay", "a finite number >= 0", self.weight_decay)
-        if not _is_real(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs:
-            _fail("warmup_epochs", f"a number in [0, epochs = {self.epochs}]", self.warmup_epochs)
-        if not _is_real(self.imbalance_ratio) or not 0 < self.imbalance_ratio <= 1:
-            _fail("imbalance_ratio", "a number in (0, 1]", self.imbalance_ratio)
-        if not _is_real(self.crop_scale_min) or not 0 < self.crop_scale_min <= 1:
-            _fail("crop_scale_min", "a number in (0, 1]", self.crop_scale_min)
-        if not _is_real(self.jitter_strength) or not 0 <= self.jitter_strength <= 2.5:
-            _fail(
-                "jitter_strength",
-                "a number in [0, 2.5] (the hue range 0.2 s is at most 0.5)",
-                self.jitter_strength,
-            )
-        if not _is_real(self.blur_prob) or not 0 <= self.blur_prob <= 1:
-            _fail("blur_prob", "a number in [0, 1]", self.blur_prob)
-        if not isinstance(self.snapshot_epochs, list) or not all(
-            _is_int(e) and 0 <= e <= self.epochs for e in self.snapshot_epochs
-        ):
-            _fail(
-                "snapshot_epochs", f"a list of integers in [0, epochs = {self.epochs}]", self.snapshot_epochs
-            )
-        if self.backbone == "small_cnn" and self.stem != "cifar":
-            _fail("stem", "cifar for backbone small_cnn (it has no ImageNet stem)", self.stem)
-        if self.snapshot_epochs and self.monitor_size == 0:
-            _fail(
-                "snapshot_epochs",
-                "empty when monitor_size = 0 (snapshots hold monitor features)",
-                self.snapshot_epochs,
-            )
-        if self.train_subset is not None and self.train_subset < self.batch_size:
-            _fail("train_subset", f"null or >= batch_size = {self.batch_size}", self.train_subset)
-        if not isinstance(self.temperature_params, dict) or not all(
-            isinstance(k, str) for k in self.temperature_params
-        ):
-            _fail("temperature_params", "a mapping from parameter names to numbers", self.temperature_params)
-        temperature = self.build_temperature()
-        if self.loss in ("dcl", "dclw") and temperature.needs_positive_statistics:
-            _fail(
-                "loss",
-                f"infonce with temperature {self.temperature} (it sets tau from the positive pairs' "
-                "probability, which DCL removes from the denominator)",
-                self.loss,
-            )
+        """Raise ``ValueError`` naming the first bad field and what it allows: each field's own rule (in
+        field order), then each part's checks across fields (:data:`_PART_CHECKS`)."""
+        for f in dataclasses.fields(self):
+            rule = f.metadata["rule"]
+            if rule is not None:
+                value = getattr(self, f.name)
+                require(rule.ok(value), f.name, rule.allowed, value)
+        for check in _PART_CHECKS:
+            check(self)
 
     def build_temperature(self) -> TemperatureFunction:
         """The run's temperature function (raises ``ValueError`` naming ``temperature``/its params)."""
-        from dystress.temperature import build_temperature
-
         try:
             return build_temperature(self.temperature, **self.temperature_params)
         except (ValueError, TypeError) as err:
@@ -391,14 +408,19 @@ class PretrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        """Build from a dict of fields; unknown keys raise ``ValueError`` listing them."""
+    def _check_keys(cls, data: Any) -> None:
+        """Raise ``ValueError`` unless ``data`` is a dict whose keys are all fields (listing the others)."""
         if not isinstance(data, dict):
             raise ValueError(f"a config must be a mapping of fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        """Build from a dict of fields; unknown keys raise ``ValueError`` listing them."""
+        cls._check_keys(data)
         return cls(**data)
 
     @classmethod
@@ -429,77 +451,119 @@ class PretrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> PretrainConfig:
-        """Read a ``.json`` or ``.yaml``/``.yml`` file (a missing file raises ``FileNotFoundError``)."""
+        """Read a ``.json`` or ``.yaml``/``.yml`` file (a missing file raises ``FileNotFoundError``; text
+        that is not UTF-8, JSON/YAML or a valid config raises ``ValueError`` naming the file)."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            return cls.from_json(text)
-        return cls.from_yaml(text)
+        try:
+            text = path.read_text(encoding="utf-8")
+            return cls.from_json(text) if path.suffix == ".json" else cls.from_yaml(text)
+        except (ValueError, yaml.YAMLError) as err:  # UnicodeDecodeError and JSONDecodeError included
+            raise ValueError(f"config file {path}: {err}") from None
 
-    def updated(self, updates: dict[str, Any]) -> PretrainConfig:
-        """A new config with ``updates`` (a dict of fields) applied; validated once at the end.
+    # ------------------------------------------------------------------ overrides
+    def with_parameters(self, params: Mapping[str, Any], *, none_keeps: bool = True) -> PretrainConfig:
+        """A new config with ``params`` applied: the one override path (``--set``, notebooks, the study).
 
-        Dependent fields follow a change unless given too (:meth:`_follow`): another ``temperature``
-        function drops the old function's parameters (the new function's defaults apply), and a
-        smaller ``epochs`` drops the ``snapshot_epochs`` beyond it.
+        Keys are fields, ``field.key`` for one entry of a mapping field (``temperature_params.tau_min``)
+        or a temperature parameter name (:func:`temperature_parameter_names`: ``tau_min=0.05`` sets
+        ``temperature_params.tau_min``). A ``None`` value keeps the current value (``none_keeps=False``:
+        sets it, as ``null`` does in :meth:`with_overrides`). A string for a list or mapping field is
+        read as YAML (papermill ``-p`` passes them as text). Whole fields are applied first, then dotted
+        keys, then temperature parameters; dependent fields follow unless given too: another
+        ``temperature`` function drops the old one's parameters (the new one's defaults apply), a
+        smaller ``epochs`` drops the ``snapshot_epochs`` beyond it. Validated once, at the end; an
+        unknown key raises ``ValueError`` listing the known ones.
         """
-        if not isinstance(updates, dict):
-            raise ValueError(f"updates must be a dict of config fields, got {type(updates).__name__}")
+        if not isinstance(params, Mapping):
+            raise ValueError(f"parameters must be a mapping of config fields, got {type(params).__name__}")
+        whole, dotted, tau = self._sort_parameters(params, none_keeps)
         data = self.to_dict()
-        self._follow(data, updates, given=set(updates))
-        data.update(updates)
+        if whole.get("temperature") not in (None, self.temperature) and "temperature_params" not in whole:
+            data["temperature_params"] = {}
+        epochs = whole.get("epochs")
+        if is_int(epochs) and epochs != self.epochs and "snapshot_epochs" not in whole:
+            data["snapshot_epochs"] = [e for e in self.snapshot_epochs if e <= epochs]
+        data.update(whole)
+        for (head, sub), value in dotted.items():
+            if not isinstance(data[head], dict):
+                raise ValueError(f"parameter '{head}.{sub}': {head!r} is not a mapping")
+            data[head] = {**data[head], sub: value}
+        data["temperature_params"] = {**data["temperature_params"], **tau}
         return type(self).from_dict(data)
 
-    def _follow(self, data: dict[str, Any], new: dict[str, Any], given: set[str]) -> None:
-        """Reset in ``data`` the fields that depend on a changed field of ``new`` and are not ``given``."""
-        temperature = new.get("temperature")
-        if temperature is not None and temperature != self.temperature and "temperature_params" not in given:
-            data["temperature_params"] = {}
-        epochs = new.get("epochs")
-        if _is_int(epochs) and epochs != self.epochs and "snapshot_epochs" not in given:
-            data["snapshot_epochs"] = [e for e in self.snapshot_epochs if e <= epochs]
+    def _sort_parameters(
+        self, params: Mapping[str, Any], none_keeps: bool
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], Any], dict[str, Any]]:
+        """``params`` as (whole fields, {(field, key): value}, temperature parameters), checked."""
+        known = [f.name for f in dataclasses.fields(self)]
+        tau_names = temperature_parameter_names()
+        whole: dict[str, Any] = {}
+        dotted: dict[tuple[str, str], Any] = {}
+        tau: dict[str, Any] = {}
+        for key, value in params.items():
+            if value is None and none_keeps:
+                continue
+            head, dot, sub = key.partition(".") if isinstance(key, str) else (key, "", "")
+            if head not in known and (dot or head not in tau_names) or (dot and not sub):
+                raise ValueError(
+                    f"unknown config key {key!r}; known keys: {sorted(known)}, 'field.key' for "
+                    f"temperature_params and the temperature parameters {list(tau_names)}"
+                )
+            if dot:
+                dotted[head, sub] = value
+            elif head in known:
+                whole[head] = self._parse_text(head, value)
+            else:
+                tau[head] = value
+        return whole, dotted, tau
+
+    def _parse_text(self, name: str, value: Any) -> Any:
+        """``value`` for field ``name``, a list or mapping given as YAML text parsed (``"[0, 5]"``)."""
+        if isinstance(value, str) and isinstance(getattr(self, name), (list, dict)):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise ValueError(
+                    f"{name} must be YAML such as [0, 5] or {{tau: 0.1}}, got {value!r} ({err})"
+                ) from None
+        if name == "temperature_params":
+            require(
+                isinstance(value, Mapping),
+                name,
+                "a mapping such as {tau: 0.1} (--set 'temperature_params={tau: 0.1}', papermill: "
+                "-y 'temperature_params: {tau: 0.1}')",
+                value,
+            )
+            value = dict(value)
+        return value
+
+    def updated(self, updates: dict[str, Any]) -> PretrainConfig:
+        """A new config with ``updates`` (a dict of fields; ``None`` is a value) applied by
+        :meth:`with_parameters`; a key that is not a field raises ``ValueError`` listing them."""
+        if not isinstance(updates, dict):
+            raise ValueError(f"updates must be a dict of config fields, got {type(updates).__name__}")
+        self._check_keys(updates)
+        return self.with_parameters(updates, none_keeps=False)
 
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> PretrainConfig:
-        """Apply ``["key=value", "temperature_params.tau_min=0.05", ...]`` (values parsed as YAML).
-
-        Dependent fields follow as in :meth:`updated`: ``temperature=NAME`` naming another function
-        drops the old function's parameters unless a whole ``temperature_params=...`` is given, so
-        ``temperature=constant temperature_params.tau=0.2`` works from any profile; ``epochs=N`` drops
-        the snapshot epochs beyond N unless ``snapshot_epochs=...`` is given.
-        """
+        """Apply ``["key=value", "temperature_params.tau_min=0.05", ...]`` (values parsed as YAML, ``null``
+        sets None) by :meth:`with_parameters`: ``temperature=constant temperature_params.tau=0.2`` works
+        from any profile, ``epochs=N`` drops the snapshot epochs beyond N unless given."""
         if isinstance(overrides, str) or not isinstance(overrides, (list, tuple)):
             raise ValueError(
                 f"overrides must be a list of 'key=value' strings, got {type(overrides).__name__} "
                 f"{overrides!r}"
             )
-        data = self.to_dict()
-        known = {f.name for f in dataclasses.fields(self)}
-        parsed: list[tuple[str, str, str, Any]] = []
+        params: dict[str, Any] = {}
         for item in overrides:
             if not isinstance(item, str) or "=" not in item:
                 raise ValueError(f"override {item!r} must have the form key=value")
             key, text = item.split("=", 1)
-            key = key.strip()
             try:
-                value = yaml.safe_load(text) if text.strip() else None
+                params[key.strip()] = yaml.safe_load(text) if text.strip() else None
             except yaml.YAMLError as err:
                 raise ValueError(f"override {item!r}: value is not valid YAML ({err})") from None
-            head, _, sub = key.partition(".")
-            if head not in known:
-                raise ValueError(
-                    f"override {item!r}: unknown config key {head!r}; known keys: {sorted(known)}"
-                )
-            parsed.append((item, head, sub, value))
-        whole = {head: value for _, head, sub, value in parsed if not sub}
-        self._follow(data, whole, given=set(whole))
-        for item, head, sub, value in parsed:
-            if sub:
-                if not isinstance(data[head], dict):
-                    raise ValueError(f"override {item!r}: {head!r} is not a mapping")
-                data[head] = {**data[head], sub: value}
-            else:
-                data[head] = value
-        return type(self).from_dict(data)
+        return self.with_parameters(params, none_keeps=False)
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict[str, Any]:
@@ -516,6 +580,74 @@ class PretrainConfig:
         """Short stable hash (12 hex digits) of the canonical JSON of :meth:`identity`."""
         canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+#: Fields that do not change what a run computes (metadata ``identity=False``: where or how fast a run
+#: executes, how often it is saved); excluded from :meth:`PretrainConfig.run_id` and from the check
+#: that a checkpoint belongs to the run.
+NON_IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(PretrainConfig) if not f.metadata["identity"])
+
+#: One line of documentation per field (its metadata ``help``; used by ``dystress pretrain --help``).
+FIELD_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(PretrainConfig)}
+
+
+# ---------------------------------------------------------------------- checks that span fields, per part
+def _check_data(c: PretrainConfig) -> None:
+    """Image size and crop for the dataset; a training subset holds at least one batch."""
+    if c.dataset == "imagefolder":
+        allowed = "an integer >= 8 for dataset imagefolder (e.g. 64, or 256 with crop_size 224)"
+        require(c.image_size is not None, "image_size", allowed, c.image_size)
+    else:
+        require(c.image_size in (None, 32), "image_size", f"null or 32 for dataset {c.dataset}", c.image_size)
+    side = c.image_size if c.image_size is not None else 32
+    ok = c.crop_size is None or c.crop_size <= side
+    require(ok, "crop_size", f"null or an integer <= the image side ({side})", c.crop_size)
+    ok = c.train_subset is None or c.train_subset >= c.batch_size
+    require(ok, "train_subset", f"null or >= batch_size = {c.batch_size}", c.train_subset)
+
+
+def _check_model(c: PretrainConfig) -> None:
+    """small_cnn has only the CIFAR stem."""
+    ok = c.backbone != "small_cnn" or c.stem == "cifar"
+    require(ok, "stem", "cifar for backbone small_cnn (it has no ImageNet stem)", c.stem)
+
+
+def _check_optim(c: PretrainConfig) -> None:
+    """The warm-up fits in the training epochs."""
+    ok = is_real(c.warmup_epochs) and 0 <= c.warmup_epochs <= c.epochs
+    require(ok, "warmup_epochs", f"a number in [0, epochs = {c.epochs}]", c.warmup_epochs)
+
+
+def _check_eval(c: PretrainConfig) -> None:
+    """Snapshot epochs lie in the run and have a monitor to take features from."""
+    epochs = c.snapshot_epochs
+    ok = isinstance(epochs, list) and all(is_int(e) and 0 <= e <= c.epochs for e in epochs)
+    require(ok, "snapshot_epochs", f"a list of integers in [0, epochs = {c.epochs}]", epochs)
+    allowed = "empty when monitor_size = 0 (snapshots hold monitor features)"
+    require(not (epochs and c.monitor_size == 0), "snapshot_epochs", allowed, epochs)
+
+
+def _check_loss(c: PretrainConfig) -> None:
+    """The temperature function builds with its parameters, and the loss can take it."""
+    temperature = c.build_temperature()
+    allowed = (
+        f"infonce with temperature {c.temperature} (it sets tau from the positive pairs' probability, "
+        "which DCL removes from the denominator)"
+    )
+    require(
+        not (c.loss in ("dcl", "dclw") and temperature.needs_positive_statistics), "loss", allowed, c.loss
+    )
+
+
+#: The checks across fields, one per part, in the order :meth:`PretrainConfig.validate` runs them
+#: (the temperature function, the only one that builds something, last).
+_PART_CHECKS: tuple[Callable[[PretrainConfig], None], ...] = (
+    _check_data,
+    _check_model,
+    _check_optim,
+    _check_eval,
+    _check_loss,
+)
 
 
 def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -387,11 +387,204 @@ def test_numpy_scalars_become_plain_numbers_that_serialise() -> None:
     assert cfg.run_id() == get_profile("smoke").updated({"lr": 0.5, "snapshot_epochs": [0, 2]}).run_id()
 
 
-def test_the_config_registries_equal_the_owning_modules() -> None:
-    from dystress import config, losses, models
+def test_the_config_registries_are_the_owning_modules() -> None:
+    """One source for the names: config imports them (the same objects), it keeps no copy."""
+    from dystress import config, losses, models, temperature
     from dystress.data import datasets
 
-    assert config.DATASETS == datasets.DATASETS
-    assert config.BACKBONES == models.BACKBONES
-    assert config.STEMS == models.STEMS
-    assert set(config.LOSSES) == set(losses.LOSSES)
+    assert config.DATASETS is datasets.DATASETS
+    assert config.BACKBONES is models.BACKBONES
+    assert config.STEMS is models.STEMS
+    assert config.LOSSES is losses.LOSSES
+    assert config.TEMPERATURES is temperature.TEMPERATURES
+    with pytest.raises(
+        ValueError, match=r"backbone must be one of \['resnet18', 'resnet34', 'resnet50', 'small_cnn'\]"
+    ):
+        get_profile("smoke").with_overrides(["backbone=vit"])
+
+
+# ------------------------------------------------------------------------------------ field metadata
+def test_every_field_carries_its_help_part_and_identity() -> None:
+    from dystress.config import FIELD_HELP, PARTS
+
+    for f in dataclasses.fields(PretrainConfig):
+        assert f.metadata["help"] == FIELD_HELP[f.name] and len(f.metadata["help"]) > 10, f.name
+        assert f.metadata["part"] in PARTS, f.name
+        assert f.metadata["identity"] is (f.name not in NON_IDENTITY_FIELDS), f.name
+    parts = {f.name: f.metadata["part"] for f in dataclasses.fields(PretrainConfig)}
+    assert (parts["dataset"], parts["backbone"], parts["temperature"], parts["lr"]) == (
+        "data",
+        "model",
+        "loss",
+        "optim",
+    )
+    assert (parts["precision"], parts["blur_prob"], parts["knn_k"], parts["profile"]) == (
+        "execution",
+        "augment",
+        "eval",
+        "run",
+    )
+    assert "macl" in FIELD_HELP["temperature"] and "cifar100_lt" in FIELD_HELP["dataset"]
+
+
+# ------------------------------------------------------------------------------ names stay names
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "a\\b", "..", ".", ""])
+def test_a_profile_name_cannot_leave_the_runs_folder(name: str) -> None:
+    """The profile names a folder under $DYSTRESS_RUNS: a path in it is refused, whichever way it comes."""
+    from dystress._checks import NAME_RULE
+
+    message = f"profile must be {NAME_RULE}, got {name!r}"
+    assert "non-empty string without path separators" in message
+    with pytest.raises(ValueError) as info:
+        get_profile("smoke").with_overrides([f"profile={name}" if name else "profile=''"])
+    assert str(info.value) == message
+    with pytest.raises(ValueError, match="^profile must be a non-empty string without path separators"):
+        PretrainConfig.from_dict({**get_profile("smoke").to_dict(), "profile": name})
+    with pytest.raises(ValueError, match="^profile must be a non-empty string without path separators"):
+        get_profile("smoke").with_parameters({"profile": name})
+    assert get_profile("smoke").with_overrides(["profile=my-ablation_2"]).profile == "my-ablation_2"
+
+
+# ----------------------------------------------------------------------------- the one override path
+def test_temperature_parameter_names_come_from_the_registry() -> None:
+    from dystress.config import temperature_parameter_names
+
+    names = temperature_parameter_names()
+    assert names == (
+        "tau",
+        "tau_min",
+        "tau_max",
+        "offset",
+        "scale",
+        "knee",
+        "tau_plus",
+        "tau_minus",
+        "period",
+        "tau_0",
+        "alpha",
+        "a_0",
+    )
+    assert not set(names) & {f.name for f in dataclasses.fields(PretrainConfig)}  # never ambiguous
+
+
+def test_with_parameters_routes_temperature_parameters() -> None:
+    """study.build_config's cases: top-level temperature parameters go into temperature_params."""
+    quick = get_profile("quick")
+    c = quick.with_parameters({"temperature": "constant", "tau": 0.3, "seed": 4})
+    assert c.temperature == "constant" and c.temperature_params == {"tau": 0.3} and c.seed == 4
+    c = quick.with_parameters({"tau_min": 0.05, "tau_max": 0.3})
+    assert c.temperature == quick.temperature and c.temperature_params == {"tau_min": 0.05, "tau_max": 0.3}
+    c = quick.with_parameters({"tau_min": 0.05})  # tau_max kept from the profile
+    assert c.temperature_params == {"tau_min": 0.05, "tau_max": quick.temperature_params["tau_max"]}
+    c = quick.with_parameters({"temperature_params": {"tau_min": 0.1, "tau_max": 0.5}, "tau_max": 0.3})
+    assert c.temperature_params == {"tau_min": 0.1, "tau_max": 0.3}  # the named parameter last
+    c = quick.with_parameters({"temperature": "cosine", "tau_max": 0.3})  # the same function keeps them
+    assert c.temperature_params == {"tau_min": 0.07, "tau_max": 0.3}
+    c = quick.with_parameters({"temperature_params.tau_min": 0.1, "tau_max": 0.4})
+    assert c.temperature_params == {"tau_min": 0.1, "tau_max": 0.4}
+    assert get_profile("smoke").with_overrides(["tau_min=0.05"]).temperature_params == {
+        "tau_min": 0.05,
+        "tau_max": 0.2,
+    }
+
+
+def test_with_parameters_none_keeps_the_value() -> None:
+    smoke = get_profile("smoke")
+    kept = smoke.with_parameters({"train_subset": None, "lr": None, "tau_min": None, "temperature": None})
+    assert kept == smoke
+    assert smoke.with_parameters({"train_subset": None}, none_keeps=False).train_subset is None
+    assert smoke.with_overrides(["train_subset=null"]).train_subset is None
+    assert smoke.updated({"train_subset": None}).train_subset is None
+    assert smoke.with_parameters({}) == smoke and smoke == get_profile("smoke")  # never mutated
+
+
+def test_with_parameters_reads_text_for_lists_and_mappings() -> None:
+    """papermill -p passes lists and mappings as text: they are parsed, and a wrong shape names the
+    parameter (and the -y form)."""
+    smoke = get_profile("smoke")
+    c = smoke.with_parameters(
+        {"snapshot_epochs": "[0, 2]", "temperature": "constant", "temperature_params": "{tau: 0.3}"}
+    )
+    assert (c.snapshot_epochs, c.temperature, c.temperature_params) == ([0, 2], "constant", {"tau": 0.3})
+    assert smoke.with_parameters({"profile": "[x]"}).profile == "[x]"  # text fields stay text
+    message = (
+        "temperature_params must be a mapping such as {tau: 0.1} (--set 'temperature_params={tau: 0.1}', "
+        "papermill: -y 'temperature_params: {tau: 0.1}'), got 0.3"
+    )
+    with pytest.raises(ValueError) as info:
+        smoke.with_parameters({"temperature_params": "0.3"})
+    assert str(info.value) == message
+    with pytest.raises(ValueError, match=r"temperature_params must be a mapping .*got \[0.1\]"):
+        smoke.with_parameters({"temperature_params": [0.1]})
+    with pytest.raises(ValueError, match=r"^snapshot_epochs must be YAML such as \[0, 5\] .*got '\[0, 2'"):
+        smoke.with_parameters({"snapshot_epochs": "[0, 2"})
+    with pytest.raises(ValueError, match=r"snapshot_epochs must be a list of integers in \[0, epochs = 2\]"):
+        smoke.with_parameters({"snapshot_epochs": "[0, 7]"})
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"tau_mni": 0.1}, "^unknown config key 'tau_mni'; known keys: .*'warmup_epochs'.*'tau_min'"),
+        ({"temperature_params.": 0.1}, "^unknown config key 'temperature_params.'"),
+        ({"tau_min.x": 0.1}, "^unknown config key 'tau_min.x'"),
+        ({3: 0.1}, "^unknown config key 3"),
+        ({"lr.x": 0.1}, "^parameter 'lr.x': 'lr' is not a mapping$"),
+        ({"tau_min": -0.1}, "tau_min must be > 0"),
+        ({"tau_min": 0.3, "tau_max": 0.2}, "tau_max must be >= tau_min"),
+        ({"temperature": "cosine", "tau": 0.2}, r"unknown parameters \['tau'\] for temperature"),
+        ({"temperature": "warm"}, "unknown temperature function"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 2"),
+    ],
+)
+def test_with_parameters_rejects_bad_parameters(params: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        get_profile("smoke").with_parameters(params)
+
+
+def test_with_parameters_takes_a_mapping_only() -> None:
+    with pytest.raises(ValueError, match="^parameters must be a mapping of config fields, got list$"):
+        get_profile("smoke").with_parameters([("lr", 0.1)])  # type: ignore[arg-type]
+
+
+def test_with_parameters_follows_dependent_fields() -> None:
+    smoke = get_profile("smoke")
+    assert smoke.with_parameters({"epochs": 1}).snapshot_epochs == [0, 1]
+    assert smoke.with_parameters({"epochs": 1, "snapshot_epochs": "[1]"}).snapshot_epochs == [1]
+    assert smoke.with_parameters({"temperature": "linear"}).temperature_params == {}
+    assert smoke.with_parameters({"temperature": "linear", "tau_max": 0.5}).temperature_params == {
+        "tau_max": 0.5
+    }
+
+
+def test_updated_takes_fields_only() -> None:
+    """A config file (cli --config) holds fields: a temperature parameter name or a dotted key is not one."""
+    smoke = get_profile("smoke")
+    with pytest.raises(ValueError, match=r"^unknown config keys \['tau'\]"):
+        smoke.updated({"tau": 0.1})
+    with pytest.raises(ValueError, match=r"^unknown config keys \['temperature_params.tau_min'\]"):
+        smoke.updated({"temperature_params.tau_min": 0.1})
+
+
+def test_every_ablation_point_builds_through_with_parameters() -> None:
+    """What the study runs: every point of every plan is its profile with the point's parameters."""
+    from dystress import ablations
+
+    for profile in ablations.PROFILE_NAMES:
+        base = get_profile(profile)
+        for point in ablations.plan(profile):
+            config = base.with_parameters(point.parameters)
+            assert config.seed == point.seed, point.id
+            for key, value in point.parameters.items():
+                if key in {f.name for f in dataclasses.fields(PretrainConfig)} - {"temperature_params"}:
+                    assert getattr(config, key) == value, (point.id, key)
+                elif key != "temperature_params":
+                    assert config.temperature_params[key] == value, (point.id, key)
+
+
+def test_from_file_names_the_file_it_cannot_read(tmp_path) -> None:
+    for name, content in [("c.yaml", b"\xff\xfe\x00binary"), ("c.json", b"{"), ("d.yaml", b"lr: -1")]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=f"^config file {path}: "):
+            PretrainConfig.from_file(path)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dystress._checks import is_int, is_real, require
 from dystress.data.transforms import NORMALIZATION
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ _CROP_TRIES = 10  # torchvision's RandomResizedCrop makes 10 attempts before its
 def _check_pair(
     name: str, value: Sequence[float], low: float, high: float, low_open: bool
 ) -> tuple[float, float]:
-    ok = isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+    ok = isinstance(value, Sequence) and len(value) == 2 and all(is_real(v) for v in value)
     if ok:
         a, b = float(value[0]), float(value[1])
         ok = (a > low if low_open else a >= low) and a <= b <= high
@@ -57,15 +58,13 @@ def _check_pair(
 
 
 def _check_number(name: str, value: float, low: float, high: float) -> float:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high):
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    require(is_real(value) and low <= value <= high, name, f"a number in [{low}, {high}]", value)
     return float(value)
 
 
 def _check_triple(name: str, value: Sequence[float], positive: bool) -> tuple[float, float, float]:
-    ok = isinstance(value, Sequence) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)
-    if not ok or (positive and min(value) <= 0):
-        raise ValueError(f"{name} must be 3 numbers{' > 0' if positive else ''}, got {value!r}")
+    ok = isinstance(value, Sequence) and len(value) == 3 and all(is_real(v) for v in value)
+    require(ok and not (positive and min(value) <= 0), name, f"3 numbers{' > 0' if positive else ''}", value)
     return (float(value[0]), float(value[1]), float(value[2]))
 
 
@@ -147,9 +146,8 @@ class SimCLRAugmentation(nn.Module):
         std: tuple[float, float, float] = NORMALIZATION["cifar10"][1],
     ) -> None:
         super().__init__()
-        if not (isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 1):
-            raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
-        self.image_size = image_size
+        require(is_int(image_size) and image_size >= 1, "image_size", "an int >= 1", image_size)
+        self.image_size = image_size = int(image_size)
         self.crop_scale = _check_pair("crop_scale", crop_scale, 0.0, 1.0, low_open=True)
         self.crop_ratio = _check_pair("crop_ratio", crop_ratio, 0.0, math.inf, low_open=True)
         self.flip_prob = _check_number("flip_prob", flip_prob, 0.0, 1.0)
@@ -163,11 +161,11 @@ class SimCLRAugmentation(nn.Module):
         self.blur_sigma = _check_pair("blur_sigma", blur_sigma, 0.0, math.inf, low_open=True)
         if blur_kernel_size is None:
             blur_kernel_size = max(3, int(0.1 * image_size) // 2 * 2 + 1)
-        if not (isinstance(blur_kernel_size, int) and blur_kernel_size >= 1 and blur_kernel_size % 2 == 1):
-            raise ValueError(f"blur_kernel_size must be None or an odd int >= 1, got {blur_kernel_size!r}")
+        odd = is_int(blur_kernel_size) and blur_kernel_size >= 1 and blur_kernel_size % 2 == 1
+        require(odd, "blur_kernel_size", "None or an odd int >= 1", blur_kernel_size)
         if blur_kernel_size // 2 >= image_size:
             raise ValueError(f"blur_kernel_size must be < 2 * image_size + 1, got {blur_kernel_size}")
-        self.blur_kernel_size = blur_kernel_size
+        self.blur_kernel_size = int(blur_kernel_size)
         self.mean_values = _check_triple("mean", mean, positive=False)
         self.std_values = _check_triple("std", std, positive=True)
         self.register_buffer("_mean", torch.tensor(self.mean_values).view(1, 3, 1, 1), persistent=False)
@@ -200,10 +198,9 @@ class SimCLRAugmentation(nn.Module):
         factors, drawn for every sample, used only where jitter); order (int64 [B, 4], a permutation of
         0..3 = JITTER_OPS, the order of the jitter ops); grayscale (bool); blur (bool); sigma (float32).
         """
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if not (isinstance(height, int) and isinstance(width, int) and height >= 1 and width >= 1):
-            raise ValueError(f"height and width must be ints >= 1, got {height!r}, {width!r}")
+        require(is_int(batch_size) and batch_size >= 1, "batch_size", "an int >= 1", batch_size)
+        require(is_int(height) and height >= 1, "height", "an int >= 1", height)
+        require(is_int(width) and width >= 1, "width", "an int >= 1", width)
         draw_device = generator.device if generator is not None else torch.device(device or "cpu")
         t = _CROP_TRIES
         u = torch.rand(batch_size, 2 * t + 15, generator=generator, device=draw_device)
@@ -371,8 +368,12 @@ def augmentation_grid(
     """
     from matplotlib.figure import Figure
 
-    if not (isinstance(n_pairs, int) and 1 <= n_pairs <= images.shape[0]):
-        raise ValueError(f"n_pairs must be an int in [1, {images.shape[0]}], got {n_pairs!r}")
+    require(
+        is_int(n_pairs) and 1 <= n_pairs <= images.shape[0],
+        "n_pairs",
+        f"an int in [1, {images.shape[0]}]",
+        n_pairs,
+    )
     aug = augmentation if augmentation is not None else SimCLRAugmentation()
     batch = images[:n_pairs]
     views = aug.two_views(batch, generator)

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from dystress._checks import as_bool, is_int, is_real, require
+
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order (int64 [num_samples], CPU) of `epoch`: a function of (seed, epoch) only."""
@@ -33,10 +35,8 @@ def fits_on_device(num_bytes: int, device: torch.device | str, fraction: float =
 
     Devices whose free memory torch cannot report (e.g. mps) answer True, the device-resident default.
     """
-    if not (isinstance(num_bytes, int) and not isinstance(num_bytes, bool) and num_bytes >= 0):
-        raise ValueError(f"num_bytes must be an int >= 0, got {num_bytes!r}")
-    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0.0 < fraction <= 1.0):
-        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
+    require(is_int(num_bytes) and num_bytes >= 0, "num_bytes", "an int >= 0", num_bytes)
+    require(is_real(fraction) and 0.0 < fraction <= 1.0, "fraction", "a number in (0, 1]", fraction)
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -67,33 +67,30 @@ class _EpochBatches:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must have shape [{images.shape[0]}], got {tuple(labels.shape)}")
-        if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if not isinstance(shuffle, bool) or not isinstance(drop_last, bool):
-            raise ValueError(f"shuffle and drop_last must be bools, got {shuffle!r}, {drop_last!r}")
+        require(is_int(batch_size) and batch_size >= 1, "batch_size", "an int >= 1", batch_size)
+        shuffle, drop_last = as_bool("shuffle", shuffle), as_bool("drop_last", drop_last)
         if drop_last and batch_size > images.shape[0]:
             raise ValueError(
                 f"batch_size must be <= N = {images.shape[0]} when drop_last is set, got {batch_size}"
             )
         if images.shape[0] == 0:
             raise ValueError("images must hold at least one sample")
-        if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        if not (isinstance(world_size, int) and not isinstance(world_size, bool) and world_size >= 1):
-            raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
-        if not (isinstance(rank, int) and not isinstance(rank, bool) and 0 <= rank < world_size):
-            raise ValueError(f"rank must be an int in [0, world_size = {world_size}), got {rank!r}")
+        require(is_int(seed) and seed >= 0, "seed", "an int >= 0", seed)
+        require(is_int(world_size) and world_size >= 1, "world_size", "an int >= 1", world_size)
+        require(
+            is_int(rank) and 0 <= rank < world_size, "rank", f"an int in [0, world_size = {world_size})", rank
+        )
         if batch_size % world_size:
             raise ValueError(f"batch_size must be divisible by world_size = {world_size}, got {batch_size}")
         if world_size > 1 and not drop_last:
             raise ValueError("drop_last must be True when world_size > 1 (every rank takes an equal share)")
         self._num_samples = int(images.shape[0])
-        self.rank = rank
-        self.world_size = world_size
-        self.batch_size = batch_size
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.seed = seed
+        self.seed = int(seed)
         self.epoch = 0
         self.device = torch.device(device) if device is not None else images.device
         self.labels = labels.to(self.device)
@@ -104,9 +101,8 @@ class _EpochBatches:
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of `epoch` (int >= 0) for the next iteration."""
-        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = epoch
+        require(is_int(epoch) and epoch >= 0, "epoch", "an int >= 0", epoch)
+        self.epoch = int(epoch)
 
     def order(self) -> torch.Tensor:
         """The indices (int64 [N], on the device) in the order the current epoch visits them."""
@@ -196,10 +192,8 @@ class HostBatchLoader(_EpochBatches):
         if images.device.type != "cpu":
             raise ValueError(f"images must be on the CPU for HostBatchLoader, got {images.device}")
         super().__init__(images, labels, batch_size, shuffle, drop_last, seed, device, rank, world_size)
-        if pin_memory is not None and not isinstance(pin_memory, bool):
-            raise ValueError(f"pin_memory must be None or a bool, got {pin_memory!r}")
-        if not isinstance(prefetch, bool):
-            raise ValueError(f"prefetch must be a bool, got {prefetch!r}")
+        pin_memory = None if pin_memory is None else as_bool("pin_memory", pin_memory)
+        prefetch = as_bool("prefetch", prefetch)
         self.images = images
         self.pin_memory = self.device.type == "cuda" and pin_memory is not False
         self.prefetch = prefetch

@@ -1,8 +1,8 @@
 """Shared input checks for the metrics: every public metric validates its arguments here first.
 
 Each check raises ``ValueError`` naming the offending parameter and what is allowed, before any
-expensive work. Order in every metric: scalar arguments first (``check_int`` / ``check_positive`` /
-``check_bool``, the package-wide rule of ``dystress._checks``: NumPy scalars are numbers, bools are
+expensive work. Order in every metric: scalar arguments first (``as_int`` / ``as_positive`` /
+``as_bool`` of :mod:`dystress._checks`, the package-wide rule: NumPy scalars are numbers, bools are
 not), then the structure of the tensors (type, dtype, shape, device: no work), then the checks that
 look at values (finite entries, zero rows, label range), which cost one host synchronisation each and
 run once per metric call, never inside a chunk loop.
@@ -13,30 +13,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dystress._checks import as_bool, as_int, is_real
+from dystress._checks import as_int
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """Accumulation dtype for features ``x``: float64 stays float64, everything else runs in float32."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """Return ``value`` (any integer, NumPy included, not bool) as an int after checking
-    ``minimum <= value (<= maximum)``: ``dystress._checks.as_int``."""
-    return as_int(name, value, minimum, maximum)
-
-
-def check_positive(name: str, value: object) -> float:
-    """Return ``value`` (any finite real, NumPy included, not bool) as a float after checking it is > 0."""
-    if not is_real(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_bool(name: str, value: object) -> bool:
-    """Return ``value`` as a bool after checking it is one (``bool`` or ``numpy.bool_``, not 0 / 1)."""
-    return as_bool(name, value)
 
 
 def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +79,7 @@ def check_class_range(name: str, labels: torch.Tensor, num_classes: int | None, 
         raise ValueError(f"{name} must be >= 0, got a label {lo}")
     if num_classes is None:
         return hi + 1
-    check_int("num_classes", num_classes, 1)
+    as_int("num_classes", num_classes, 1)
     if hi >= num_classes:
         raise ValueError(f"labels must be < num_classes={num_classes}, got a label {hi}")
     return num_classes

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dystress._checks import is_real
+from dystress._checks import as_bool, as_int, is_real
 from dystress.data.transforms import normalize
-from dystress.metrics._validation import check_bool, check_int
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -86,10 +85,10 @@ def extract_features(
     more than two dims are flattened. ``amp=True`` runs the backbone under bf16 autocast (CUDA, or a
     CPU with bf16 support). Every submodule gets back its own train/eval mode afterwards, also on error.
     """
-    batch_size = check_int("batch_size", batch_size, 1)
+    batch_size = as_int("batch_size", batch_size, 1)
     mean = _check_stats("mean", mean, positive=False)
     std = _check_stats("std", std, positive=True)
-    amp = check_bool("amp", amp)
+    amp = as_bool("amp", amp)
     device = _check_device(device)
     if not isinstance(backbone, nn.Module):
         raise ValueError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")

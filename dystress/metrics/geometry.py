@@ -16,12 +16,11 @@ import math
 
 import torch
 
+from dystress._checks import as_int, as_positive
 from dystress.metrics._validation import (
     check_features,
     check_finite,
-    check_int,
     check_labels,
-    check_positive,
     checked_normalized,
     checked_view_pair,
     compute_dtype,
@@ -38,7 +37,7 @@ def alignment(z0: torch.Tensor, z1: torch.Tensor, alpha: float = 2.0) -> float:
         z0, z1: two views' features [N, D] (same shape and device).
         alpha: exponent > 0 (2 in Wang & Isola).
     """
-    alpha = check_positive("alpha", alpha)
+    alpha = as_positive("alpha", alpha)
     a, b = checked_view_pair(z0, z1)
     sq = (a - b).pow(2).sum(1)
     return float(sq.pow(alpha / 2).mean())
@@ -83,8 +82,8 @@ def uniformity(z: torch.Tensor, t: float = 2.0, chunk_size: int = DEFAULT_CHUNK_
         t: kernel temperature > 0 (2 in Wang & Isola).
         chunk_size: rows per chunk, >= 1.
     """
-    t = check_positive("t", t)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
+    t = as_positive("t", t)
+    chunk_size = as_int("chunk_size", chunk_size, 1)
     zn = checked_normalized("z", z, min_rows=2)
     return _log_mean_exp_distinct(zn, t, chunk_size)
 
@@ -141,7 +140,7 @@ def inter_class_uniformity(z: torch.Tensor, labels: torch.Tensor, t: float = 2.0
     L2-normalised features of each class present in ``labels``; needs at least 2 classes, and a
     centroid of length 0 (a class whose features cancel) raises.
     """
-    t = check_positive("t", t)
+    t = as_positive("t", t)
     check_features("z", z, finite=False)
     y = check_labels("labels", labels, z.shape[0], z, "z")
     zn = checked_normalized("z", z)

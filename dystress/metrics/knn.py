@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import torch
 
+from dystress._checks import as_bool, as_int, as_positive
 from dystress.metrics._neighbours import cosine_scores, score_chunks
 from dystress.metrics._validation import (
-    check_bool,
     check_class_range,
     check_finite,
-    check_int,
-    check_positive,
     check_train_test,
     normalize_rows,
 )
@@ -41,10 +39,10 @@ def _prepare(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, int]:
     """Validate everything (scalars first, then structure, then values); return normalised bank and
     queries (common dtype), labels, num_classes, k and chunk_size (as ints)."""
-    k = check_int("k", k, 1)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
+    k = as_int("k", k, 1)
+    chunk_size = as_int("chunk_size", chunk_size, 1)
     if num_classes is not None:
-        num_classes = check_int("num_classes", num_classes, 1)
+        num_classes = as_int("num_classes", num_classes, 1)
     y_train, y_test = check_train_test(train_features, train_labels, test_features, test_labels, finite=False)
     n_train = train_features.shape[0]
     if exclude_self and test_features.shape[0] != n_train:
@@ -54,7 +52,7 @@ def _prepare(
         )
     if exclude_self and n_train < 2:
         raise ValueError("exclude_self=True needs at least 2 bank rows (a query's neighbours are the others)")
-    check_int("k", k, 1, n_train - 1 if exclude_self else n_train)
+    as_int("k", k, 1, n_train - 1 if exclude_self else n_train)
     check_finite("train_features", train_features)
     check_finite("test_features", test_features)
     num_classes = check_class_range("train_labels/test_labels", y_train, num_classes, y_test)
@@ -109,8 +107,8 @@ def knn_accuracy(
         ``top5`` only when num_classes >= 5. Vote ties go to the smaller class index. The weights are
         computed as exp((s - s_max) / t) per query, the same ranking as exp(s / t) without overflow.
     """
-    t = check_positive("t", t)
-    exclude_self = check_bool("exclude_self", exclude_self)
+    t = as_positive("t", t)
+    exclude_self = as_bool("exclude_self", exclude_self)
     bank, queries, y_train, y_test, num_classes, k, chunk_size = _prepare(
         train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size, exclude_self
     )
@@ -173,7 +171,7 @@ def knn_class_averaged_accuracy(
         ``accuracy`` is the mean, in percent, of the per-class accuracies over the classes present in
         ``test_labels``; ``per_class`` maps each such class to its accuracy in percent.
     """
-    exclude_self = check_bool("exclude_self", exclude_self)
+    exclude_self = as_bool("exclude_self", exclude_self)
     bank, queries, y_train, y_test, num_classes, k, chunk_size = _prepare(
         train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size, exclude_self
     )

@@ -20,10 +20,9 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from dystress._checks import is_real
+from dystress._checks import as_int, is_real
 from dystress.metrics._validation import (
     check_class_range,
-    check_int,
     check_train_test,
     compute_dtype,
 )
@@ -127,13 +126,13 @@ def linear_probe(
     for wd in grid:
         if not is_real(wd) or wd < 0:
             raise ValueError(f"weight_decay values must be finite numbers >= 0, got {wd!r}")
-    max_iter = check_int("max_iter", max_iter, 1)
+    max_iter = as_int("max_iter", max_iter, 1)
     if not is_real(val_fraction) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
     val_fraction = float(val_fraction)
-    seed = check_int("seed", seed, 0)
+    seed = as_int("seed", seed, 0)
     if num_classes is not None:
-        num_classes = check_int("num_classes", num_classes, 1)
+        num_classes = as_int("num_classes", num_classes, 1)
     y_train, y_test = check_train_test(
         train_features, train_labels, test_features, test_labels, min_train_rows=2
     )

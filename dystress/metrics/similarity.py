@@ -18,9 +18,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from dystress._checks import as_int
 from dystress.metrics._validation import (
     check_features,
-    check_int,
     check_labels,
     checked_view_pair,
 )
@@ -88,9 +88,9 @@ def similarity_distributions(
         ``{"tp": [n_tp], "tn": [n_tn], "fn": [n_fn]}`` 1-D tensors on the features' device. A kind
         without any pair (TN with one class, FN when every class has one sample) is an empty tensor.
     """
-    max_pairs = check_int("max_pairs", max_pairs, 1)
-    seed = check_int("seed", seed, 0)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
+    max_pairs = as_int("max_pairs", max_pairs, 1)
+    seed = as_int("seed", seed, 0)
+    chunk_size = as_int("chunk_size", chunk_size, 1)
     check_features("z0", z0, finite=False)
     y = check_labels("labels", labels, z0.shape[0], z0, "z0")
     a, b = checked_view_pair(z0, z1)
@@ -139,7 +139,7 @@ def similarity_histograms(
         ``(edges [bins + 1] float64, {name: fractions [bins] float64})``: each histogram sums to 1, or
         is all zeros for an empty sample. Tensors on the CPU.
     """
-    bins = check_int("bins", bins, 1)
+    bins = as_int("bins", bins, 1)
     _check_mapping(distributions)
     edges = torch.linspace(-1.0, 1.0, bins + 1, dtype=torch.float64)
     hists = {}

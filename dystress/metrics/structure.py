@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from dystress._checks import as_int, as_positive
 from dystress.metrics._neighbours import (
     chunked_topk,
     cosine_scores,
@@ -27,9 +28,7 @@ from dystress.metrics._neighbours import (
 from dystress.metrics._validation import (
     check_features,
     check_finite,
-    check_int,
     check_labels,
-    check_positive,
     check_same_device,
     compute_dtype,
     normalize_rows,
@@ -69,10 +68,10 @@ def trustworthiness(
         high: features [N, D], N >= 3 (cosine similarity); low: embedding [N, d] (Euclidean), same device.
         k: neighbours, 1 <= k <= (N - 1) // 2. chunk_size: rows per chunk, >= 1.
     """
-    k = check_int("k", k, 1)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
+    k = as_int("k", k, 1)
+    chunk_size = as_int("chunk_size", chunk_size, 1)
     n = _check_pair(high, low, min_rows=3)
-    check_int("k", k, 1, (n - 1) // 2)
+    as_int("k", k, 1, (n - 1) // 2)
     hn, lo = _pair_values(high, low)
     low_idx = chunked_topk(neg_euclidean_scores(lo, lo), n, k, chunk_size, exclude_self=True)[1]
     penalty = torch.zeros((), dtype=torch.float64, device=hn.device)
@@ -96,10 +95,10 @@ def knn_overlap(
     ``high``: features [N, D], N >= 2 (cosine); ``low``: embedding [N, d] (Euclidean), same device;
     1 <= k <= N - 1; chunk_size >= 1.
     """
-    k = check_int("k", k, 1)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
+    k = as_int("k", k, 1)
+    chunk_size = as_int("chunk_size", chunk_size, 1)
     n = _check_pair(high, low, min_rows=2)
-    check_int("k", k, 1, n - 1)
+    as_int("k", k, 1, n - 1)
     hn, lo = _pair_values(high, low)
     high_idx = chunked_topk(cosine_scores(hn, hn), n, k, chunk_size, exclude_self=True)[1]
     low_idx = chunked_topk(neg_euclidean_scores(lo, lo), n, k, chunk_size, exclude_self=True)[1]
@@ -125,12 +124,12 @@ def knn_label_purity(
     """
     if not isinstance(metric, str) or metric not in ("cosine", "euclidean"):
         raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
-    k = check_int("k", k, 1)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
+    k = as_int("k", k, 1)
+    chunk_size = as_int("chunk_size", chunk_size, 1)
     check_features("z", z, min_rows=2, finite=False)
     n = z.shape[0]
     y = check_labels("labels", labels, n, z, "z")
-    check_int("k", k, 1, n - 1)
+    as_int("k", k, 1, n - 1)
     check_finite("z", z)
     if metric == "cosine":
         x = normalize_rows("z", z)
@@ -189,11 +188,11 @@ def structure_scores(
     device. 1 <= k <= (N - 1) // 2 (trustworthiness's bound); chunk_size >= 1. Every input is checked
     before the first score is computed.
     """
-    k = check_int("k", k, 1)
-    chunk_size = check_int("chunk_size", chunk_size, 1)
+    k = as_int("k", k, 1)
+    chunk_size = as_int("chunk_size", chunk_size, 1)
     n = _check_pair(high, low, min_rows=3)
     check_labels("labels", labels, n, high, "high")
-    check_int("k", k, 1, (n - 1) // 2)
+    as_int("k", k, 1, (n - 1) // 2)
     return {
         "trustworthiness": trustworthiness(high, low, k, chunk_size),
         "knn_overlap": knn_overlap(high, low, k, chunk_size),
@@ -239,9 +238,9 @@ def aligned_umap_embeddings(
     Returns:
         one float64 array [N, 2] per snapshot.
     """
-    random_state = check_int("random_state", random_state, 0)
-    n_neighbors = check_int("n_neighbors", n_neighbors, 2)
-    min_dist = check_positive("min_dist", min_dist)
+    random_state = as_int("random_state", random_state, 0)
+    n_neighbors = as_int("n_neighbors", n_neighbors, 2)
+    min_dist = as_positive("min_dist", min_dist)
     if not isinstance(metric, str) or not metric:
         raise ValueError(f"metric must be the name of a umap-learn metric (e.g. 'cosine'), got {metric!r}")
     if not hasattr(snapshots, "__len__") or len(snapshots) == 0:
@@ -256,7 +255,7 @@ def aligned_umap_embeddings(
         n = x.shape[0]
     if labels is not None:
         check_labels("labels", labels, n, labels, "snapshots")
-    check_int("n_neighbors", n_neighbors, 2, n - 1)
+    as_int("n_neighbors", n_neighbors, 2, n - 1)
     for s, x in enumerate(snapshots):
         check_finite(f"snapshots[{s}]", x)
     try:
