@@ -65,7 +65,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import numbers
@@ -78,9 +77,14 @@ import yaml
 
 from dystress._checks import NAME_RULE, is_int, is_name, is_real, require
 from dystress.data.datasets import DATASETS
-from dystress.losses import LOSSES
+from dystress.losses import LOSSES, build_loss
 from dystress.models import BACKBONES, STEMS
-from dystress.temperature import TEMPERATURES, TemperatureFunction, build_temperature
+from dystress.temperature import (
+    TEMPERATURE_PARAMETER_NAMES,
+    TEMPERATURES,
+    TemperatureFunction,
+    build_temperature,
+)
 
 __all__ = [
     "DATASETS",
@@ -90,7 +94,6 @@ __all__ = [
     "PROFILES",
     "PretrainConfig",
     "get_profile",
-    "temperature_parameter_names",
 ]
 
 OPTIMIZERS = ("sgd", "lars")
@@ -106,18 +109,6 @@ PARTS = ("run", "data", "model", "loss", "optim", "execution", "augment", "eval"
 #: Identity fields added after run ids were first published, with the value every earlier run had:
 #: left out of :meth:`PretrainConfig.run_id` at that value, so earlier run folders keep their ids.
 LATER_FIELD_DEFAULTS: dict[str, Any] = {"jitter_strength": 0.5, "view_forward": "joint"}
-
-
-def temperature_parameter_names() -> tuple[str, ...]:
-    """Every keyword parameter of every registered temperature function (registry order, no repeats):
-    the names a notebook or :meth:`PretrainConfig.with_parameters` may give at top level."""
-    names = (
-        name
-        for cls in TEMPERATURES.values()
-        for name in inspect.signature(cls.__init__).parameters
-        if name != "self"
-    )
-    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -465,8 +456,8 @@ class PretrainConfig:
         """A new config with ``params`` applied: the one override path (``--set``, notebooks, the study).
 
         Keys are fields, ``field.key`` for one entry of a mapping field (``temperature_params.tau_min``)
-        or a temperature parameter name (:func:`temperature_parameter_names`: ``tau_min=0.05`` sets
-        ``temperature_params.tau_min``). A ``None`` value keeps the current value (``none_keeps=False``:
+        or a temperature parameter name (:data:`~dystress.temperature.TEMPERATURE_PARAMETER_NAMES`:
+        ``tau_min=0.05`` sets ``temperature_params.tau_min``). A ``None`` value keeps the current value (``none_keeps=False``:
         sets it, as ``null`` does in :meth:`with_overrides`). A string for a list or mapping field is
         read as YAML (papermill ``-p`` passes them as text). Whole fields are applied first, then dotted
         keys, then temperature parameters; dependent fields follow unless given too: another
@@ -496,7 +487,7 @@ class PretrainConfig:
     ) -> tuple[dict[str, Any], dict[tuple[str, str], Any], dict[str, Any]]:
         """``params`` as (whole fields, {(field, key): value}, temperature parameters), checked."""
         known = [f.name for f in dataclasses.fields(self)]
-        tau_names = temperature_parameter_names()
+        tau_names = TEMPERATURE_PARAMETER_NAMES
         whole: dict[str, Any] = {}
         dotted: dict[tuple[str, str], Any] = {}
         tau: dict[str, Any] = {}
@@ -628,15 +619,9 @@ def _check_eval(c: PretrainConfig) -> None:
 
 
 def _check_loss(c: PretrainConfig) -> None:
-    """The temperature function builds with its parameters, and the loss can take it."""
-    temperature = c.build_temperature()
-    allowed = (
-        f"infonce with temperature {c.temperature} (it sets tau from the positive pairs' probability, "
-        "which DCL removes from the denominator)"
-    )
-    require(
-        not (c.loss in ("dcl", "dclw") and temperature.needs_positive_statistics), "loss", allowed, c.loss
-    )
+    """The temperature function builds with its parameters, and the loss can take it
+    (:func:`dystress.losses.build_loss` is the one place that pairs losses with temperatures)."""
+    build_loss(c.loss, c.build_temperature())
 
 
 #: The checks across fields, one per part, in the order :meth:`PretrainConfig.validate` runs them

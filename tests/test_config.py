@@ -447,10 +447,11 @@ def test_a_profile_name_cannot_leave_the_runs_folder(name: str) -> None:
 
 # ----------------------------------------------------------------------------- the one override path
 def test_temperature_parameter_names_come_from_the_registry() -> None:
-    from dystress.config import temperature_parameter_names
+    from dystress.temperature import TEMPERATURE_PARAMETER_NAMES
 
-    names = temperature_parameter_names()
-    assert names == (
+    names = TEMPERATURE_PARAMETER_NAMES
+    assert names == tuple(sorted(names))
+    assert set(names) == {
         "tau",
         "tau_min",
         "tau_max",
@@ -463,7 +464,7 @@ def test_temperature_parameter_names_come_from_the_registry() -> None:
         "tau_0",
         "alpha",
         "a_0",
-    )
+    }
     assert not set(names) & {f.name for f in dataclasses.fields(PretrainConfig)}  # never ambiguous
 
 
