@@ -18,12 +18,16 @@ values, nothing that unpickles code. Contents (format :data:`FORMAT_VERSION`)::
 
 A truncated or foreign file, an unknown format version, or a config that differs from the run's
 (fields of ``PretrainConfig.identity()``) raises :class:`CheckpointError` naming the file, so a run
-never starts from a wrong state.
+never starts from a wrong state; so does a state that does not fit the model it is loaded into
+(:func:`load_into`: the first mismatching entry and both shapes). The partial file of a writer killed
+while saving (``checkpoints/.last.pt.*.partial``) is removed at the next save or load of that file
+(:func:`dystress.io.remove_orphan_partials`; a live writer's partial file is locked and kept).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 
 from dystress.config import identity_differences
-from dystress.io import atomic_torch_save
+from dystress.io import DataFileError, atomic_torch_save, remove_orphan_partials
 
 __all__ = [
     "FORMAT",
@@ -39,6 +43,7 @@ __all__ = [
     "CheckpointError",
     "capture_rng_state",
     "load_checkpoint",
+    "load_into",
     "restore_rng_state",
     "save_checkpoint",
 ]
@@ -47,8 +52,9 @@ FORMAT = "dystress-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for this run (unreadable, foreign, or another config)."""
+class CheckpointError(DataFileError):
+    """A checkpoint that cannot be used for this run (unreadable, foreign, another config, or a state
+    that does not fit the model); a `DataFileError`, hence a `ValueError`."""
 
 
 def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
@@ -168,6 +174,7 @@ def load_checkpoint(
         )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    remove_orphan_partials(path.parent, f"{path.name}.")  # left by a writer killed while saving
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...: all mean "unusable"
@@ -194,3 +201,49 @@ def load_checkpoint(
             details = ", ".join(f"{k}: checkpoint {a!r} vs run {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(f"checkpoint {path} belongs to another config ({details})")
     return payload
+
+
+def load_into(target: Any, state: Any, path: str | Path, what: str) -> None:
+    """``target.load_state_dict(state)`` for a module or optimizer, refusing a state that does not fit.
+
+    For a module, the keys and every tensor's shape are compared first, so nothing is copied when the
+    first missing or unexpected key, or the first entry whose shape differs, is reported.
+
+    Args:
+        target: an ``nn.Module`` (strict load) or anything with ``load_state_dict`` (an optimizer).
+        state: the checkpoint's entry for it (e.g. ``payload["model"]``).
+        path: the checkpoint file, for the message.
+        what: what ``state`` is ("model", "optimizer", "loss"), for the message.
+
+    Raises:
+        CheckpointError: naming the file, ``what`` and the first mismatch (key, both shapes).
+    """
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"checkpoint {path}: its {what} state is a {type(state).__name__}, not a dict")
+    if isinstance(target, torch.nn.Module):
+        problem = _module_mismatch(target.state_dict(), state)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path} does not fit this {what}: {problem}")
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint {path} does not fit this {what}: {first_line}") from None
+
+
+def _module_mismatch(own: Mapping[str, Any], state: Mapping[str, Any]) -> str | None:
+    """The first difference between a module's state dict ``own`` and a checkpoint's ``state``, or None."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = [f"it lacks {missing[:3]}"] if missing else []
+        parts += [f"it has unknown entries {unexpected[:3]}"] if unexpected else []
+        return " and ".join(parts) + f" ({len(missing)} missing, {len(unexpected)} unknown)"
+    for key, value in own.items():
+        stored = state[key]
+        if isinstance(value, torch.Tensor) and not (
+            isinstance(stored, torch.Tensor) and stored.shape == value.shape
+        ):
+            found = list(stored.shape) if isinstance(stored, torch.Tensor) else type(stored).__name__
+            return f"entry {key!r} has shape {found} in the checkpoint, {list(value.shape)} in the model"
+    return None

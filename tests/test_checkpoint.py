@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,12 @@ from dystress.checkpoint import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    load_into,
     restore_rng_state,
     save_checkpoint,
 )
 from dystress.config import get_profile
+from dystress.io import DataFileError
 from dystress.temperature import build_temperature
 
 
@@ -193,3 +197,99 @@ def test_config_must_match(tmp_path: Path) -> None:
     # fields that do not change the computation may differ
     moved = config.with_overrides(["data_root=/elsewhere", "num_threads=1"]).to_dict()
     assert load_checkpoint(path, config=moved)["epoch"] == 3
+
+
+# ------------------------------------------------------------------------- partial files, fit to the model
+
+_KILLED_WHILE_SAVING = """
+import sys, time
+import torch
+from dystress.checkpoint import load_checkpoint, save_checkpoint
+real_save = torch.save
+def slow_save(obj, f):
+    real_save(obj, f)
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(120)  # killed here: the partial file is complete but never renamed
+torch.save = slow_save
+state = load_checkpoint(sys.argv[1])
+model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+model.load_state_dict(state["model"])
+save_checkpoint(sys.argv[1], config=state["config"], epoch=4, step=40, model=model,
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+"""
+
+
+def _saving_child(path: Path) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WHILE_SAVING, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "writing"
+    return child
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_writer_killed_while_saving_leaves_nothing_after_the_next_load_or_save(tmp_path: Path) -> None:
+    config = get_profile("smoke").to_dict()
+    path = _save(tmp_path / "checkpoints" / "last.pt", config)
+    child = _saving_child(path)
+    live = sorted(path.parent.glob(".last.pt.*.partial"))
+    assert len(live) == 1
+    assert load_checkpoint(path)["epoch"] == 3  # a live writer's partial file is kept
+    assert sorted(path.parent.glob(".last.pt.*.partial")) == live
+    child.kill()  # SIGKILL while last.pt is being written
+    child.wait()
+    assert load_checkpoint(path, config=config)["epoch"] == 3  # the old checkpoint, whole
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # removed at this load
+    child = _saving_child(path)
+    child.kill()
+    child.wait()
+    _save(path, config, epoch=5)  # ... and at the next save
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    assert load_checkpoint(path)["epoch"] == 5
+
+
+def test_load_into_names_the_first_entry_of_another_shape(tmp_path: Path) -> None:
+    path = _save(tmp_path / "last.pt", get_profile("smoke").to_dict())
+    state = load_checkpoint(path)
+    torch.manual_seed(1)
+    wider = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 2))
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    message = (
+        f"checkpoint {path} does not fit this model: entry '0.weight' has shape [3, 4] in the "
+        "checkpoint, [5, 4] in the model"
+    )
+    with pytest.raises(CheckpointError) as caught:
+        load_into(wider, state["model"], path, "model")
+    assert str(caught.value) == message
+    assert all(torch.equal(v, before[k]) for k, v in wider.state_dict().items())  # nothing copied
+    model, opt = _setup()
+    load_into(model, state["model"], path, "model")  # a fitting state loads
+    assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
+    load_into(opt, state["optimizer"], path, "optimizer")
+    assert opt.state_dict()["param_groups"] == state["optimizer"]["param_groups"]
+
+
+def test_load_into_names_missing_and_unknown_entries_and_other_optimizers(tmp_path: Path) -> None:
+    path = _save(tmp_path / "last.pt", get_profile("smoke").to_dict())
+    state = load_checkpoint(path)
+    model, _ = _setup()
+    partial = {k: v for k, v in state["model"].items() if k != "2.bias"}
+    with pytest.raises(CheckpointError, match=r"does not fit this model: it lacks \['2.bias'\] \(1 missing"):
+        load_into(model, partial, path, "model")
+    extra = {**state["model"], "3.weight": torch.zeros(1)}
+    with pytest.raises(
+        CheckpointError, match=r"it has unknown entries \['3.weight'\] \(0 missing, 1 unknown"
+    ):
+        load_into(model, extra, path, "model")
+    with pytest.raises(CheckpointError, match=f"checkpoint {path}: its model state is a int, not a dict"):
+        load_into(model, 5, path, "model")
+    other = torch.optim.SGD([*model.parameters(), torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+    with pytest.raises(
+        CheckpointError, match=f"checkpoint {path} does not fit this optimizer: .*parameter group"
+    ):
+        load_into(other, state["optimizer"], path, "optimizer")
+
+
+def test_checkpoint_error_is_a_data_file_error() -> None:
+    assert issubclass(CheckpointError, DataFileError) and issubclass(CheckpointError, ValueError)

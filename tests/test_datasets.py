@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import shutil
 import urllib.error
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torchvision.datasets
 from dystress.data.datasets import DATASETS, ImageDataset, is_official_release, load_dataset
 from dystress.data.longtail import longtail_counts, longtail_indices
 from dystress.data.transforms import NORMALIZATION
+from dystress.io import DataFileError
 
 # ---------------------------------------------------------------------------------------------- CIFAR
 
@@ -281,3 +284,133 @@ def test_offline_full_copy_against_lossless(offline_cifar10_root, lossless_cifar
     err = (train.images[:4000].float() - lossless_cifar10["train_images"].float()).abs().mean()
     assert 4.0 < float(err) < 8.0  # README: mean absolute error 5.8 / 255 (JPEG quality 75)
     assert train.classes == lossless_cifar10["classes"]
+
+
+# ------------------------------------------------------------------------------------- hostile files
+
+
+class _WritesMarker:
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _rewrite(path, obj) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def test_a_batch_that_would_run_code_is_refused(fake_cifar10, tmp_path):
+    marker, path = tmp_path / "marker", fake_cifar10.folder / "data_batch_3"
+    _rewrite(path, {"data": _WritesMarker(marker), "labels": []})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the md5 mismatch
+        with pytest.raises(DataFileError, match=f"cifar10 batch {path} refers to posix.system"):
+            load_dataset("cifar10", fake_cifar10.root, download=False)
+    assert not marker.exists()
+
+
+def _batch(fake, **changes):
+    with open(fake.folder / "data_batch_1", "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    batch.update(changes)
+    return batch
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (lambda fake: b"", r"cannot be read: it ends early \(truncated\)"),
+        (lambda fake: (fake.folder / "data_batch_1").read_bytes()[:-100], "cannot be read"),
+        (lambda fake: b"\x00\x01 garbage", "cannot be read: it is not a valid pickle"),
+        (lambda fake: [1, 2], "is not a CIFAR batch: it holds a list, not a dict"),
+        (lambda fake: {"data": np.zeros((2, 3072), np.uint8)}, r"it lacks \['labels'\]"),
+        (
+            lambda fake: _batch(fake, data=np.zeros((8, 3071), np.uint8)),
+            r"uint8 array \[N, 3072\], got uint8",
+        ),
+        (lambda fake: _batch(fake, data=np.zeros((8, 3072), np.float32)), "got float32"),
+        (lambda fake: _batch(fake, data="pixels"), "got str"),
+        (lambda fake: _batch(fake, labels=[0] * 3), "'labels' must hold 8 integers"),
+        (lambda fake: _batch(fake, labels=["cat"] * 8), "'labels' must hold 8 integers"),
+        (lambda fake: _batch(fake, labels=[10] * 8), r"'labels' must lie in 0..9, got 10..10"),
+    ],
+)
+def test_a_broken_batch_is_named_with_what_is_wrong(fake_cifar10, content, match):
+    path = fake_cifar10.folder / "data_batch_1"
+    value = content(fake_cifar10)
+    if isinstance(value, bytes):
+        path.write_bytes(value)
+    else:
+        _rewrite(path, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataFileError, match=match) as caught:
+            load_dataset("cifar10", fake_cifar10.root, download=False)
+    assert str(caught.value).startswith(f"cifar10 batch {path} ")
+    assert isinstance(caught.value, ValueError)  # what the command line reports in one line
+
+
+@pytest.mark.parametrize("meta", [{"names": ["a"]}, {"label_names": []}, {"label_names": [1, 2]}, ["x"]])
+def test_a_broken_meta_file_is_named(fake_cifar10, meta):
+    path = fake_cifar10.folder / "batches.meta"
+    _rewrite(path, meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataFileError, match=f"cifar10 meta file {path} holds no list of class names"):
+            load_dataset("cifar10", fake_cifar10.root, download=False)
+
+
+def _old_loader(folder, files, meta, label_key="labels"):
+    """The loader before the restricted unpickler: plain pickle.load (kept here as the reference)."""
+
+    def unpickle(name):
+        with open(folder / name, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+
+    batches = [unpickle(name) for name in files]
+    data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+    return data.reshape(len(data), 3, 32, 32), labels, list(unpickle(meta)["label_names"])
+
+
+@pytest.fixture
+def real_cifar10_root(request):
+    """$DYSTRESS_DATA when it holds cifar-10-batches-py, else the offline copy (or the test skips)."""
+    root = os.environ.get("DYSTRESS_DATA")
+    if root and (Path(root) / "cifar-10-batches-py" / "test_batch").is_file():
+        return Path(root)
+    return request.getfixturevalue("offline_cifar10_root")
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_real_files_load_bit_identically_to_plain_pickle(real_cifar10_root, train):
+    files = [f"data_batch_{k}" for k in range(1, 6)] if train else ["test_batch"]
+    folder = real_cifar10_root / "cifar-10-batches-py"
+    images, labels, classes = _old_loader(folder, files, "batches.meta")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # md5 of the offline copy
+        ds = load_dataset("cifar10", real_cifar10_root, train=train, download=False)
+    assert ds.images.numpy().tobytes() == images.tobytes() and ds.images.shape == images.shape
+    assert ds.labels.dtype == torch.int64 and np.array_equal(ds.labels.numpy(), labels)
+    assert ds.classes == classes and len(ds) == (50000 if train else 10000)
+
+
+def test_cifar100_batch_is_checked_against_its_100_classes(fake_cifar100):
+    path = fake_cifar100.folder / "test"
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    batch["fine_labels"][0] = 100
+    _rewrite(path, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataFileError, match=f"cifar100 batch {path} .*must lie in 0..99"):
+            load_dataset("cifar100", fake_cifar100.root, train=False, download=False)
+
+
+def test_image_dataset_has_one_home():
+    from dystress.data import datasets, image_dataset, imagefolder
+
+    assert datasets.ImageDataset is image_dataset.ImageDataset is imagefolder.ImageDataset

@@ -24,6 +24,7 @@ from dystress.data.imagefolder import (
     scan_image_folder,
 )
 from dystress.data.transforms import NORMALIZATION
+from dystress.io import DataFileError
 
 # (height, width): wide / tall / square, larger and smaller than the target, odd crop margins
 SHAPES = [(16, 40), (21, 16), (48, 64), (23, 23), (80, 17), (37, 100), (12, 12), (30, 9), (16, 16), (19, 25)]
@@ -187,14 +188,26 @@ def test_parallel_decode_is_byte_identical(folder, tmp_path, workers, cache):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_undecodable_image_names_the_file(tmp_path, workers):
+@pytest.mark.parametrize(("name", "content"), [("2.png", b"not a png"), ("2.jpg", b""), ("2.jpeg", None)])
+def test_undecodable_image_names_the_file(tmp_path, workers, name, content):
+    """A foreign, empty (zero-byte) or truncated image: one DataFileError naming it, nothing left behind,
+    and a load after the file is fixed decodes without hindrance."""
     for i in range(4):
         _save(tmp_path / "train" / "a" / f"{i}.png", np.zeros((8, 8, 3), dtype=np.uint8))
-    (tmp_path / "train" / "a" / "2.png").write_bytes(b"not a png")
-    with pytest.raises(OSError, match="2.png"):
+    (tmp_path / "train" / "a" / "2.png").unlink()
+    bad = tmp_path / "train" / "a" / name
+    if content is None:  # a JPEG cut short after its header
+        _save(bad, np.full((32, 32, 3), 7, dtype=np.uint8))
+        bad.write_bytes(bad.read_bytes()[:200])
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(DataFileError, match=f"cannot decode {bad}") as caught:
         load_image_folder(tmp_path, train=True, image_size=8, workers=workers)
-    assert not list((tmp_path / ".dystress_cache").glob("*.npy"))
-    assert not list((tmp_path / ".dystress_cache").glob(".*partial"))
+    assert str(bad) in str(caught.value).splitlines()[0]
+    assert _cache_files(tmp_path / ".dystress_cache") == []  # no array, no partial file, no lock
+    bad.unlink()  # fixed: the next load decodes, undisturbed by the failed one
+    _save(bad.with_suffix(".png"), np.zeros((8, 8, 3), dtype=np.uint8))
+    assert len(load_image_folder(tmp_path, train=True, image_size=8, workers=workers)) == 4
 
 
 def test_resolve_workers(monkeypatch):
@@ -236,9 +249,8 @@ def test_cache_is_written_once_then_mapped_without_decoding(folder, monkeypatch)
     first = load_image_folder(root, train=True, image_size=12, workers=0)
     assert spy.calls == len(first) and torch.equal(first.images, reference.images)
     cache_dir = root / ".dystress_cache"
-    # the array, its sidecar and the (empty, hidden) build lock
-    assert [p.suffix for p in _cache_files(cache_dir)] == [".lock", ".json", ".npy"]
-    assert _cache_files(cache_dir, ".*build.lock")[0].stat().st_size == 0
+    # the array and its sidecar; the build lock is removed by its holder once the cache is written
+    assert [p.suffix for p in _cache_files(cache_dir)] == [".json", ".npy"]
     spy.fail = True
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: neither from the cache check nor from torch.from_numpy
@@ -378,9 +390,8 @@ def test_failed_decode_leaves_no_cache(folder, monkeypatch):
     monkeypatch.setattr(imagefolder, "_decode_one", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         load_image_folder(root, train=True, image_size=8, workers=0)
-    # nothing but the empty build lock (kept: deleting a lock file would race with a waiting process)
-    left = _cache_files(root / ".dystress_cache")
-    assert [p.name.endswith("build.lock") and p.stat().st_size == 0 for p in left] == [True]
+    # nothing: the partial array is removed and the build lock too (by its holder, while held)
+    assert _cache_files(root / ".dystress_cache") == []
 
 
 _KILLED_CHILD = """
@@ -413,8 +424,9 @@ def test_killed_decode_leaves_a_partial_file_that_is_never_loaded(folder, monkey
     ds = load_image_folder(root, train=True, image_size=8, workers=0)
     reference = load_image_folder(root, train=True, image_size=8, cache=False)
     assert spy.calls == len(ds) and torch.equal(ds.images, reference.images)
-    if imagefolder.fcntl is not None:  # the orphan is removed by the rebuild (POSIX)
+    if imagefolder.fcntl is not None:  # the orphan and the dead decode's lock file are removed (POSIX)
         assert _cache_files(cache_dir, ".*.partial") == []
+        assert _cache_files(cache_dir, ".*build.lock") == []
 
 
 @pytest.mark.skipif(imagefolder.fcntl is None, reason="flock is POSIX")
@@ -488,6 +500,7 @@ def test_concurrent_jobs_decode_once(folder, tmp_path):
     assert [out.strip() for out in outs] == [expected, expected]
     assert log.read_text().split() == [str(first.pid)]  # one decode, by the first job
     assert len(_cache_files(root / ".dystress_cache", "*.npy")) == 1
+    assert _cache_files(root / ".dystress_cache", ".*build.lock") == []  # removed by its last holder
 
 
 def test_cache_false_writes_nothing(folder):
@@ -591,12 +604,20 @@ def test_a_dead_decode_worker_fails_the_load_instead_of_hanging(folder):
     assert _cache_files(cache_dir, ".*.partial") == [] and _cache_files(cache_dir, "*.npy") == []
 
 
-def test_cache_files_get_the_umask_mode(folder):
+def test_cache_files_get_the_umask_mode(folder, monkeypatch):
     root, _ = folder
+    cache_dir = root / ".dystress_cache"
+    original, during = imagefolder._write_cache, {}
+
+    def spy(*args, **kwargs):  # the build lock exists only while the cache is built
+        during.update({p.suffix: p.stat().st_mode & 0o777 for p in cache_dir.iterdir()})
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(imagefolder, "_write_cache", spy)
     old = os.umask(0o022)
     try:
         load_image_folder(root, train=True, image_size=8, workers=0)
     finally:
         os.umask(old)
-    modes = {p.suffix: p.stat().st_mode & 0o777 for p in (root / ".dystress_cache").iterdir()}
-    assert modes == {".npy": 0o644, ".json": 0o644, ".lock": 0o644}
+    modes = {p.suffix: p.stat().st_mode & 0o777 for p in cache_dir.iterdir()}
+    assert modes == {".npy": 0o644, ".json": 0o644} and during == {".lock": 0o644}

@@ -1,18 +1,19 @@
 """Datasets as uint8 tensors [N, 3, H, W] with int64 labels [N]: CIFAR-10/100 (and their long-tailed
 versions) read from the official python-pickle layout, and image folders (`dystress.data.imagefolder`).
 
-CIFAR files are read directly (`pickle.load(f, encoding="latin1")`), so the offline JPEG-decoded copy
-(`python ../shared/data/make_cifar10.py ROOT`), whose md5 sums differ from the official release, loads
-too: an md5 mismatch is a warning, not an error. The md5 sums of the official release are read from
-torchvision's `CIFAR10` / `CIFAR100` classes at run time.
+CIFAR files are read directly, with the restricted unpickler `dystress.io.safe_unpickle` (a file that
+names anything but containers, strings, numbers and numpy arrays is refused, nothing in it runs), so the
+offline JPEG-decoded copy (`python ../shared/data/make_cifar10.py ROOT`), whose md5 sums differ from the
+official release, loads too: an md5 mismatch is a warning, not an error. A file that is truncated, not a
+pickle, or not a CIFAR batch (keys, dtype, shape, label range) raises `dystress.io.DataFileError` naming
+it. The md5 sums of the official release are read from torchvision's `CIFAR10` / `CIFAR100` classes at
+run time. `ImageDataset` lives in `dystress.data.image_dataset` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,80 +21,19 @@ import numpy as np
 import torch
 
 from dystress._checks import as_int, is_int, is_real
+from dystress.data.image_dataset import ImageDataset
+from dystress.data.imagefolder import load_image_folder
 from dystress.data.longtail import longtail_indices
 from dystress.data.transforms import NORMALIZATION
+from dystress.io import DataFileError, safe_unpickle
+
+__all__ = ["DATASETS", "ImageDataset", "is_official_release", "load_dataset"]
 
 #: Names accepted by `load_dataset`.
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "cifar10_lt", "cifar100_lt", "imagefolder")
 
 _CIFAR_LABEL_KEY = {"cifar10": "labels", "cifar100": "fine_labels"}
 _MAKE_OFFLINE_COPY = "python ../shared/data/make_cifar10.py ROOT"
-
-
-@dataclass
-class ImageDataset:
-    """A labelled image set held in memory.
-
-    images: uint8 [N, 3, H, W]; labels: int64 [N] in 0..len(classes)-1; mean / std: per-channel
-    normalisation statistics in [0, 1] units (see `dystress.data.transforms.normalize`).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    name: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(
-                f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
-            )
-        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"labels must be int64 [{self.images.shape[0]}], got {self.labels.dtype} "
-                f"{tuple(self.labels.shape)}"
-            )
-        if len(self.classes) < 1:
-            raise ValueError("classes must name at least one class")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std must be 3-tuples with std > 0, got {self.mean}, {self.std}")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def subset(self, indices: torch.Tensor | list[int]) -> ImageDataset:
-        """The images at `indices` (int64 [M] or a list), same classes and statistics."""
-        idx = torch.as_tensor(indices, dtype=torch.int64)
-        if idx.ndim != 1:
-            raise ValueError(f"indices must be one-dimensional, got shape {tuple(idx.shape)}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
-            raise ValueError(f"indices must lie in [0, {len(self) - 1}]")
-        idx_img = idx.to(self.images.device)
-        return ImageDataset(
-            images=self.images.index_select(0, idx_img),
-            labels=self.labels.index_select(0, idx.to(self.labels.device)),
-            classes=list(self.classes),
-            name=self.name,
-            mean=self.mean,
-            std=self.std,
-        )
-
-    def to(self, device: torch.device | str) -> ImageDataset:
-        """A copy with images and labels on `device` (no copy when already there)."""
-        return ImageDataset(
-            images=self.images.to(device),
-            labels=self.labels.to(device),
-            classes=list(self.classes),
-            name=self.name,
-            mean=self.mean,
-            std=self.std,
-        )
 
 
 def load_dataset(
@@ -132,8 +72,6 @@ def load_dataset(
     if name == "imagefolder":
         if image_size is None:
             raise ValueError("image_size is required for name='imagefolder' (e.g. 64 for TinyImageNet)")
-        from dystress.data.imagefolder import load_image_folder  # imported here: it imports ImageDataset
-
         return load_image_folder(
             root, train=train, image_size=image_size, workers=workers, cache=cache, cache_dir=cache_dir
         )
@@ -191,9 +129,49 @@ def is_official_release(name: str, root: str | Path) -> bool | None:
     return all(checks)
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+def _read_classes(path: Path, base: str, key: str) -> list[str]:
+    """The class names of a CIFAR meta file (``batches.meta`` / ``meta``), read with `safe_unpickle`."""
+    meta = safe_unpickle(path, f"{base} meta file", encoding="latin1")
+    names = meta.get(key) if isinstance(meta, dict) else None
+    if not (isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names)):
+        found = f"keys {sorted(map(str, meta))[:8]}" if isinstance(meta, dict) else type(meta).__name__
+        raise DataFileError(f"{base} meta file {path} holds no list of class names under {key!r} ({found})")
+    return list(names)
+
+
+def _batch_problem(batch: Any, label_key: str, num_classes: int) -> str | None:
+    """What keeps `batch` from being a CIFAR batch (dict with uint8 'data' [N, 3072] and N labels in
+    0..num_classes-1), or None."""
+    if not isinstance(batch, dict):
+        return f"it holds a {type(batch).__name__}, not a dict"
+    missing = [k for k in ("data", label_key) if k not in batch]
+    if missing:
+        return f"it lacks {missing} (keys: {sorted(map(str, batch))[:8]})"
+    data = batch["data"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim >= 1) or (
+        len(data) and data[0].size != 3072
+    ):
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        return f"'data' must be a uint8 array [N, 3072], got {found}"
+    try:
+        labels = np.asarray(batch[label_key])
+    except (ValueError, TypeError, OverflowError) as err:
+        return f"{label_key!r} is not a list of integers ({err})"
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(data):
+        return f"{label_key!r} must hold {len(data)} integers, got {labels.dtype} {labels.shape}"
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        return f"{label_key!r} must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}"
+    return None
+
+
+def _read_batch(path: Path, base: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N, 3072] or [N, 3, 32, 32], labels int64 [N]) of one CIFAR batch file, checked."""
+    batch = safe_unpickle(path, f"{base} batch", encoding="latin1")
+    label_key = _CIFAR_LABEL_KEY[base]
+    problem = _batch_problem(batch, label_key, num_classes)
+    if problem is not None:
+        raise DataFileError(f"{base} batch {path} is not a CIFAR batch: {problem}")
+    return np.asarray(batch["data"], dtype=np.uint8), np.asarray(batch[label_key], dtype=np.int64)
 
 
 def _load_cifar(base: str, root: Path, train: bool, download: bool) -> ImageDataset:
@@ -218,10 +196,10 @@ def _load_cifar(base: str, root: Path, train: bool, download: bool) -> ImageData
             "(expected for the JPEG-decoded offline copy; its accuracies run 2-3 points lower)",
             stacklevel=3,
         )
-    batches = [_unpickle(folder / name) for name, _ in files[:-1]]
-    data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(b[_CIFAR_LABEL_KEY[base]], dtype=np.int64) for b in batches])
-    classes = list(_unpickle(folder / spec.meta["filename"])[spec.meta["key"]])
+    classes = _read_classes(folder / spec.meta["filename"], base, spec.meta["key"])
+    batches = [_read_batch(folder / name, base, len(classes)) for name, _ in files[:-1]]
+    data = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
     mean, std = NORMALIZATION[base]
     return ImageDataset(
         images=torch.from_numpy(data.reshape(len(data), 3, 32, 32).copy()),

@@ -14,7 +14,10 @@ The cache key covers `CACHE_VERSION`, `image_size`, the split, the class list an
 written to a hidden ``.partial`` file in the cache folder and renamed into place (then the sidecar), so a
 killed decode never leaves a cache that loads (its partial file is removed by the next decode of the same
 split); a corrupt cache is reported with a warning and rebuilt. Building holds a per-split lock file, so
-jobs started together on one folder (the runs of an ablation) decode it once: the others wait, then map it.
+jobs started together on one folder (the runs of an ablation) decode it once: the others wait, then map it;
+the holder removes it when done, and a killed holder's lock blocks nobody (flock dies with the process).
+An image that does not decode (empty, truncated, not an image) raises `dystress.io.DataFileError` naming
+it, and leaves no cache file behind.
 """
 
 from __future__ import annotations
@@ -37,13 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dystress.data.datasets import ImageDataset
+from dystress.data.image_dataset import ImageDataset
 from dystress.data.transforms import NORMALIZATION
-from dystress.io import atomic_write_text, make_temp_file
+from dystress.io import DataFileError, atomic_write_text, make_temp_file, path_names_fd, remove_orphan_partials
 
 try:
-    import fcntl  # POSIX: lets a new decode remove the partial file of a killed one
-except ImportError:  # pragma: no cover - Windows: such files are left behind
+    import fcntl  # POSIX: the build lock
+except ImportError:  # pragma: no cover - Windows: builds run unlocked
     fcntl = None
 
 #: File extensions (lower case) that the image-folder loader reads.
@@ -238,8 +241,11 @@ def _decode_one(path: str, image_size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return _resize_center_crop(img.convert("RGB"), image_size)
-    except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-        raise OSError(f"imagefolder: cannot decode {path}: {err}") from err
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        # an empty, truncated or foreign file (PIL.UnidentifiedImageError is an OSError), or one unreadable
+        raise DataFileError(
+            f"imagefolder: cannot decode {path}: {err}; remove or replace that file"
+        ) from None
 
 
 def _decode_rows(out: np.ndarray, paths: Sequence[str], start: int, stop: int, image_size: int) -> int:
@@ -315,7 +321,7 @@ def _cached_images(index: ImageFolderIndex, image_size: int, folder: Path, worke
         images = _open_cache(array_path, meta_path, key, shape, index.labels)
         if images is not None:  # built by another process while this one waited
             return images
-        _remove_orphans(folder, prefix)
+        remove_orphan_partials(folder, prefix)  # of killed decodes of this root/split/size
         _write_cache(index, image_size, array_path, shape, workers)
         meta = {
             "version": CACHE_VERSION,
@@ -338,28 +344,55 @@ def _cached_images(index: ImageFolderIndex, image_size: int, folder: Path, worke
 def _build_lock(folder: Path, prefix: str) -> Iterator[None]:
     """Hold an exclusive `flock` on `folder/.<prefix>build.lock` (one per root/split/size) while building.
 
-    A process that finds the lock taken says so on stderr and waits. Without flock (Windows, a file
+    A process that finds the lock taken says so on stderr and waits. The holder removes the lock file
+    before releasing it, so nothing is left behind; a waiter that then gets the lock of the removed file
+    takes the lock of the current one instead (`_lock_build_file`). A process killed while holding it
+    leaves an unlocked file, which the next build takes and removes. Without flock (Windows, a file
     system that lacks it) the build goes on unlocked: concurrent jobs then each decode, still safely.
     """
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    fd = os.open(folder / f".{prefix}build.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    path = folder / f".{prefix}build.lock"
+    fd, locked = _lock_build_file(path, f"{prefix.rstrip('-')} into {folder}")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(
-                f"imagefolder: another process is decoding {prefix.rstrip('-')} into {folder}; waiting",
-                file=sys.stderr,
-                flush=True,
-            )
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # no flock here (Lustre noflock, some FUSE): go on unlocked
-            pass
         yield
     finally:
+        if locked:  # removed while held: no other process can hold this file's lock now
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         os.close(fd)  # releases the lock
+
+
+def _lock_build_file(path: Path, what: str) -> tuple[int, bool]:
+    """Open `path` and take its exclusive flock, waiting for another holder: (fd, whether locked).
+
+    Retries when the file it locked was removed (or replaced) by the previous holder meanwhile, so the
+    lock held always belongs to the file that `path` names.
+    """
+    announced = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not announced:
+                    print(
+                        f"imagefolder: another process is decoding {what}; waiting",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    announced = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # no flock here (Lustre noflock, some FUSE): go on unlocked
+                return fd, False
+            if path_names_fd(path, fd):
+                return fd, True
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def _open_cache(
@@ -402,16 +435,12 @@ def _write_cache(
 ) -> None:
     """Decode into a hidden `.partial` file beside `array_path`, fsync it, then rename it into place.
 
-    The partial file is locked (`flock`) while it is written, so that `_remove_orphans` can tell the file
-    of a killed decode (lock released by the kernel) from one being written by another process.
+    The partial file is locked (`flock`, by `make_temp_file`) while it is written, so that
+    `remove_orphan_partials` can tell the file of a killed decode (lock released by the kernel) from one
+    being written by another process.
     """
-    fd, tmp = make_temp_file(array_path)
+    fd, tmp = make_temp_file(array_path)  # locked until closed, after the rename
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:  # a file system without flock (Lustre noflock, some FUSE): go on unlocked
-                pass
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         paths = index.paths
         n_workers = resolve_workers(workers, len(paths))
@@ -431,24 +460,6 @@ def _write_cache(
         raise
     finally:
         os.close(fd)
-
-
-def _remove_orphans(folder: Path, prefix: str) -> None:
-    """Delete `.partial` files of this root/split/size left by killed decodes (unlocked ones only)."""
-    if fcntl is None or not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        # only the arrays' partial files: they are locked while written (a sidecar's is not)
-        if not (
-            path.name.startswith(f".{prefix}") and ".npy." in path.name and path.name.endswith(".partial")
-        ):
-            continue
-        try:
-            with open(path, "r+b") as f:  # opened for writing: NFS emulates flock with fcntl write locks
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while a live process writes
-                path.unlink()
-        except OSError:  # locked (being written), or already gone
-            pass
 
 
 def _remove_stale(folder: Path, prefix: str, stem: str) -> None:
