@@ -458,8 +458,8 @@ class PretrainConfig:
         Keys are fields, ``field.key`` for one entry of a mapping field (``temperature_params.tau_min``)
         or a temperature parameter name (:data:`~dystress.temperature.TEMPERATURE_PARAMETER_NAMES`:
         ``tau_min=0.05`` sets ``temperature_params.tau_min``). A ``None`` value keeps the current value
-        (``none_keeps=False``: sets it, as ``null`` does in :meth:`with_overrides`). A string for a list or mapping field is
-        read as YAML (papermill ``-p`` passes them as text). Whole fields are applied first, then dotted
+        (``none_keeps=False``: sets it, as ``null`` does in :meth:`with_overrides`). A string for a
+        list or mapping field is read as YAML (papermill ``-p`` passes them as text). Whole fields are applied first, then dotted
         keys, then temperature parameters; dependent fields follow unless given too: another
         ``temperature`` function drops the old one's parameters (the new one's defaults apply), a
         smaller ``epochs`` drops the ``snapshot_epochs`` beyond it. Validated once, at the end; an
