@@ -29,6 +29,7 @@ from dystress.metrics import (
     uniformity,
 )
 from dystress.models import BACKBONES, ContrastiveModel, Projector, build_backbone
+from dystress.runtime import build_model
 from dystress.temperature import (
     ConstantTemperature,
     CosineScheduleTemperature,
@@ -42,7 +43,7 @@ from dystress.temperature import (
     as_temperature,
     build_temperature,
 )
-from dystress.train import TrainingDiverged, build_model, pretrain
+from dystress.train import TrainingDiverged, pretrain
 
 __version__ = "0.1.0"
 

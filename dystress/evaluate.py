@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from dystress.checkpoint import load_checkpoint
+from dystress.config import DEVICES, PretrainConfig
+from dystress.data.augment import SimCLRAugmentation
 from dystress.data.datasets import ImageDataset
 from dystress.data.transforms import center_crop
 from dystress.io import atomic_write_json
@@ -39,11 +42,7 @@ from dystress.metrics import (
     uniformity,
 )
 from dystress.models import ContrastiveModel
-
-if TYPE_CHECKING:
-    from dystress.config import PretrainConfig
-    from dystress.data.augment import SimCLRAugmentation
-    from dystress.train import RunData
+from dystress.runtime import RunData, build_augmentation, build_model, load_data, resolve_device, uses_bf16
 
 __all__ = [
     "Pretrained",
@@ -192,10 +191,6 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> Pretrained:
         pre = load_pretrained("runs/quick/<run>")
         features = pre.model.backbone(images)  # images: normalised float [B, 3, H, W]
     """
-    from dystress.checkpoint import load_checkpoint
-    from dystress.config import DEVICES, PretrainConfig
-    from dystress.train import build_model, resolve_device
-
     if device not in DEVICES:
         raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
     state = load_checkpoint(checkpoint_file(path))
@@ -226,8 +221,6 @@ def evaluate_checkpoint(
     Returns:
         the metrics of :func:`evaluate_backbone` plus ``checkpoint``, ``epoch`` and ``run_id``.
     """
-    from dystress.train import build_augmentation, load_data, uses_bf16
-
     updates: dict[str, Any] = {"device": device}
     if data_root is not None:
         updates["data_root"] = str(data_root)

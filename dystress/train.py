@@ -11,517 +11,170 @@ loss and temperature function and leaves in ``run_dir``::
                              and the projector's outputs of those views (the space tau(s) acts on)
     final_metrics.json       written last: its presence means the run is complete
 
-Data stay on the device as uint8 (:class:`~dystress.data.loader.DeviceBatchLoader`), or, when they do
-not fit (``data_placement``: ``auto`` puts them on the device when they take under half its free
-memory), in host memory, streamed batch by batch (:class:`~dystress.data.loader.HostBatchLoader`; the
-same batches either way). Both views are
-drawn by :class:`~dystress.data.augment.SimCLRAugmentation` from a generator seeded from
-(seed, epoch, rank), the shuffling from (seed, epoch), so a run killed at any moment and restarted
+The loop reads top to bottom in ``_pretrain``: set up (the device, the checkpoint to resume from, the
+data, model, loss and optimiser), resume, then per epoch one epoch of steps and its end (monitor,
+record, checkpoint), and finish (the final evaluation). What it is built from lives in modules of its
+own: :mod:`dystress.runtime` (device, precision, model, data, augmentation, loader; where the data
+are placed), :mod:`dystress.optim` (SGD/LARS and the schedule), :mod:`dystress.monitor` (the
+per-epoch monitor and its snapshots), :mod:`dystress.evaluate` (the final evaluation) and
+:mod:`dystress.process_group` (runs of several processes under torchrun, and what they require).
+
+Both views are drawn by :class:`~dystress.data.augment.SimCLRAugmentation` from a generator seeded
+from (seed, epoch, rank), the shuffling from (seed, epoch), so a run killed at any moment and restarted
 with the same command resumes from its last checkpoint and ends, on the CPU, with bit-identical
 weights to an uninterrupted run. With ``view_forward = separate`` (the default) each view goes through
 the network on its own, so BatchNorm normalises each view over its own batch, as in the DySTreSS
 authors' CIFAR script, solo-learn and lightly's CIFAR benchmark; ``joint`` passes both as one batch
 (SimCLR's TPU code, the authors' ImageNet code).
-The loss runs in float32 on the projections; bf16 autocast (+ channels-last) is used on CUDA, and on
-the CPU when ``precision="bf16"``. The learning rate follows a linear warm-up then a cosine decay to 0,
-per step. A non-finite loss stops the run at the end of its epoch with :class:`TrainingDiverged`
-naming the epoch and the first bad step (checked once per epoch on a device-side flag: no per-step
-host sync), and so do non-finite weights at the end of an epoch; the last good checkpoint is kept.
-On CUDA, cuDNN autotuning is on (``cudnn.benchmark``), so GPU runs are reproducible in distribution,
-not bit for bit; ``precision`` is recorded as ``fp32 (tf32 convolutions)`` when cuDNN's TF32 default
-is in force.
+The loss runs in float32 on the projections (the forward passes in the precision of
+:func:`~dystress.runtime.uses_bf16`). The learning rate follows a linear warm-up then a cosine decay to
+0, per step (:func:`~dystress.optim.lr_at`). A non-finite loss stops the run at the end of its epoch
+with :class:`TrainingDiverged` naming the epoch and the first bad step (checked once per epoch on a
+device-side flag: no per-step host sync), and so do non-finite weights at the end of an epoch; the last
+good checkpoint is kept.
 
 Records hold epoch means of loss, tau_pos, tau_neg, sim_pos and sim_neg (accumulated on the device),
 the last step's lr, ``images_per_second`` (two-view pairs per second of training, monitor excluded),
-``epoch_seconds`` and the monitor's statistics (``monitor_*``).
-
-The per-epoch monitor is a cheap stand-in for the final evaluation: weighted kNN (k, t of the config,
-k capped by the bank size) with a bank of ``monitor_size`` fixed training images and queries
-``monitor_size`` fixed test images (both test transform), plus uniformity, tolerance and inter-class
-uniformity of the query features and the alignment of two augmented views of them (fixed generator).
+``epoch_seconds`` and the monitor's statistics (``monitor_*``, see :mod:`dystress.monitor`).
 The final evaluation (:func:`dystress.evaluate.evaluate_backbone`) uses the backbone of the last epoch;
 nothing is ever selected on the test set.
-
-Several processes (DistributedDataParallel)
--------------------------------------------
-Launch with torchrun; the process group is initialised from its environment variables when
-``WORLD_SIZE > 1`` (nccl on CUDA, gloo on CPU)::
-
-    torchrun --standalone --nproc_per_node 4 -m dystress.cli pretrain --profile paper
-
-``batch_size`` is the global batch: every rank takes its own share of each global batch of the shared
-(seed, epoch) permutation, the loss gathers the negatives from all ranks, and BatchNorm is synchronised
-on CUDA (synchronised BatchNorm all-gathers its statistics and syncs with the host in every BatchNorm
-layer, forward and backward: with small per-GPU batches a multi-GPU step is latency-bound; measure
-before scaling out). Only rank 0 writes files. The augmentation stream depends on the rank, so a
-checkpoint resumes only with the world size that wrote it, and every rank must see the same checkpoint
-(the ranks compare their start epochs and stop together otherwise). A checkpoint also resumes only on
-the kind of device (``cpu``/``cuda``) and in the precision that wrote it, which ``device = auto`` and
-``precision = auto`` resolve per machine. ``compile = true`` has been run on one process only: under
-DDP with synchronised BatchNorm, torch.compile breaks its graph at every BatchNorm (PyTorch issue
-161302, open) and has failed outright (issue 107372), so a multi-GPU run with it warns at its start.
-Rank 0 loads (downloads, decodes) the data first while the others wait, so the data root and the run
-dir must be on a file system that every node shares; the process group's timeout is 30 minutes
-(``DYSTRESS_DIST_TIMEOUT_MIN``) to cover that wait.
-
-On Slurm, one task per node running
-``torchrun --nnodes $SLURM_NNODES --nproc_per_node $GPUS --rdzv_backend c10d
---rdzv_endpoint $MASTER_HOST:29500 -m dystress.cli pretrain ...`` (with ``MASTER_HOST`` the first
-host of ``scontrol show hostnames``); on Kubernetes, the same command in every replica of a
-PyTorchJob / JobSet (or a StatefulSet with a headless service as the rendezvous endpoint). Resuming
-needs only the same command again: every rank reads ``checkpoints/last.pt`` from the shared run dir.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import math
 import os
-import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
+from dystress import process_group
 from dystress.checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
 from dystress.config import PretrainConfig, identity_differences
 from dystress.data.augment import SimCLRAugmentation
-from dystress.data.datasets import ImageDataset, load_dataset
-from dystress.data.loader import DeviceBatchLoader, HostBatchLoader, fits_on_device
-from dystress.evaluate import embed_views, evaluate_backbone, extract
-from dystress.io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from dystress.data.loader import DeviceBatchLoader, HostBatchLoader
+from dystress.evaluate import evaluate_backbone
+from dystress.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from dystress.losses import build_loss
-from dystress.metrics import alignment as alignment_metric
-from dystress.metrics import inter_class_uniformity, knn_accuracy, tolerance, uniformity
-from dystress.models import ContrastiveModel, Projector, build_backbone
+from dystress.models import ContrastiveModel
+from dystress.monitor import Monitor, make_monitor
+from dystress.optim import build_optimizer, lr_at
+from dystress.process_group import Ranks
+from dystress.runtime import (
+    RunData,
+    build_augmentation,
+    build_loader,
+    build_model,
+    device_name,
+    load_data,
+    precision_label,
+    resolve_placement,
+    set_up_device,
+    uses_bf16,
+)
 from dystress.temperature import TemperatureFunction
 
-__all__ = [
-    "LARS",
-    "TrainingDiverged",
-    "build_model",
-    "build_optimizer",
-    "load_data",
-    "lr_at",
-    "pretrain",
-    "resolve_device",
-    "train_step",
-    "uses_bf16",
-]
+__all__ = ["TrainingDiverged", "pretrain", "train_step"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite."""
 
 
-# ---------------------------------------------------------------------------------------- optimiser
-class LARS(torch.optim.Optimizer):
-    """LARS in the form of You et al. 2017: SGD with a layer-wise trust ratio.
-
-    For a parameter w with gradient g and weight decay wd, ``d = g + wd w`` is scaled by the trust
-    ratio ``eta ||w|| / (||g|| + wd ||w||)`` (1 when either norm is 0), then heavy-ball momentum
-    ``buf = momentum buf + d`` and ``w -= lr buf``. Parameter groups with ``lars_exclude=True`` (biases
-    and normalisation parameters, see :func:`build_optimizer`) get neither adaptation nor weight decay.
-    SimCLR's variant differs slightly (trust ratio eta ||w|| / ||g + wd w||, and momentum accumulated
-    after the learning rate); the two agree while the learning rate is constant.
-    """
-
-    def __init__(
-        self, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
-    ) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        if not eta > 0:
-            raise ValueError(f"eta must be > 0, got {eta}")
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "eta": eta,
-            "lars_exclude": False,
-        }
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # noqa: D102
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if not group["lars_exclude"]:
-                    wd = group["weight_decay"]
-                    w_norm = torch.linalg.vector_norm(p)
-                    g_norm = torch.linalg.vector_norm(d)
-                    trust = torch.where(
-                        (w_norm > 0) & (g_norm > 0),
-                        group["eta"] * w_norm / (g_norm + wd * w_norm),
-                        torch.ones_like(w_norm),
-                    )
-                    d = d.add(p, alpha=wd).mul_(trust)
-                if group["momentum"] > 0:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = d.clone()
-                    else:
-                        state["momentum_buffer"].mul_(group["momentum"]).add_(d)
-                    d = state["momentum_buffer"]
-                p.add_(d, alpha=-group["lr"])
-        return loss
-
-
-def build_optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
-    """SGD (nesterov off; weight decay on every parameter, as in the authors' CIFAR script) or LARS
-    (biases and normalisation parameters, i.e. tensors with ndim <= 1, excluded from adaptation and
-    weight decay, as in SimCLR / solo-learn)."""
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    adapted = [p for p in model.parameters() if p.ndim > 1]
-    excluded = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": adapted}, {"params": excluded, "lars_exclude": True, "weight_decay": 0.0}]
-    return LARS(
-        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, eta=config.lars_eta
-    )
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up to ``base_lr`` over
-    ``warmup_steps`` (step s gets base_lr (s + 1) / warmup_steps), then cosine decay to 0 at
-    ``total_steps``."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, decay_steps) / decay_steps))
-
-
-# ---------------------------------------------------------------------------------------- building
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA (this rank's GPU) when available, else CPU."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("device='cuda' but CUDA is not available here")
-        if torch.cuda.device_count() == 1:  # one visible GPU per process (CUDA_VISIBLE_DEVICES per task)
-            local_world = os.environ.get("LOCAL_WORLD_SIZE", "1")  # set by torchrun
-            if "CUDA_VISIBLE_DEVICES" not in os.environ and local_world not in ("", "0", "1"):
-                raise ValueError(  # a machine with one GPU, not a process given one of several
-                    f"LOCAL_WORLD_SIZE = {local_world} processes on this machine, which has one GPU: start "
-                    "one process per GPU (torchrun --nproc_per_node <number of GPUs>)"
-                )
-            return torch.device("cuda", 0)
-        if local_rank >= torch.cuda.device_count():
-            raise ValueError(
-                f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()} "
-                "(start at most one process per GPU, e.g. torchrun --nproc_per_node <number of GPUs>)"
-            )
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def uses_bf16(config: PretrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: always for ``bf16``, for ``auto`` on a CUDA GPU with native bf16 (Ampere and later)."""
-    if config.precision == "bf16":
-        return True
-    if config.precision != "auto" or device.type != "cuda":
-        return False
-    return torch.cuda.is_bf16_supported(including_emulation=False)  # not V100/T4's emulated bf16
-
-
-def precision_label(bf16: bool, device: torch.device) -> str:
-    """What the forward passes ran in: ``bf16``, ``fp32`` or ``fp32 (tf32 convolutions)`` on CUDA."""
-    if bf16:
-        return "bf16"
-    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
-        return "fp32 (tf32 convolutions)"
-    return "fp32"
-
-
-def build_model(config: PretrainConfig) -> ContrastiveModel:
-    """Backbone + projector of the config (initialised from the global torch RNG)."""
-    backbone = build_backbone(config.backbone, stem=config.stem)
-    projector = Projector(backbone.feature_dim, config.projector_hidden_dim, config.projector_out_dim)
-    return ContrastiveModel(backbone, projector)
-
-
-@dataclass
-class RunData:
-    """The run's training set (after ``train_subset``) and the full test set, on the CPU."""
-
-    train: ImageDataset
-    test: ImageDataset
-
-
-def _fixed_subset(n: int, size: int, seed: int) -> Tensor:
-    """Sorted indices of a seeded random subset of ``size`` out of ``n`` (int64, CPU)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=g)[:size].sort().values
-
-
-def load_data(config: PretrainConfig) -> RunData:
-    """Load the training split and the test split, reduced to the fixed ``train_subset``/``test_subset``."""
-    kwargs = {
-        "root": config.data_root,
-        "download": config.download,
-        "imbalance_ratio": config.imbalance_ratio,
-        "seed": config.subset_seed,
-        "image_size": config.image_size,
-        "workers": config.data_workers,
-    }
-    train = load_dataset(config.dataset, train=True, **kwargs)
-    test = load_dataset(config.dataset, train=False, **kwargs)
-    if config.train_subset is not None:
-        if config.train_subset > len(train):
-            raise ValueError(f"train_subset = {config.train_subset} exceeds the {len(train)} training images")
-        train = train.subset(_fixed_subset(len(train), config.train_subset, config.subset_seed))
-    if config.test_subset is not None:
-        if config.test_subset > len(test):
-            raise ValueError(f"test_subset = {config.test_subset} exceeds the {len(test)} test images")
-        test = test.subset(_fixed_subset(len(test), config.test_subset, config.subset_seed))
-    return RunData(train=train, test=test)
-
-
-def build_augmentation(
-    config: PretrainConfig, dataset: ImageDataset, device: torch.device | str = "cpu"
-) -> SimCLRAugmentation:
-    """The SimCLR augmentation of the config (output side ``crop_size``, else ``dataset``'s image side)
-    with ``dataset``'s statistics, on ``device``. Colour jitter of strength s is SimCLR's
-    ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) (Chen et al. 2020, appendix A)."""
-    s = config.jitter_strength
-    return SimCLRAugmentation(
-        image_size=config.crop_size or int(dataset.images.shape[-1]),
-        crop_scale=(config.crop_scale_min, 1.0),
-        brightness=0.8 * s,
-        contrast=0.8 * s,
-        saturation=0.8 * s,
-        hue=0.2 * s,
-        blur_prob=config.blur_prob,
-        mean=dataset.mean,
-        std=dataset.std,
-    ).to(device)
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Well-mixed 63-bit seed of the augmentation generator for (seed, epoch, rank)."""
-    return int(
-        np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)
-    )
-
-
-# ---------------------------------------------------------------------------------------- distributed
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-
-def _init_distributed(device_name: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    owns = False
-    if not dist.is_initialized():
-        use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-        minutes = _timeout_minutes(os.environ.get("DYSTRESS_DIST_TIMEOUT_MIN", "30"))
-        dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=minutes)
-        )
-        owns = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
-def _barrier(device: torch.device) -> None:
-    """``dist.barrier`` on this rank's GPU under NCCL (no guessing of the device), plain under gloo."""
-    if device.type == "cuda":
-        dist.barrier(device_ids=[device.index])
-    else:
-        dist.barrier()
-
-
-def _check_same_start(state: dict | None, refused: bool, ckpt_path: Path, device: torch.device) -> None:
-    """Every rank resumes from the same epoch (no checkpoint: -1), or none goes on: a rank that sees
-    another start, or another rank's refusal, raises CheckpointError here; one that ``refused`` its
-    checkpoint (any error while reading it) raises its own error after this call (collective: every
-    rank calls it once).
-
-    Each rank reads ``last.pt`` itself: a run dir on a disk that not every process sees (or sees late)
-    would otherwise start ranks from different weights and epochs.
-    """
-    epoch = -2 if refused else -1 if state is None else int(state["epoch"])
-    bounds = torch.tensor([epoch, -epoch], dtype=torch.int64, device=device)
-    dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
-    first, last = -int(bounds[1]), int(bounds[0])
-    if first != last and not refused:
-        if first == -2:
-            raise CheckpointError(
-                f"another process could not resume from {ckpt_path} (its own error says why); this one "
-                "stops with it"
-            )
-        raise CheckpointError(
-            f"the processes see different checkpoints at {ckpt_path} (epochs {first} to {last}; -1: "
-            "none): put the run dir on a file system that every process reads"
-        )
-
-
-def _timeout_minutes(text: str) -> float:
-    """``DYSTRESS_DIST_TIMEOUT_MIN`` as a number of minutes > 0 (ValueError naming the variable)."""
-    try:
-        minutes = float(text)
-    except ValueError:
-        minutes = math.nan
-    if not (math.isfinite(minutes) and minutes > 0):
-        raise ValueError(f"DYSTRESS_DIST_TIMEOUT_MIN must be a number of minutes > 0, got {text!r}")
-    return minutes
-
-
-# ---------------------------------------------------------------------------------------- the loop
-def train_step(
-    model: nn.Module,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    v0: Tensor,
-    v1: Tensor,
-    bf16: bool,
-    channels_last: bool,
-    separate_views: bool = True,
-) -> Tensor:
-    """One optimizer step on two views [B, 3, H, W]; returns the detached float32 loss (0-dim).
-
-    separate_views: each view passes through the network on its own (BatchNorm statistics per view;
-    ``view_forward = separate``), else both in one batch (``joint``). Either way one call of ``model``,
-    so DistributedDataParallel sees one forward per backward.
-    """
-    x = torch.cat([v0, v1])
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        _, z = model(x, views=2 if separate_views else 1)
-    z0, z1 = z.float().chunk(2)
-    loss = loss_fn(z0, z1)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
+#: The loss's diagnostics averaged into each epoch's record (after the loss itself).
 _DIAGNOSTICS = ("tau_pos", "tau_neg", "sim_pos", "sim_neg")
 
 
 @dataclass
-class _Monitor:
-    """Fixed monitor subsets (on the device) and the fixed seed of their augmented views."""
+class _Training:
+    """What one process trains with (built by :func:`_set_up`), and how far it has come."""
 
-    bank_images: Tensor
-    bank_labels: Tensor
-    query_images: Tensor
-    query_labels: Tensor
-    query_indices: Tensor
-    view_seed: int
+    config: PretrainConfig
+    run_dir: Path
+    ranks: Ranks
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    data: RunData
+    placement: str  # of the training images: "device" or "host"
+    loader: DeviceBatchLoader | HostBatchLoader
+    aug: SimCLRAugmentation
+    raw_model: ContrastiveModel  # the plain module: checkpoints, monitor and evaluation read it
+    model: nn.Module  # what trains: raw_model, wrapped by DDP and/or torch.compile when asked
+    temperature: TemperatureFunction
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    aug_generator: torch.Generator
+    steps_per_epoch: int
+    warmup_steps: int
+    step: int = 0  # optimizer steps taken
+    monitor: Monitor | None = None  # rank 0's, when monitor_size > 0
 
-
-def _make_monitor(config: PretrainConfig, data: RunData, device: torch.device) -> _Monitor | None:
-    if config.monitor_size == 0:
-        return None
-    n_bank = min(config.monitor_size, len(data.train))
-    n_query = min(config.monitor_size, len(data.test))
-    bank_idx = _fixed_subset(len(data.train), n_bank, config.subset_seed + 1)
-    query_idx = _fixed_subset(len(data.test), n_query, config.subset_seed + 2)
-    return _Monitor(
-        bank_images=data.train.images[bank_idx].to(device),
-        bank_labels=data.train.labels[bank_idx].to(device),
-        query_images=data.test.images[query_idx].to(device),
-        query_labels=data.test.labels[query_idx].to(device),
-        query_indices=query_idx,
-        view_seed=config.subset_seed + 3,
-    )
-
-
-def _monitor_features(
-    model: ContrastiveModel,
-    monitor: _Monitor,
-    aug: SimCLRAugmentation,
-    data: RunData,
-    config: PretrainConfig,
-    amp: bool,
-) -> dict[str, Tensor]:
-    """Monitor features (call in eval mode): ``features`` [M, F] of the test images (test transform),
-    backbone features ``view0``/``view1`` [M, F] of two augmented views (fixed generator) and the
-    projector's outputs ``proj_view0``/``proj_view1`` [M, out_dim] of those views (float32)."""
-    device = monitor.query_images.device
-    bs = config.eval_batch_size
-    backbone = model.backbone
-    feats = extract(backbone, monitor.query_images, data.test, bs, device, amp, config.crop_size)
-    v0, v1 = embed_views(backbone, monitor.query_images, aug, monitor.view_seed, bs, amp)
-    with torch.no_grad():
-        p0, p1 = (torch.cat([model.projector(c) for c in v.split(bs)]).float() for v in (v0, v1))
-    return {"features": feats, "view0": v0, "view1": v1, "proj_view0": p0, "proj_view1": p1}
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run (the schedule's length)."""
+        return self.steps_per_epoch * self.config.epochs
 
 
-def _monitor_record(
-    model: ContrastiveModel,
-    monitor: _Monitor,
-    aug: SimCLRAugmentation,
-    data: RunData,
-    config: PretrainConfig,
-    amp: bool,
-) -> tuple[dict[str, float], dict[str, Tensor]]:
-    f = _monitor_features(model, monitor, aug, data, config, amp)
-    device = monitor.bank_images.device
-    bank = extract(
-        model.backbone, monitor.bank_images, data.train, config.eval_batch_size, device, amp, config.crop_size
-    )
-    knn = knn_accuracy(
-        bank,
-        monitor.bank_labels,
-        f["features"],
-        monitor.query_labels,
-        k=min(config.knn_k, bank.shape[0]),
-        t=config.knn_t,
-        num_classes=data.train.num_classes,
-    )
-    record = {
-        "monitor_knn_top1": knn["top1"],
-        "monitor_uniformity": uniformity(f["features"]),
-        "monitor_tolerance": tolerance(f["features"], monitor.query_labels),
-        "monitor_inter_class_uniformity": inter_class_uniformity(f["features"], monitor.query_labels),
-        "monitor_alignment": alignment_metric(f["view0"], f["view1"]),
-    }
-    return record, f
+def pretrain(config: PretrainConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Pretrain according to ``config`` in ``run_dir`` (resuming from ``checkpoints/last.pt`` when it
+    exists) and return the final metrics (also written to ``final_metrics.json``).
+
+    A run dir whose ``final_metrics.json`` exists is returned as is, without training. Under torchrun,
+    ranks other than 0 return an empty dict.
+    """
+    if not isinstance(config, PretrainConfig):
+        raise ValueError(
+            f"config must be a PretrainConfig (PretrainConfig.from_dict(d) builds one from a dict), got "
+            f"{type(config).__name__}"
+        )
+    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
+        raise ValueError(f"run_dir must be a folder path (str or Path), got {run_dir!r}")
+    config.validate()
+    run_dir = Path(run_dir)
+    final_path = run_dir / "final_metrics.json"
+    _check_run_dir_config(run_dir, config)
+    if final_path.exists():
+        return json.loads(final_path.read_text(encoding="utf-8"))
+    ranks = process_group.init(config.device)
+    try:
+        return _pretrain(config, run_dir, progress, ranks)
+    finally:
+        process_group.destroy(ranks)
 
 
-def _write_snapshot(run_dir: Path, epoch: int, feats: dict[str, Tensor], monitor: _Monitor) -> None:
-    atomic_torch_save(
-        run_dir / "snapshots" / f"epoch_{epoch:04d}.pt",
-        {
-            "epoch": epoch,
-            "features": feats["features"].float().cpu(),
-            "labels": monitor.query_labels.cpu(),
-            "indices": monitor.query_indices.cpu(),
-            "view0": feats["view0"].float().cpu(),
-            "view1": feats["view1"].float().cpu(),
-            "proj_view0": feats["proj_view0"].cpu(),
-            "proj_view1": feats["proj_view1"].cpu(),
-        },
-    )
+def _pretrain(config: PretrainConfig, run_dir: Path, progress: bool, ranks: Ranks) -> dict[str, Any]:
+    """Set up, resume, train epoch by epoch, finish; the final metrics (rank 0) or ``{}``."""
+    if config.batch_size % ranks.world_size:
+        raise ValueError(
+            f"batch_size = {config.batch_size} must be divisible by the world size {ranks.world_size}"
+        )
+    device = set_up_device(config, ranks.local_rank)
+    bf16 = uses_bf16(config, device)
+    if ranks.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+    state = _checkpoint_to_resume(config, run_dir, ranks, device, bf16)
+    run = _set_up(config, run_dir, ranks, device, bf16)
+    start_epoch = _resume(run, state)
+    _start_monitor(run, start_epoch)
+    bar = _progress_bar(run, progress)
+    run.raw_model.train()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        record = _train_epoch(run, epoch, bar)
+        _end_epoch(run, epoch, record)
+    bar.close()
+    return _finish(run)
 
 
+# ---------------------------------------------------------------------------------------- set up
 def _check_run_dir_config(run_dir: Path, config: PretrainConfig) -> None:
     """Refuse a run dir that holds another run. A ``config.json`` alone (a run that stopped before it
     wrote anything else, e.g. for want of its data) does not claim the folder."""
@@ -538,12 +191,29 @@ def _check_run_dir_config(run_dir: Path, config: PretrainConfig) -> None:
         raise ValueError(f"{path} belongs to another run (differs in {sorted(diff)}); use another run dir")
 
 
-def _set_epoch_all(
-    loader: DeviceBatchLoader | HostBatchLoader, temperature: TemperatureFunction, epoch: int
-) -> None:
-    """Give the shuffling and the temperature (TS schedule) the 0-based index of the epoch to train."""
-    loader.set_epoch(epoch)
-    temperature.set_epoch(epoch)
+def _checkpoint_path(run_dir: Path) -> Path:
+    """The run's one checkpoint, ``checkpoints/last.pt`` (written by rank 0, read by every rank)."""
+    return run_dir / "checkpoints" / "last.pt"
+
+
+def _checkpoint_to_resume(
+    config: PretrainConfig, run_dir: Path, ranks: Ranks, device: torch.device, bf16: bool
+) -> dict | None:
+    """The state of ``checkpoints/last.pt`` to resume from (``None``: none there), read and checked
+    before any data are loaded, so that a refused resume costs no data loading and every rank refuses
+    it at once."""
+    ckpt_path = _checkpoint_path(run_dir)
+    state, refusal = None, None
+    try:
+        if ckpt_path.exists():
+            state = _resumable_state(ckpt_path, run_dir, config, ranks.world_size, device, bf16)
+    except Exception as err:  # raised again below, once the other ranks know of it
+        refusal = err
+    if ranks.world_size > 1:  # before raising: a rank that refuses alone must not leave the others waiting
+        process_group.check_same_start(state, refusal is not None, ckpt_path, device)
+    if refusal is not None:
+        raise refusal
+    return state
 
 
 def _resumable_state(
@@ -581,12 +251,252 @@ def _resumable_state(
     return state
 
 
-def resolve_placement(placement: str, num_bytes: int, device: torch.device) -> str:
-    """``device`` or ``host`` for the training images (``auto``: device when they fit, see
-    :func:`~dystress.data.loader.fits_on_device`)."""
-    if placement == "auto":
-        return "device" if fits_on_device(num_bytes, device) else "host"
-    return placement
+def _set_up(
+    config: PretrainConfig, run_dir: Path, ranks: Ranks, device: torch.device, bf16: bool
+) -> _Training:
+    """Data (rank 0 loads first, so only one process downloads and extracts), loader, augmentation,
+    model, loss and optimiser, in this order (the model's initialisation is seeded here)."""
+    with process_group.main_first(ranks, device):
+        data = load_data(config)
+    placement = resolve_placement(config.data_placement, data.train.images.numel(), device)
+    loader = build_loader(config, data.train, placement, device, ranks.rank, ranks.world_size)
+    steps_per_epoch = len(loader)
+    aug = build_augmentation(config, data.train, device)
+    channels_last = config.channels_last and (bf16 or device.type == "cuda")
+    raw_model = _seeded_model(config, device, ranks.world_size, channels_last)
+    temperature = config.build_temperature()
+    loss_fn = build_loss(config.loss, temperature).to(device)
+    optimizer = build_optimizer(raw_model, config)
+    model = _wrap_model(raw_model, config, device, ranks)
+    return _Training(
+        config=config,
+        run_dir=run_dir,
+        ranks=ranks,
+        device=device,
+        bf16=bf16,
+        channels_last=channels_last,
+        data=data,
+        placement=placement,
+        loader=loader,
+        aug=aug,
+        raw_model=raw_model,
+        model=model,
+        temperature=temperature,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        aug_generator=torch.Generator(device=device),
+        steps_per_epoch=steps_per_epoch,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+    )
+
+
+def _seeded_model(
+    config: PretrainConfig, device: torch.device, world_size: int, channels_last: bool
+) -> ContrastiveModel:
+    """The config's model on ``device``, initialised from the global RNGs seeded with ``seed``;
+    synchronised BatchNorm under DDP on CUDA, channels-last memory when ``channels_last``."""
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)  # noqa: NPY002 (the legacy global RNG, for third-party code)
+    raw_model = build_model(config).to(device)
+    if world_size > 1 and device.type == "cuda":
+        raw_model = nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
+    if channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    return raw_model
+
+
+def _wrap_model(
+    raw_model: ContrastiveModel, config: PretrainConfig, device: torch.device, ranks: Ranks
+) -> nn.Module:
+    """``raw_model`` under DistributedDataParallel (several processes) and torch.compile (``compile``)."""
+    model: nn.Module = raw_model
+    if ranks.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        if ranks.world_size > 1 and device.type == "cuda" and ranks.is_main:
+            warnings.warn(
+                "compile=true under DDP with synchronised BatchNorm: torch.compile breaks its graph at "
+                "every BatchNorm (PyTorch issue 161302) and has failed there (issue 107372); if this run "
+                "fails or is slow, run it with compile=false",
+                stacklevel=4,
+            )
+        model = torch.compile(model)
+    return model
+
+
+# ---------------------------------------------------------------------------------------- resume
+def _resume(run: _Training, state: dict | None) -> int:
+    """Load ``state`` (weights, optimiser, loss state, RNG states) into ``run`` and return the epoch it
+    was written after (0 without a state). Rank 0 drops the records of the epochs that will be redone
+    (all of them without a state)."""
+    records = run.run_dir / "records.jsonl"
+    if state is None:
+        if run.ranks.is_main:
+            records.unlink(missing_ok=True)
+        return 0
+    run.raw_model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("loss"):
+        run.loss_fn.load_state_dict(state["loss"])
+    restore_rng_state(state["rng"])
+    start_epoch, run.step = int(state["epoch"]), int(state["step"])
+    if run.step != start_epoch * run.steps_per_epoch:
+        raise CheckpointError(
+            f"checkpoint {_checkpoint_path(run.run_dir)} is at step {run.step}, expected "
+            f"{start_epoch * run.steps_per_epoch} for epoch {start_epoch}: the training set differs from "
+            "the one it was written with"
+        )
+    if run.ranks.is_main:
+        print(
+            f"{run.run_dir}: resuming after epoch {start_epoch} of {run.config.epochs}",
+            file=sys.stderr,
+            flush=True,
+        )
+        kept = [r for r in read_jsonl(records) if r.get("epoch", 0) <= start_epoch]
+        atomic_write_text(records, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    return start_epoch
+
+
+def _start_monitor(run: _Training, start_epoch: int) -> None:
+    """Rank 0's monitor, and its snapshot of the initial weights (epoch 0) when one is asked for."""
+    if not run.ranks.is_main:
+        return
+    run.monitor = make_monitor(run.config, run.data, run.device)
+    if run.monitor is not None and start_epoch == 0 and 0 in run.config.snapshot_epochs:
+        run.raw_model.eval()
+        feats = run.monitor.features(run.raw_model, run.aug, run.data, run.config, run.bf16)
+        run.monitor.write_snapshot(run.run_dir, 0, feats)
+        run.raw_model.train()
+
+
+def _progress_bar(run: _Training, progress: bool) -> Any:
+    """A tqdm bar over the run's steps (on rank 0 when ``progress``; a silent one otherwise)."""
+    with warnings.catch_warnings():  # in a kernel without ipywidgets (papermill) tqdm falls back to text
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+
+    return tqdm(
+        total=run.total_steps,
+        initial=run.step,
+        disable=not (progress and run.ranks.is_main),
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"{run.config.profile} {run.config.run_id()}",
+    )
+
+
+# ---------------------------------------------------------------------------------------- one epoch
+def _train_epoch(run: _Training, epoch: int, bar: Any) -> dict[str, Any]:
+    """Train epoch ``epoch`` (1-based) and return its record; raise :class:`TrainingDiverged` (after
+    closing ``bar``) when a loss on any rank, or the weights at its end, are not finite."""
+    _set_epoch_all(run.loader, run.temperature, epoch - 1)
+    run.aug_generator.manual_seed(_epoch_seed(run.config.seed, epoch, run.ranks.rank))
+    sums = torch.zeros(1 + len(_DIAGNOSTICS), device=run.device)
+    # the first step with a non-finite loss; steps_per_epoch: non-finite weights only; + 1: none
+    first_bad = torch.full((), run.steps_per_epoch + 1, dtype=torch.int64, device=run.device)
+    t0 = time.perf_counter()
+    first_bad, lr = _train_steps(run, sums, first_bad, bar)
+    weights_bad = ~_all_finite(run.raw_model)  # e.g. an update that overflowed while the loss was finite
+    first_bad = torch.where(weights_bad, torch.clamp(first_bad, max=run.steps_per_epoch), first_bad)
+    process_group.reduce_epoch(sums, first_bad, run.ranks.world_size)  # every rank sees any divergence
+    means = (sums / run.steps_per_epoch).tolist()  # the one host sync of the epoch
+    train_seconds = time.perf_counter() - t0
+    _stop_if_diverged(int(first_bad), epoch, run.steps_per_epoch, bar)
+    images_per_second = run.steps_per_epoch * run.config.batch_size / train_seconds
+    record: dict[str, Any] = {"epoch": epoch, "step": run.step, "lr": lr, "loss": means[0]}
+    record.update(dict(zip(_DIAGNOSTICS, means[1:], strict=True)))
+    record.update(
+        images_per_second=images_per_second, epoch_seconds=train_seconds, world_size=run.ranks.world_size
+    )
+    bar.set_postfix(
+        loss=f"{means[0]:.3f}", tau=f"{means[1]:.3f}/{means[2]:.3f}", img_s=f"{images_per_second:.0f}"
+    )
+    return record
+
+
+def _train_steps(run: _Training, sums: Tensor, first_bad: Tensor, bar: Any) -> tuple[Tensor, float]:
+    """The optimizer steps of one epoch. Adds each step's loss and diagnostics to ``sums`` [1 + 4] (in
+    place); returns ``first_bad`` lowered to the first step whose loss is not finite, and the last lr."""
+    lr = run.config.lr
+    separate_views = run.config.view_forward == "separate"
+    for i, (images, _, _) in enumerate(run.loader):
+        lr = lr_at(run.step, run.total_steps, run.warmup_steps, run.config.lr)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        v0, v1 = run.aug.two_views(images, run.aug_generator)
+        loss = train_step(
+            run.model, run.loss_fn, run.optimizer, v0, v1, run.bf16, run.channels_last, separate_views
+        )
+        d = run.loss_fn.diagnostics
+        sums += torch.stack([loss] + [d[k].float() for k in _DIAGNOSTICS])
+        bad = ~torch.isfinite(loss)
+        first_bad = torch.where(bad, torch.clamp(first_bad, max=i), first_bad)
+        run.step += 1
+        bar.update(1)
+    return first_bad, lr
+
+
+def train_step(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    v0: Tensor,
+    v1: Tensor,
+    bf16: bool,
+    channels_last: bool,
+    separate_views: bool = True,
+) -> Tensor:
+    """One optimizer step on two views [B, 3, H, W]; returns the detached float32 loss (0-dim).
+
+    separate_views: each view passes through the network on its own (BatchNorm statistics per view;
+    ``view_forward = separate``), else both in one batch (``joint``). Either way one call of ``model``,
+    so DistributedDataParallel sees one forward per backward.
+    """
+    x = torch.cat([v0, v1])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        _, z = model(x, views=2 if separate_views else 1)
+    z0, z1 = z.float().chunk(2)
+    loss = loss_fn(z0, z1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _stop_if_diverged(bad_step: int, epoch: int, steps_per_epoch: int, bar: Any) -> None:
+    """Raise :class:`TrainingDiverged` for a first bad step below ``steps_per_epoch`` (a loss) or equal
+    to it (the weights at the end of the epoch); ``steps_per_epoch + 1`` means none."""
+    if bad_step < steps_per_epoch:
+        bar.close()
+        raise TrainingDiverged(
+            f"non-finite loss at epoch {epoch}, step {bad_step} of {steps_per_epoch} "
+            f"(global step {(epoch - 1) * steps_per_epoch + bad_step}); the last good checkpoint is kept"
+        )
+    if bad_step == steps_per_epoch:
+        bar.close()
+        raise TrainingDiverged(
+            f"non-finite weights at the end of epoch {epoch} (every loss of the epoch was finite); "
+            "the last good checkpoint is kept"
+        )
+
+
+def _set_epoch_all(
+    loader: DeviceBatchLoader | HostBatchLoader, temperature: TemperatureFunction, epoch: int
+) -> None:
+    """Give the shuffling and the temperature (TS schedule) the 0-based index of the epoch to train."""
+    loader.set_epoch(epoch)
+    temperature.set_epoch(epoch)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Well-mixed 63-bit seed of the augmentation generator for (seed, epoch, rank)."""
+    return int(
+        np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)
+    )
 
 
 def _all_finite(model: nn.Module) -> Tensor:
@@ -597,262 +507,49 @@ def _all_finite(model: nn.Module) -> Tensor:
     return torch.stack(flags).all()
 
 
-def device_name(device: torch.device) -> str:
-    """Readable name of ``device`` for records and reports: the GPU model, or the CPU model and threads."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"cpu ({line.split(':', 1)[1].strip()}, {torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def pretrain(config: PretrainConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Pretrain according to ``config`` in ``run_dir`` (resuming from ``checkpoints/last.pt`` when it
-    exists) and return the final metrics (also written to ``final_metrics.json``).
-
-    A run dir whose ``final_metrics.json`` exists is returned as is, without training. Under torchrun,
-    ranks other than 0 return an empty dict.
-    """
-    if not isinstance(config, PretrainConfig):
-        raise ValueError(
-            f"config must be a PretrainConfig (PretrainConfig.from_dict(d) builds one from a dict), got "
-            f"{type(config).__name__}"
+# ---------------------------------------------------------------------------------------- end of epoch
+def _end_epoch(run: _Training, epoch: int, record: dict[str, Any]) -> None:
+    """Rank 0: the monitor's statistics (and snapshot) into ``record``, the record appended to
+    ``records.jsonl``, and every ``checkpoint_every`` epochs (and at the last) the checkpoint."""
+    if not run.ranks.is_main:
+        return
+    if run.monitor is not None:
+        t1 = time.perf_counter()
+        run.raw_model.eval()
+        stats, feats = run.monitor.record(run.raw_model, run.aug, run.data, run.config, run.bf16)
+        run.raw_model.train()
+        record.update(stats, monitor_seconds=time.perf_counter() - t1)
+        if epoch in run.config.snapshot_epochs:
+            run.monitor.write_snapshot(run.run_dir, epoch, feats)
+    append_jsonl(run.run_dir / "records.jsonl", record)
+    if epoch % run.config.checkpoint_every == 0 or epoch == run.config.epochs:
+        save_checkpoint(
+            _checkpoint_path(run.run_dir),
+            config=run.config.to_dict(),
+            epoch=epoch,
+            step=run.step,
+            model=run.raw_model,
+            optimizer=run.optimizer,
+            loss=run.loss_fn,
+            temperature=run.temperature,
+            temperature_name=run.config.temperature,
+            generators={"augmentation": run.aug_generator},
+            extra={"world_size": run.ranks.world_size, "device_type": run.device.type, "bf16": run.bf16},
         )
-    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
-        raise ValueError(f"run_dir must be a folder path (str or Path), got {run_dir!r}")
-    config.validate()
-    run_dir = Path(run_dir)
-    final_path = run_dir / "final_metrics.json"
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    _check_run_dir_config(run_dir, config)
-    if final_path.exists():
-        return json.loads(final_path.read_text(encoding="utf-8"))
-
-    ddp = _init_distributed(config.device)
-    try:
-        return _pretrain(config, run_dir, progress, ddp, final_path, ckpt_path)
-    finally:
-        if ddp.owns_group:
-            dist.destroy_process_group()
 
 
-def _pretrain(
-    config: PretrainConfig, run_dir: Path, progress: bool, ddp: _Dist, final_path: Path, ckpt_path: Path
-) -> dict[str, Any]:
-    import warnings
-
-    with warnings.catch_warnings():  # in a kernel without ipywidgets (papermill) tqdm falls back to text
-        warnings.simplefilter("ignore")
-        from tqdm.auto import tqdm
-
-    is_main = ddp.rank == 0
-    if config.batch_size % ddp.world_size:
-        raise ValueError(
-            f"batch_size = {config.batch_size} must be divisible by the world size {ddp.world_size}"
-        )
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device, ddp.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    bf16 = uses_bf16(config, device)
-    channels_last = config.channels_last and (bf16 or device.type == "cuda")
-    separate_views = config.view_forward == "separate"
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", config.to_dict())
-
-    # the checkpoint to resume from is read (and checked) first: a refused resume costs no data loading
-    # and every rank refuses it at once
-    state, refusal = None, None
-    try:
-        if ckpt_path.exists():
-            state = _resumable_state(ckpt_path, run_dir, config, ddp.world_size, device, bf16)
-    except Exception as err:  # raised again below, once the other ranks know of it
-        refusal = err
-    if ddp.world_size > 1:  # before raising: a rank that refuses alone must not leave the others waiting
-        _check_same_start(state, refusal is not None, ckpt_path, device)
-    if refusal is not None:
-        raise refusal
-    if ddp.world_size > 1 and not is_main:
-        _barrier(device)  # rank 0 loads first, so only one process downloads and extracts
-    data = load_data(config)
-    if ddp.world_size > 1 and is_main:
-        _barrier(device)
-    placement = resolve_placement(config.data_placement, data.train.images.numel(), device)
-    loader_class = DeviceBatchLoader if placement == "device" else HostBatchLoader
-    loader = loader_class(
-        data.train.images,
-        data.train.labels,
-        config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        seed=config.seed,
-        device=device,
-        rank=ddp.rank,
-        world_size=ddp.world_size,
-    )
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    aug = build_augmentation(config, data.train, device)
-
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)  # noqa: NPY002 (the legacy global RNG, for third-party code)
-    raw_model = build_model(config).to(device)
-    if ddp.world_size > 1 and device.type == "cuda":
-        raw_model = nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
-    if channels_last:
-        raw_model = raw_model.to(memory_format=torch.channels_last)
-    temperature = config.build_temperature()
-    loss_fn = build_loss(config.loss, temperature).to(device)
-    optimizer = build_optimizer(raw_model, config)
-    model: nn.Module = raw_model
-    if ddp.world_size > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if config.compile:
-        if ddp.world_size > 1 and device.type == "cuda" and is_main:
-            warnings.warn(
-                "compile=true under DDP with synchronised BatchNorm: torch.compile breaks its graph at "
-                "every BatchNorm (PyTorch issue 161302) and has failed there (issue 107372); if this run "
-                "fails or is slow, run it with compile=false",
-                stacklevel=2,
-            )
-        model = torch.compile(model)
-    aug_generator = torch.Generator(device=device)
-
-    start_epoch, step = 0, 0
-    if state is not None:
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("loss"):
-            loss_fn.load_state_dict(state["loss"])
-        restore_rng_state(state["rng"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        if step != start_epoch * steps_per_epoch:
-            raise CheckpointError(
-                f"checkpoint {ckpt_path} is at step {step}, expected {start_epoch * steps_per_epoch} for "
-                f"epoch {start_epoch}: the training set differs from the one it was written with"
-            )
-        if is_main:  # drop records of epochs that will be redone
-            print(
-                f"{run_dir}: resuming after epoch {start_epoch} of {config.epochs}",
-                file=sys.stderr,
-                flush=True,
-            )
-            kept = [r for r in read_jsonl(run_dir / "records.jsonl") if r.get("epoch", 0) <= start_epoch]
-            atomic_write_text(
-                run_dir / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-            )
-    elif is_main:
-        (run_dir / "records.jsonl").unlink(missing_ok=True)
-
-    monitor = _make_monitor(config, data, device) if is_main else None
-    backbone = raw_model.backbone
-    if is_main and monitor is not None and start_epoch == 0 and 0 in config.snapshot_epochs:
-        raw_model.eval()
-        _write_snapshot(run_dir, 0, _monitor_features(raw_model, monitor, aug, data, config, bf16), monitor)
-        raw_model.train()
-
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        disable=not (progress and is_main),
-        unit="step",
-        dynamic_ncols=True,
-        desc=f"{config.profile} {config.run_id()}",
-    )
-    raw_model.train()
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        _set_epoch_all(loader, temperature, epoch - 1)
-        aug_generator.manual_seed(_epoch_seed(config.seed, epoch, ddp.rank))
-        sums = torch.zeros(1 + len(_DIAGNOSTICS), device=device)
-        # the first step with a non-finite loss; steps_per_epoch: non-finite weights only; + 1: none
-        first_bad = torch.full((), steps_per_epoch + 1, dtype=torch.int64, device=device)
-        t0 = time.perf_counter()
-        lr = config.lr
-        for i, (images, _, _) in enumerate(loader):
-            lr = lr_at(step, total_steps, warmup_steps, config.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            v0, v1 = aug.two_views(images, aug_generator)
-            loss = train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last, separate_views)
-            d = loss_fn.diagnostics
-            sums += torch.stack([loss] + [d[k].float() for k in _DIAGNOSTICS])
-            bad = ~torch.isfinite(loss)
-            first_bad = torch.where(bad, torch.clamp(first_bad, max=i), first_bad)
-            step += 1
-            bar.update(1)
-        weights_bad = ~_all_finite(raw_model)  # e.g. an update that overflowed while the loss was finite
-        first_bad = torch.where(weights_bad, torch.clamp(first_bad, max=steps_per_epoch), first_bad)
-        if ddp.world_size > 1:  # epoch means over all ranks; every rank sees a divergence anywhere
-            dist.all_reduce(sums)
-            sums /= ddp.world_size
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)  # the earliest bad step on any rank
-        means = (sums / steps_per_epoch).tolist()  # the one host sync of the epoch
-        train_seconds = time.perf_counter() - t0
-        bad_step = int(first_bad)
-        if bad_step < steps_per_epoch:
-            bar.close()
-            raise TrainingDiverged(
-                f"non-finite loss at epoch {epoch}, step {bad_step} of {steps_per_epoch} "
-                f"(global step {(epoch - 1) * steps_per_epoch + bad_step}); the last good checkpoint is kept"
-            )
-        if bad_step == steps_per_epoch:
-            bar.close()
-            raise TrainingDiverged(
-                f"non-finite weights at the end of epoch {epoch} (every loss of the epoch was finite); "
-                "the last good checkpoint is kept"
-            )
-        images_per_second = steps_per_epoch * config.batch_size / train_seconds
-        record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr, "loss": means[0]}
-        record.update(dict(zip(_DIAGNOSTICS, means[1:], strict=True)))
-        record.update(
-            images_per_second=images_per_second, epoch_seconds=train_seconds, world_size=ddp.world_size
-        )
-        bar.set_postfix(
-            loss=f"{means[0]:.3f}", tau=f"{means[1]:.3f}/{means[2]:.3f}", img_s=f"{images_per_second:.0f}"
-        )
-        if is_main:
-            if monitor is not None:
-                t1 = time.perf_counter()
-                raw_model.eval()
-                stats, feats = _monitor_record(raw_model, monitor, aug, data, config, bf16)
-                raw_model.train()
-                record.update(stats, monitor_seconds=time.perf_counter() - t1)
-                if epoch in config.snapshot_epochs:
-                    _write_snapshot(run_dir, epoch, feats, monitor)
-            append_jsonl(run_dir / "records.jsonl", record)
-            if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                save_checkpoint(
-                    ckpt_path,
-                    config=config.to_dict(),
-                    epoch=epoch,
-                    step=step,
-                    model=raw_model,
-                    optimizer=optimizer,
-                    loss=loss_fn,
-                    temperature=temperature,
-                    temperature_name=config.temperature,
-                    generators={"augmentation": aug_generator},
-                    extra={"world_size": ddp.world_size, "device_type": device.type, "bf16": bf16},
-                )
-    bar.close()
-    if ddp.world_size > 1:
-        _barrier(device)
-    if not is_main:
+# ---------------------------------------------------------------------------------------- finish
+def _finish(run: _Training) -> dict[str, Any]:
+    """After the last epoch: rank 0 evaluates the last backbone (:func:`~dystress.evaluate.evaluate_backbone`)
+    and writes ``final_metrics.json``; the other ranks return ``{}``."""
+    if run.ranks.world_size > 1:
+        process_group.barrier(run.device)
+    if not run.ranks.is_main:
         return {}
-
-    raw_model.eval()
-    metrics = evaluate_backbone(backbone, data, config, device, aug, amp=bf16)
-    records = read_jsonl(run_dir / "records.jsonl")
+    run.raw_model.eval()
+    config = run.config
+    metrics = evaluate_backbone(run.raw_model.backbone, run.data, config, run.device, run.aug, amp=run.bf16)
+    records = read_jsonl(run.run_dir / "records.jsonl")
     train_time = sum(r.get("epoch_seconds", 0.0) for r in records)
     metrics.update(
         run_id=config.run_id(),
@@ -860,12 +557,12 @@ def _pretrain(
         epochs=config.epochs,
         final_loss=records[-1]["loss"] if records else None,
         train_seconds=train_time,
-        images_per_second=(total_steps * config.batch_size / train_time) if train_time > 0 else None,
-        device=device_name(device),
-        world_size=ddp.world_size,
-        precision=precision_label(bf16, device),
-        data_placement=placement,
+        images_per_second=(run.total_steps * config.batch_size / train_time) if train_time > 0 else None,
+        device=device_name(run.device),
+        world_size=run.ranks.world_size,
+        precision=precision_label(run.bf16, run.device),
+        data_placement=run.placement,
         torch_version=torch.__version__,
     )
-    atomic_write_json(final_path, metrics)
+    atomic_write_json(run.run_dir / "final_metrics.json", metrics)
     return metrics

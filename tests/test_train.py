@@ -17,12 +17,15 @@ import pytest
 import torch
 from torch import nn
 
+import dystress.runtime as runtime
 import dystress.train as train_module
 from dystress.checkpoint import load_checkpoint
 from dystress.config import PretrainConfig, get_profile
 from dystress.evaluate import evaluate_checkpoint, load_pretrained
 from dystress.io import read_jsonl
-from dystress.train import LARS, TrainingDiverged, build_optimizer, lr_at, pretrain
+from dystress.optim import LARS, build_optimizer, lr_at
+from dystress.process_group import timeout_minutes
+from dystress.train import TrainingDiverged, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:cifar10. md5:UserWarning")
@@ -472,15 +475,15 @@ def test_bf16_auto_needs_native_support_and_fp32_names_tf32(monkeypatch: pytest.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", native_only)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     auto = get_profile("smoke").with_overrides(["precision=auto"])
-    assert not train_module.uses_bf16(auto, cuda) and calls == [False]
-    assert not train_module.uses_bf16(auto, cpu)
-    assert train_module.uses_bf16(auto.with_overrides(["precision=bf16"]), cpu)
+    assert not runtime.uses_bf16(auto, cuda) and calls == [False]
+    assert not runtime.uses_bf16(auto, cpu)
+    assert runtime.uses_bf16(auto.with_overrides(["precision=bf16"]), cpu)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert train_module.precision_label(False, cuda) == "fp32 (tf32 convolutions)"
-    assert train_module.precision_label(False, cpu) == "fp32"
-    assert train_module.precision_label(True, cuda) == "bf16"
+    assert runtime.precision_label(False, cuda) == "fp32 (tf32 convolutions)"
+    assert runtime.precision_label(False, cpu) == "fp32"
+    assert runtime.precision_label(True, cuda) == "bf16"
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    assert train_module.precision_label(False, cuda) == "fp32"
+    assert runtime.precision_label(False, cuda) == "fp32"
 
 
 def test_ranks_map_to_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -488,27 +491,27 @@ def test_ranks_map_to_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert train_module.resolve_device("auto", local_rank=3) == torch.device("cuda", 0)  # one GPU per task
+    assert runtime.resolve_device("auto", local_rank=3) == torch.device("cuda", 0)  # one GPU per task
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun started two processes on a one-GPU machine
     with pytest.raises(ValueError, match="LOCAL_WORLD_SIZE = 2 processes on this machine, which has one GPU"):
-        train_module.resolve_device("auto", local_rank=1)
+        runtime.resolve_device("auto", local_rank=1)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # a launcher gave each process one GPU of several
-    assert train_module.resolve_device("auto", local_rank=1) == torch.device("cuda", 0)
+    assert runtime.resolve_device("auto", local_rank=1) == torch.device("cuda", 0)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
-    assert train_module.resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+    assert runtime.resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert train_module.resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
+    assert runtime.resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
     with pytest.raises(ValueError, match="local rank 4 has no GPU: this machine has 4"):
-        train_module.resolve_device("cuda", local_rank=4)
-    assert train_module.resolve_device("cpu", local_rank=4) == torch.device("cpu")
+        runtime.resolve_device("cuda", local_rank=4)
+    assert runtime.resolve_device("cpu", local_rank=4) == torch.device("cpu")
 
 
 @pytest.mark.parametrize("text", ["abc", "0", "-5", "nan", "inf", ""])
 def test_distributed_timeout_is_validated(text: str) -> None:
     with pytest.raises(ValueError, match="DYSTRESS_DIST_TIMEOUT_MIN must be a number of minutes > 0"):
-        train_module._timeout_minutes(text)
-    assert train_module._timeout_minutes("2.5") == 2.5
+        timeout_minutes(text)
+    assert timeout_minutes("2.5") == 2.5
 
 
 def test_host_placement_trains_the_same_weights_as_device_placement(cifar_root: Path, tmp_path: Path) -> None:
@@ -571,9 +574,9 @@ def test_image_folder_run_trains_on_crops_and_evaluates_the_center_crop(
     assert (metrics["bank_size"], metrics["test_size"], metrics["num_classes"]) == (36, 12, 3)
     assert list((tmp_path / "cache").glob("*.npy"))  # decoded once into the cache
     # the final kNN is the one of the 16 px center crops of the 24 px images
-    model = train_module.build_model(config)
+    model = runtime.build_model(config)
     model.load_state_dict(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
-    data = train_module.load_data(config)
+    data = runtime.load_data(config)
     feats = {
         split: extract_features(model.backbone, center_crop(ds.images, 16), ds.mean, ds.std, 64)
         for split, ds in (("train", data.train), ("test", data.test))
@@ -722,7 +725,7 @@ def test_compiled_run_matches_eager_saves_plain_keys_and_resumes(
     assert all(abs(a - b) > 1e-2 * abs(a) for a, b in zip(e_rest, [e0, *e_rest], strict=False))
 
     state = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt", config=compiled.to_dict())
-    assert list(state["model"]) == list(train_module.build_model(compiled).state_dict())  # no _orig_mod.
+    assert list(state["model"]) == list(runtime.build_model(compiled).state_dict())  # no _orig_mod.
     metrics = json.loads((tmp_path / "compiled" / "final_metrics.json").read_text())
     evaluated = evaluate_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")
     for key in ("knn_top1", "knn_top5", "uniformity", "tolerance", "alignment"):
@@ -754,7 +757,7 @@ def test_evaluate_backbone_long_tailed_and_probe(cifar_root: Path, monkeypatch: 
     from dystress.data.datasets import load_dataset
     from dystress.data.transforms import normalize
     from dystress.evaluate import evaluate_backbone
-    from dystress.train import RunData, build_augmentation, build_model
+    from dystress.runtime import RunData, build_augmentation, build_model
 
     config = smoke_config(cifar_root, "dataset=cifar10_lt", "linear_probe=true", "knn_k=5")
     train = load_dataset("cifar10_lt", cifar_root, train=True, download=False)
@@ -808,7 +811,7 @@ def test_build_augmentation_maps_the_jitter_strength(cifar_root: Path, strength:
     appendix A); s = 0.5 is exactly the CIFAR recipe of docs/STUDY.md, (0.4, 0.4, 0.4, 0.1)."""
     from dystress.data.augment import SimCLRAugmentation
     from dystress.data.datasets import load_dataset
-    from dystress.train import build_augmentation
+    from dystress.runtime import build_augmentation
 
     config = smoke_config(cifar_root, f"jitter_strength={strength}")
     train = load_dataset("cifar10", cifar_root, train=True, download=False)

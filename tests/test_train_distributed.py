@@ -185,7 +185,7 @@ def test_divergence_on_one_rank_stops_every_rank_at_the_earliest_bad_step(
     proc = torchrun([__file__, str(cifar_root), str(tmp_path)], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
 
-    from dystress.train import build_model
+    from dystress.runtime import build_model
 
     config = get_profile("smoke").with_overrides(
         [f"data_root={cifar_root}", "download=false", *DIVERGENCE_OVERRIDES]
@@ -249,7 +249,7 @@ def _same_start_worker(rank: int, port: int, out: str) -> None:
     from gloo_group import gloo_group
 
     from dystress.checkpoint import CheckpointError
-    from dystress.train import _check_same_start
+    from dystress.process_group import check_same_start
 
     results = {}
     with gloo_group(rank, 2, port):
@@ -257,7 +257,7 @@ def _same_start_worker(rank: int, port: int, out: str) -> None:
             mine = epochs[rank]
             state = {"epoch": mine} if isinstance(mine, int) else None
             try:
-                _check_same_start(
+                check_same_start(
                     state, mine == "refused", Path("run/checkpoints/last.pt"), torch.device("cpu")
                 )
                 results[name] = None
