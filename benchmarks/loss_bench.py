@@ -18,17 +18,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dystress.losses import DCLLoss, InfoNCELoss
+from dystress.losses import DCLLoss, InfoNCELoss, MACLLoss
+from dystress.runtime import device_name
 from dystress.temperature import (
     CosineScheduleTemperature,
     CosineTemperature,
     ExponentialTemperature,
     LinearTemperature,
-    MACLTemperature,
     OneSidedCosineTemperature,
     ShiftedCosineTemperature,
 )
-from dystress.train import device_name
 
 CASES: dict[str, Callable[[], nn.Module]] = {
     "InfoNCE, fixed tau 0.1": lambda: InfoNCELoss(0.1),
@@ -38,7 +37,7 @@ CASES: dict[str, Callable[[], nn.Module]] = {
     "linear": lambda: InfoNCELoss(LinearTemperature(0.1, 0.2)),
     "exponential": lambda: InfoNCELoss(ExponentialTemperature(0.1, 0.2)),
     "TS schedule": lambda: InfoNCELoss(CosineScheduleTemperature()),
-    "MACL": lambda: InfoNCELoss(MACLTemperature()),
+    "MACL": lambda: MACLLoss(),
     "DCL, fixed tau 0.1": lambda: DCLLoss(0.1),
     "DCLW, cosine 0.1-0.2": lambda: DCLLoss(CosineTemperature(0.1, 0.2), weighted=True),
 }

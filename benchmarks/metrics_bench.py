@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from dystress.train import device_name
+from dystress.runtime import device_name
 
 DIM = 512
 NUM_CLASSES = 10

@@ -37,14 +37,9 @@ from dystress.data.augment import SimCLRAugmentation  # noqa: E402
 from dystress.data.loader import DeviceBatchLoader, HostBatchLoader  # noqa: E402
 from dystress.data.transforms import NORMALIZATION  # noqa: E402
 from dystress.losses import build_loss  # noqa: E402
-from dystress.train import (  # noqa: E402
-    build_model,
-    build_optimizer,
-    device_name,
-    resolve_device,
-    train_step,
-    uses_bf16,
-)
+from dystress.optim import build_optimizer  # noqa: E402
+from dystress.runtime import build_model, device_name, resolve_device, uses_bf16  # noqa: E402
+from dystress.train import train_step  # noqa: E402
 
 MEAN, STD = NORMALIZATION["cifar10"]
 
@@ -155,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     device = resolve_device(config.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as the engine's runs (dystress.train)
+        torch.backends.cudnn.benchmark = True  # as the engine's runs (dystress.runtime.set_up_device)
     bf16 = uses_bf16(config, device)
     channels_last = config.channels_last and (bf16 or device.type == "cuda")
     torch.manual_seed(0)

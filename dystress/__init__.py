@@ -17,7 +17,7 @@ from dystress.data.datasets import DATASETS, ImageDataset, load_dataset
 from dystress.data.imagefolder import load_image_folder
 from dystress.data.loader import DeviceBatchLoader, HostBatchLoader
 from dystress.evaluate import Pretrained, evaluate_checkpoint, load_pretrained
-from dystress.losses import DCLLoss, InfoNCELoss, QueueInfoNCELoss, build_loss
+from dystress.losses import DCLLoss, InfoNCELoss, MACLLoss, QueueInfoNCELoss, build_loss
 from dystress.metrics import (
     alignment,
     extract_features,
@@ -35,6 +35,7 @@ from dystress.temperature import (
     CosineScheduleTemperature,
     CosineTemperature,
     ExponentialTemperature,
+    GlobalTemperature,
     LinearTemperature,
     MACLTemperature,
     OneSidedCosineTemperature,
@@ -59,10 +60,12 @@ __all__ = [
     "DCLLoss",
     "DeviceBatchLoader",
     "ExponentialTemperature",
+    "GlobalTemperature",
     "HostBatchLoader",
     "ImageDataset",
     "InfoNCELoss",
     "LinearTemperature",
+    "MACLLoss",
     "MACLTemperature",
     "OneSidedCosineTemperature",
     "Pretrained",

@@ -455,15 +455,16 @@ class PretrainConfig:
     def with_parameters(self, params: Mapping[str, Any], *, none_keeps: bool = True) -> PretrainConfig:
         """A new config with ``params`` applied: the one override path (``--set``, notebooks, the study).
 
-        Keys are fields, ``field.key`` for one entry of a mapping field (``temperature_params.tau_min``)
-        or a temperature parameter name (:data:`~dystress.temperature.TEMPERATURE_PARAMETER_NAMES`:
-        ``tau_min=0.05`` sets ``temperature_params.tau_min``). A ``None`` value keeps the current value
+        Keys are fields, ``field.key`` for one entry of a mapping field
+        (``temperature_params.tau_min``) or a temperature parameter name
+        (:data:`~dystress.temperature.TEMPERATURE_PARAMETER_NAMES`: ``tau_min=0.05`` sets
+        ``temperature_params.tau_min``). A ``None`` value keeps the current value
         (``none_keeps=False``: sets it, as ``null`` does in :meth:`with_overrides`). A string for a
-        list or mapping field is read as YAML (papermill ``-p`` passes them as text). Whole fields are applied first, then dotted
-        keys, then temperature parameters; dependent fields follow unless given too: another
-        ``temperature`` function drops the old one's parameters (the new one's defaults apply), a
-        smaller ``epochs`` drops the ``snapshot_epochs`` beyond it. Validated once, at the end; an
-        unknown key raises ``ValueError`` listing the known ones.
+        list or mapping field is read as YAML (papermill ``-p`` passes them as text). Whole fields
+        are applied first, then dotted keys, then temperature parameters; dependent fields follow
+        unless given too: another ``temperature`` function drops the old one's parameters (the new
+        one's defaults apply), a smaller ``epochs`` drops the ``snapshot_epochs`` beyond it.
+        Validated once, at the end; an unknown key raises ``ValueError`` listing the known ones.
         """
         if not isinstance(params, Mapping):
             raise ValueError(f"parameters must be a mapping of config fields, got {type(params).__name__}")

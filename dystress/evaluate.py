@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dystress.checkpoint import load_checkpoint
+from dystress.checkpoint import load_checkpoint, load_into
 from dystress.config import DEVICES, PretrainConfig
 from dystress.data.augment import SimCLRAugmentation
 from dystress.data.datasets import ImageDataset
@@ -193,11 +193,12 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> Pretrained:
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
-    state = load_checkpoint(checkpoint_file(path))
+    ckpt = checkpoint_file(path)
+    state = load_checkpoint(ckpt)
     config = PretrainConfig.from_saved(state["config"])
     with torch.random.fork_rng(devices=[]):  # the initialisation it overwrites draws no caller's numbers
         model = build_model(config)
-    model.load_state_dict(state["model"])
+    load_into(model, state["model"], ckpt, "model")
     model.to(resolve_device(device)).eval()
     return Pretrained(model, config, int(state["epoch"]))
 

@@ -56,7 +56,13 @@ import torch
 from torch import Tensor, nn
 
 from dystress import process_group
-from dystress.checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
+from dystress.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_into,
+    restore_rng_state,
+    save_checkpoint,
+)
 from dystress.config import PretrainConfig, identity_differences
 from dystress.data.augment import SimCLRAugmentation
 from dystress.data.loader import DeviceBatchLoader, HostBatchLoader
@@ -336,15 +342,16 @@ def _resume(run: _Training, state: dict | None) -> int:
         if run.ranks.is_main:
             records.unlink(missing_ok=True)
         return 0
-    run.raw_model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    ckpt_path = _checkpoint_path(run.run_dir)
+    load_into(run.raw_model, state["model"], ckpt_path, "model")
+    load_into(run.optimizer, state["optimizer"], ckpt_path, "optimizer")
     if state.get("loss"):
-        run.loss_fn.load_state_dict(state["loss"])
+        load_into(run.loss_fn, state["loss"], ckpt_path, "loss")
     restore_rng_state(state["rng"])
     start_epoch, run.step = int(state["epoch"]), int(state["step"])
     if run.step != start_epoch * run.steps_per_epoch:
         raise CheckpointError(
-            f"checkpoint {_checkpoint_path(run.run_dir)} is at step {run.step}, expected "
+            f"checkpoint {ckpt_path} is at step {run.step}, expected "
             f"{start_epoch * run.steps_per_epoch} for epoch {start_epoch}: the training set differs from "
             "the one it was written with"
         )
