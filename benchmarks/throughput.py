@@ -37,14 +37,9 @@ from dystress.data.augment import SimCLRAugmentation  # noqa: E402
 from dystress.data.loader import DeviceBatchLoader, HostBatchLoader  # noqa: E402
 from dystress.data.transforms import NORMALIZATION  # noqa: E402
 from dystress.losses import build_loss  # noqa: E402
-from dystress.train import (  # noqa: E402
-    build_model,
-    build_optimizer,
-    device_name,
-    resolve_device,
-    train_step,
-    uses_bf16,
-)
+from dystress.optim import build_optimizer  # noqa: E402
+from dystress.runtime import build_model, resolve_device, uses_bf16  # noqa: E402
+from dystress.train import device_name, train_step  # noqa: E402
 
 MEAN, STD = NORMALIZATION["cifar10"]
 

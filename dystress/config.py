@@ -55,7 +55,6 @@ on a GPU, so a checkpoint written on one does not resume on the other under the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import numbers
@@ -65,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from dystress import provenance
 from dystress._checks import is_int as _is_int
 from dystress._checks import is_real as _is_real
 
@@ -513,9 +513,9 @@ class PretrainConfig:
         }
 
     def run_id(self) -> str:
-        """Short stable hash (12 hex digits) of the canonical JSON of :meth:`identity`."""
-        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+        """Short stable hash (12 hex digits) of the canonical JSON of :meth:`identity`
+        (:func:`dystress.provenance.run_id`)."""
+        return provenance.run_id(self)
 
 
 def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
