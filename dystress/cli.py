@@ -1,18 +1,22 @@
-"""Command line: ``dystress pretrain | evaluate | study | config``.
+"""Command line: ``dystress pretrain | evaluate | study | config | data``.
 
     dystress pretrain [--profile P] [--config FILE] [--set key=value ...] [--run-dir DIR] [--no-progress]
     dystress evaluate CHECKPOINT [--out FILE] [--data-root DIR] [--device D] [--batch-size N]
-    dystress study ...                    (forwarded to dystress.study.main)
+    dystress study run [--profile P] [--runs DIR] [--retry-failed] [--only ABLATION ...] [--template NB]
+    dystress study list [--profile P] [--runs DIR]
     dystress config show [--profile P] [--config FILE] [--set key=value ...]
     dystress data prepare [--profile P] [--config FILE] [--set key=value ...]
 
 Errors in the user's input (bad values, unknown keys or profiles, missing files, a run dir or
 checkpoint of another config) print one line on stderr and exit with status 2, without a traceback.
-An interrupted ``pretrain`` (Ctrl-C) says how to resume and exits with status 130.
+A run folder written by another process (its lock, :mod:`dystress.runlock`) stops ``pretrain`` at
+once with status 3, naming the folder and the process. An interrupted ``pretrain`` (Ctrl-C) says how
+to resume and exits with status 130.
 
 Environment: ``$DYSTRESS_DATA`` is the data root of every config that does not set ``data_root``
 (in ``--config`` or ``--set``); ``$DYSTRESS_RUNS`` replaces ``runs/`` as the parent of the default
-run folder ``runs/<profile>/<run_id>``.
+run folder ``runs/<profile>/<slug>-<hash>`` (:func:`dystress.provenance.run_folder_name`, the
+study's naming); ``$DYSTRESS_PROFILE`` is the study's default profile.
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dystress.config import FIELD_HELP, PROFILES, PretrainConfig, get_profile
+from dystress.provenance import run_folder_name
+from dystress.runlock import RunFolderBusy, run_folder_lock
 
 __all__ = ["build_parser", "default_run_dir", "main", "resolve_config"]
 
@@ -98,13 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto")
     p.add_argument("--batch-size", type=int, metavar="N", help="feature-extraction batch size")
 
-    p = sub.add_parser(
-        "study",
-        help="run the ablation study (arguments forwarded to dystress.study.main)",
-        add_help=False,
-        prefix_chars="\0",
-    )
-    p.add_argument("study_args", nargs=argparse.REMAINDER, help="e.g. run --profile quick")
+    _add_study_parser(sub)
 
     p = sub.add_parser("config", help="show a resolved config as YAML")
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -122,6 +123,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_options(prepare)
     return parser
+
+
+def _add_study_parser(sub: Any) -> None:
+    """``dystress study run|list``: the study's runs (:mod:`dystress.study.runner`)."""
+    from dystress.study.ablations import ABLATIONS, PROFILE_NAMES  # light: no papermill, no torch
+
+    p = sub.add_parser(
+        "study",
+        help="run the ablation study, or list its runs",
+        description="Each point of the profile's plan runs as a papermill execution of the run notebook, "
+        "into a folder named by its configuration and the code version.",
+    )
+    study_sub = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    for name, help_text in (("run", "run what is missing"), ("list", "list the runs and their status")):
+        q = study_sub.add_parser(name, help=help_text)
+        q.add_argument(
+            "--profile", default=None, choices=PROFILE_NAMES, help="default: $DYSTRESS_PROFILE or quick"
+        )
+        q.add_argument("--runs", default=None, help="runs folder (default: $DYSTRESS_RUNS or <repo>/runs)")
+        if name == "run":
+            q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+            q.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), help="only these ablations")
+            q.add_argument(
+                "--template", default=None, help="notebook template (default: notebooks/pretrain_run.ipynb)"
+            )
 
 
 def resolve_config(profile: str | None, config_file: str | None, overrides: Sequence[str]) -> PretrainConfig:
@@ -154,42 +180,70 @@ def resolve_config(profile: str | None, config_file: str | None, overrides: Sequ
 
 
 def default_run_dir(config: PretrainConfig) -> Path:
-    """``$DYSTRESS_RUNS`` (else ``runs``) ``/<profile>/<run_id>``."""
-    return Path(os.environ.get("DYSTRESS_RUNS") or "runs") / config.profile / config.run_id()
+    """``$DYSTRESS_RUNS`` (else ``runs``, in the current folder) ``/<profile>/<run folder name>``: the
+    folder the study would give the same configuration under the same code
+    (:func:`dystress.provenance.run_folder_name`)."""
+    return Path(os.environ.get("DYSTRESS_RUNS") or "runs") / config.profile / run_folder_name(config)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    """``dystress pretrain``: train (or resume) under the run folder's lock."""
+    config = resolve_config(args.profile, args.config, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    from dystress.train import TrainingDiverged, pretrain
+
+    final = run_dir / "final_metrics.json"
+    finished = final.stat().st_mtime if final.exists() else None
+    try:
+        with run_folder_lock(run_dir):
+            metrics = pretrain(config, run_dir, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"dystress pretrain: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"\ndystress pretrain: interrupted; the same command resumes {run_dir} from its last "
+            "checkpoint (checkpoints/last.pt, written every checkpoint_every epochs)",
+            file=sys.stderr,
+        )
+        return 130
+    if finished is not None:
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(finished).isoformat(" ", "minutes")
+        print(
+            f"dystress pretrain: {run_dir} was already complete (finished {when}): its metrics are shown "
+            "and nothing was trained; use another --run-dir to train again",
+            file=sys.stderr,
+        )
+    if metrics:
+        print(f"{run_dir}: kNN top-1 {metrics['knn_top1']:.2f} %")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    """``dystress study run|list``."""
+    from dystress.provenance import code_version
+    from dystress.study.runner import load_results, older_results, run_study
+
+    if args.study_command == "run":
+        report = run_study(args.profile, args.runs, args.template, args.retry_failed, args.only)
+        return 1 if report.by_status("failed") or report.by_status("invalid") else 0
+    results = load_results(args.profile, args.runs)
+    print(f"code version {code_version()} (run folders are named by the config and this version)")
+    seen: set[str] = set()
+    for r in results:
+        shared = " (shared)" if r.key in seen else ""
+        seen.add(r.key)
+        older = older_results(r) if r.status == "missing" else []
+        note = f" (results of other code: {', '.join(older)})" if older else ""
+        print(f"{r.status:<11} {r.point.id:<40} {r.run_dir}{shared}{note}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "pretrain":
-        config = resolve_config(args.profile, args.config, args.overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
-        from dystress.train import TrainingDiverged, pretrain
-
-        final = run_dir / "final_metrics.json"
-        finished = final.stat().st_mtime if final.exists() else None
-        try:
-            metrics = pretrain(config, run_dir, progress=not args.no_progress)
-        except TrainingDiverged as err:
-            print(f"dystress pretrain: {err}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(
-                f"\ndystress pretrain: interrupted; the same command resumes {run_dir} from its last "
-                "checkpoint (checkpoints/last.pt, written every checkpoint_every epochs)",
-                file=sys.stderr,
-            )
-            return 130
-        if finished is not None:
-            import datetime
-
-            when = datetime.datetime.fromtimestamp(finished).isoformat(" ", "minutes")
-            print(
-                f"dystress pretrain: {run_dir} was already complete (finished {when}): its metrics are shown "
-                "and nothing was trained; use another --run-dir to train again",
-                file=sys.stderr,
-            )
-        if metrics:
-            print(f"{run_dir}: kNN top-1 {metrics['knn_top1']:.2f} %")
-        return 0
+        return _pretrain(args)
     if args.command == "evaluate":
         from dystress.evaluate import evaluate_checkpoint
 
@@ -205,13 +259,10 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2, sort_keys=True))
         return 0
     if args.command == "study":
-        import dystress.study
-
-        result = dystress.study.main(list(args.study_args))
-        return int(result or 0)
+        return _study(args)
     if args.command == "data":
         from dystress.data.imagefolder import default_cache_dir
-        from dystress.train import load_data
+        from dystress.runtime import load_data
 
         config = resolve_config(args.profile, args.config, args.overrides)
         data = load_data(config)
@@ -240,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         return _run(args)
+    except RunFolderBusy as err:
+        print(f"dystress {args.command}: error: {err}", file=sys.stderr)
+        return 3
     except (_UserError, CheckpointError, ValueError, FileNotFoundError) as err:
         # Bad input is reported in one line; a ValueError from deep inside a run would be hidden the
         # same way, so the full traceback stays one variable away.

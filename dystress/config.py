@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import numbers
@@ -75,6 +74,7 @@ from typing import Any
 
 import yaml
 
+from dystress import provenance
 from dystress._checks import NAME_RULE, is_int, is_name, is_real, require
 from dystress.data.datasets import DATASETS
 from dystress.losses import LOSSES, build_loss
@@ -569,9 +569,9 @@ class PretrainConfig:
         }
 
     def run_id(self) -> str:
-        """Short stable hash (12 hex digits) of the canonical JSON of :meth:`identity`."""
-        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+        """Short stable hash (12 hex digits) of the canonical JSON of :meth:`identity`
+        (:func:`dystress.provenance.run_id`)."""
+        return provenance.run_id(self)
 
 
 #: Fields that do not change what a run computes (metadata ``identity=False``: where or how fast a run

@@ -31,7 +31,7 @@ Every parameter left at `None` takes the value of the chosen `profile` (`smoke`,
 parameters (`tau`, `tau_min`, `tau_max`, `offset`, `scale`, ...) go to the temperature function named
 by `temperature` (another function than the profile's starts from its own defaults). Lists and
 mappings are YAML: `-y 'snapshot_epochs: [0, 5]'` or `-p snapshot_epochs '[0, 5]'`. The run folder
-(default `$DYSTRESS_RUNS/<profile>/<run_key>`, keyed by the configuration and the code version)
+(default `$DYSTRESS_RUNS/<profile>/<slug>-<hash>`, named by the configuration and the code version)
 receives the config, the per-epoch records, the feature snapshots and the final metrics; a complete run
 is not trained again, an interrupted one resumes from its last checkpoint."""
 
@@ -44,10 +44,10 @@ _parameters = {
     k: v for k, v in globals().items() if k not in _names_before_parameters and not k.startswith("_")
 }
 
-from dystress import plots, study  # noqa: E402
+from dystress.study import plots, prepare_run  # noqa: E402
 
 # Unknown parameters or invalid values raise ValueError here, before any work.
-config, run_dir = study.prepare_run(_parameters)
+config, run_dir = prepare_run(_parameters)
 print(f"profile {_parameters.get('profile')}, run folder {run_dir}")
 print(config.to_yaml())"""
 

@@ -1,8 +1,9 @@
 """The smoke book, built end to end in a temporary copy of book/ and _config.yml (slow: minutes).
 
-Checks what CI promises: the build exits 0 under ``-W -n --keep-going``, every page and its figures
-exist and are non-empty, the run notebooks are in the appendix, a second build with nothing changed
-runs no experiment and executes no page, and a page that raises makes the build fail.
+Checks what CI promises: the README's build command (``.venv/bin/jupyter-book build book/`` after
+``make setup data``), with CI's ``-W -n --keep-going``, exits 0, every page and its figures exist and
+are non-empty, the run notebooks are in the appendix, a second build with nothing changed runs no
+experiment and executes no page, and a page that raises makes the build fail.
 
 Needs CIFAR-10 under ``$DYSTRESS_DATA`` or ``<repo>/data`` (``make data``), or the offline copy in
 ``../shared/data`` (converted into the test's folder); skipped otherwise.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,6 +59,24 @@ def _data_root(tmp: Path) -> Path:
     return tmp / "data"
 
 
+def readme_build_command() -> list[str]:
+    """The README's book command (``.venv/bin/jupyter-book build book/``), after its ``make setup
+    data`` line, with ``.venv/bin`` the folder of this interpreter (the environment `make setup` makes)."""
+    blocks = re.findall(r"\n\n((?:    .*\n)+)", (REPO / "README.md").read_text(encoding="utf-8"))
+    block = next(b for b in blocks if "jupyter-book build" in b)
+    lines = [line.strip() for line in block.splitlines()]
+    assert lines == ["make setup data", ".venv/bin/jupyter-book build book/"], lines
+    argv = shlex.split(lines[1])
+    argv[0] = str(Path(sys.executable).with_name(Path(argv[0]).name))
+    return argv
+
+
+def test_readme_prerequisites_are_make_targets() -> None:
+    readme_build_command()
+    proc = subprocess.run(["make", "-n", "setup", "data"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.fixture(scope="module")
 def book(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("book")
@@ -70,17 +90,18 @@ def book(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "DYSTRESS_RUNS": str(tmp / "runs"),
         "DYSTRESS_DATA": str(_data_root(tmp)),
     }
-    jb = Path(sys.executable).with_name("jupyter-book")
+    command = readme_build_command()
     stale = root / "_build" / "html" / "appendix" / "runs" / "constant_tau0.1_s0-000000000000.html"
     stale.parent.mkdir(parents=True)
     stale.write_text("<html>a run of older code</html>")  # the build must remove it
 
     def build() -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(jb), "build", str(root / "book"), "-W", "-n", "--keep-going"],
+            [*command, "-W", "-n", "--keep-going"],  # the README's command with CI's strictness
             capture_output=True,
             text=True,
             env=env,
+            cwd=root,
             timeout=3600,
         )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -15,13 +14,16 @@ import yaml
 import dystress.train as train_module
 from dystress.cli import main
 from dystress.config import PretrainConfig, get_profile
+from dystress.provenance import run_folder_name
 
 
 @pytest.fixture(autouse=True)
-def _no_location_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`make test` exports DYSTRESS_DATA / DYSTRESS_RUNS; these tests set them where they test them."""
+def _no_location_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`make test` exports DYSTRESS_DATA / DYSTRESS_RUNS; these tests set them where they test them.
+    Relative run folders (and their locks) land in the test's own folder."""
     monkeypatch.delenv("DYSTRESS_DATA", raising=False)
     monkeypatch.delenv("DYSTRESS_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -131,7 +133,8 @@ def test_pretrain_default_run_dir(
     code, out, _ = _run(capsys, "pretrain", "--profile", "smoke", "--set", "seed=3", "--no-progress")
     assert code == 0
     config = get_profile("smoke").with_overrides(["seed=3"])
-    assert seen == {"config": config, "run_dir": Path("runs") / "smoke" / config.run_id(), "progress": False}
+    run_dir = Path("runs") / "smoke" / run_folder_name(config)
+    assert seen == {"config": config, "run_dir": run_dir, "progress": False}
     assert "12.50" in out
     code, _, _ = _run(capsys, "pretrain", "--profile", "smoke", "--run-dir", "elsewhere")
     assert seen["run_dir"] == Path("elsewhere") and seen["progress"] is True
@@ -146,17 +149,26 @@ def test_divergence_exits_1(capsys: pytest.CaptureFixture[str], monkeypatch: pyt
     assert code == 1 and "epoch 3, step 1" in err and "Traceback" not in err
 
 
-def test_study_forwards_its_arguments(
+def test_study_command_parses_its_options(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import dystress.study.runner as runner
+
     calls = []
-    fake = types.ModuleType("dystress.study")
-    fake.main = lambda args: calls.append(args) or 3  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dystress.study", fake)
-    monkeypatch.setattr(sys.modules["dystress"], "study", fake, raising=False)
-    code, _, _ = _run(capsys, "study", "run", "--profile", "quick", "--set", "lr=1", "--help")
-    assert calls == [["run", "--profile", "quick", "--set", "lr=1", "--help"]]
-    assert code == 3
+
+    def fake_run_study(*args: object) -> types.SimpleNamespace:
+        calls.append(args)
+        return types.SimpleNamespace(by_status=lambda status: ["a run"] if status == "failed" else [])
+
+    monkeypatch.setattr(runner, "run_study", fake_run_study)
+    argv = ["study", "run", "--profile", "quick", "--retry-failed", "--only", "fixed_tau", "shifted"]
+    code, _, _ = _run(capsys, *argv)
+    assert calls == [("quick", None, None, True, ["fixed_tau", "shifted"])]
+    assert code == 1  # a failed run
+    for bad in (["study", "run", "--set", "lr=1"], ["study", "list", "--profile", "huge"], ["study"]):
+        with pytest.raises(SystemExit) as info:
+            main(bad)
+        assert info.value.code == 2, bad
 
 
 def test_evaluate_prints_and_writes(
@@ -262,7 +274,7 @@ def test_location_environment_variables(
     monkeypatch.setenv("DYSTRESS_RUNS", str(tmp_path / "r"))
     assert _run(capsys, "pretrain", "--profile", "smoke")[0] == 0
     config = get_profile("smoke").updated({"data_root": str(tmp_path / "d")})
-    assert seen == {"config": config, "run_dir": tmp_path / "r" / "smoke" / config.run_id()}
+    assert seen == {"config": config, "run_dir": tmp_path / "r" / "smoke" / run_folder_name(config)}
     assert config.run_id() == get_profile("smoke").run_id()  # the data root is not part of the identity
     _run(capsys, "pretrain", "--profile", "smoke", "--set", "data_root=mine")
     assert seen["config"].data_root == "mine"
@@ -293,7 +305,7 @@ def test_a_complete_run_says_nothing_was_trained(
     run_dir = tmp_path / "run"
     code, out, err = _run(capsys, "pretrain", "--profile", "smoke", "--run-dir", str(run_dir))
     assert code == 0 and "40.00" in out and "already complete" not in err
-    run_dir.mkdir()
+    run_dir.mkdir(exist_ok=True)  # made by the run folder's lock
     (run_dir / "final_metrics.json").write_text("{}")
     code, out, err = _run(capsys, "pretrain", "--profile", "smoke", "--run-dir", str(run_dir))
     assert code == 0 and "40.00" in out

@@ -569,7 +569,7 @@ def test_updated_takes_fields_only() -> None:
 
 def test_every_ablation_point_builds_through_with_parameters() -> None:
     """What the study runs: every point of every plan is its profile with the point's parameters."""
-    from dystress import ablations
+    from dystress.study import ablations
 
     for profile in ablations.PROFILE_NAMES:
         base = get_profile(profile)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dystress.findings import (
+from dystress.study.findings import (
     Estimate,
     against_best_fixed,
     best_fixed,

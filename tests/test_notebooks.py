@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dystress import study
+from dystress import provenance, study
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "notebooks" / "pretrain_run.ipynb"
@@ -65,7 +65,7 @@ def test_first_cell_builds_config_and_run_folder(
     config = ns["config"]
     assert config.temperature_params == {"tau_min": 0.05, "tau_max": 0.3} and config.seed == 3
     assert config.epochs == 2  # the smoke profile's value: unset parameters keep the profile
-    assert ns["run_dir"] == tmp_path.resolve() / "smoke" / study.run_key(config)
+    assert ns["run_dir"] == tmp_path.resolve() / "smoke" / provenance.run_folder_name(config)
 
 
 @pytest.mark.parametrize(

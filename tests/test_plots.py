@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dystress import plots
+from dystress.study import plots
 
 matplotlib.use("Agg")
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from dystress import ablations, plots, study
+from dystress import provenance, study
+from dystress.study import ablations, plots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,13 +51,12 @@ def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("DYSTRESS_PROFILE", "paper")
     monkeypatch.setenv("DYSTRESS_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("DYSTRESS_DATA", str(tmp_path / "data"))
-    code = study.code_version()
+    code = provenance.code_version()
     # one run per configuration (points of several ablations share runs): a compared point's value wins
     chosen: dict[Path, ablations.Point] = {}
     for point in ablations.plan("paper"):
-        run_dir = (
-            study.runs_root() / "paper" / study.run_key(study.build_config("paper", point.parameters), code)
-        )
+        config = study.build_config("paper", point.parameters)
+        run_dir = provenance.runs_root() / "paper" / provenance.run_folder_name(config, code)
         if run_dir not in chosen or (point.ablation, point.label) in BASE:
             chosen[run_dir] = point
     for run_dir, point in chosen.items():

@@ -18,9 +18,12 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
-from dystress import ablations, findings, study
-from dystress import results as study_results
+from dystress import provenance, study
+from dystress.cli import main
 from dystress.config import get_profile
+from dystress.study import ablations, findings, runner
+from dystress.study import results as study_results
+from dystress.temperature import TEMPERATURE_PARAMETER_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +73,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DYSTRESS_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("FAKE_FAIL_TEMPERATURE", raising=False)
     # The tree may be edited while a test runs: pin the code version the keys hash.
-    monkeypatch.setattr(study, "code_version", lambda: "test-code")
+    monkeypatch.setattr(provenance, "code_version", lambda: "test-code")
     return runs
 
 
@@ -282,14 +285,12 @@ def test_paper_only_points_build_valid_paper_configs(env: Path, ablation: str, l
     for p in points:
         c = study.build_config("paper", p.parameters)
         assert c.dataset == expected["dataset"] and c.temperature == expected["temperature"]
-        assert c.temperature_params == {
-            k: v for k, v in expected.items() if k in study.TEMPERATURE_PARAMETERS
-        }
+        assert c.temperature_params == {k: v for k, v in expected.items() if k in TEMPERATURE_PARAMETER_NAMES}
         assert c.seed == p.seed and c.epochs == expected.get("epochs", paper.epochs) and paper.epochs == 200
         assert (c.backbone, c.lr, c.batch_size, c.knn_k) == (paper.backbone, paper.lr, paper.batch_size, 200)
         if "imbalance_ratio" in expected:
             assert c.imbalance_ratio == 0.01
-        assert study.run_key(c, "c").startswith(expected["dataset"] + "_")
+        assert provenance.run_folder_name(c, "c").startswith(expected["dataset"] + "_")
 
 
 def test_paper_plan_keys_and_ids_are_unique_across_datasets(env: Path) -> None:
@@ -358,7 +359,7 @@ def test_notebook_parameters_cover_every_config_field_and_temperature_parameter(
 
     names = set(study.notebook_parameters())
     assert {f.name for f in dataclasses.fields(PretrainConfig)} - {"profile"} <= names
-    assert set(study.TEMPERATURE_PARAMETERS) <= names
+    assert set(TEMPERATURE_PARAMETER_NAMES) <= names
     assert {"profile", "run_dir", "progress"} <= names
 
 
@@ -395,14 +396,16 @@ def test_build_config_rejects_bad_parameters(env: Path, params: dict, match: str
 def test_run_key_hashes_config_and_code(env: Path) -> None:
     a = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2})
     b = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2})
-    assert study.run_key(a, "c1") == study.run_key(b, "c1")
-    assert study.run_key(a, "c1") != study.run_key(a, "c2")
+    assert provenance.run_folder_name(a, "c1") == provenance.run_folder_name(b, "c1")
+    assert provenance.run_folder_name(a, "c1") != provenance.run_folder_name(a, "c2")
     for change in ({"seed": 1}, {"tau_max": 0.3}, {"lr": 0.02}, {"temperature": "linear"}):
         other = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2, **change})
-        assert study.run_key(other, "c1") != study.run_key(a, "c1"), change
+        assert provenance.run_folder_name(other, "c1") != provenance.run_folder_name(a, "c1"), change
     moved = study.build_config("smoke", {"tau_min": 0.1, "tau_max": 0.2, "data_root": "/elsewhere"})
-    assert study.run_key(moved, "c1") == study.run_key(a, "c1")  # where the data lie is not identity
-    assert study.run_key(a, "c1").startswith("cosine_tau_max0.2_tau_min0.1_s0-")
+    assert provenance.run_folder_name(moved, "c1") == provenance.run_folder_name(
+        a, "c1"
+    )  # where the data lie is not identity
+    assert provenance.run_folder_name(a, "c1").startswith("cosine_tau_max0.2_tau_min0.1_s0-")
 
 
 def test_code_version_follows_template_code_not_markdown(
@@ -410,15 +413,15 @@ def test_code_version_follows_template_code_not_markdown(
 ) -> None:
     nb = _make_notebooks_module().pretrain_run()
     path = tmp_path / "t.ipynb"
-    monkeypatch.setattr(study, "template_path", lambda: path)
+    monkeypatch.setattr(provenance, "template_path", lambda: path)
     nbformat.write(nb, path)
-    v1 = study.code_version()
+    v1 = provenance.code_version()
     nb.cells[0].source += "\nmore words"
     nbformat.write(nb, path)
-    assert study.code_version() == v1
+    assert provenance.code_version() == v1
     nb.cells[-1].source += "\nprint(1)"
     nbformat.write(nb, path)
-    assert study.code_version() != v1
+    assert provenance.code_version() != v1
 
 
 def test_mean_ci95_matches_student_t() -> None:
@@ -457,6 +460,9 @@ def test_run_study_runs_skips_records_failures_and_resumes(
     assert failed_nb["metadata"]["papermill"]["exception"] is True
     text = out.getvalue()
     assert "[study 1/3]" in text and "[study 3/3]" in text and "2 more to run" in text
+    assert (
+        "1 failed" in text and "`dystress study run --profile smoke --retry-failed` runs them again" in text
+    )
 
     # Nothing changed: nothing runs, and the failure is not retried unless asked.
     again = study.run_study(
@@ -498,10 +504,10 @@ def test_run_study_only_keeps_a_run_shared_with_an_earlier_ablation(
         called.append(point.id)
         return SimpleNamespace(key=point.id, status="complete", error=None)
 
-    monkeypatch.setattr(study, "run_point", fake_run_point)
+    monkeypatch.setattr(runner, "run_point", fake_run_point)
     study.run_study("paper", only=["forms"], stream=io.StringIO())
     assert len(called) == len(forms) == 4
-    assert {study.run_key(study.build_config("paper", p.parameters)) for p in forms} == {
+    assert {provenance.run_folder_name(study.build_config("paper", p.parameters)) for p in forms} == {
         r.key for r in study.load_results("paper") if r.point.id in called
     }
 
@@ -512,8 +518,10 @@ def test_ensure_results_raises_on_failure_and_only_reports_paper(
     report = study.ensure_results("paper")
     assert report.ran == [] and not (env / "paper").exists()
     assert {r.status for r in report.results} <= {"missing", "invalid"}
-    monkeypatch.setattr(study, "template_path", lambda: fake_template)
-    monkeypatch.setattr(study, "plan", lambda profile: [ablations._fixed(0.1), ablations._dystress(0.1, 0.2)])
+    monkeypatch.setattr(provenance, "template_path", lambda: fake_template)
+    monkeypatch.setattr(
+        runner, "plan", lambda profile: [ablations._fixed(0.1), ablations._dystress(0.1, 0.2)]
+    )
     done = study.load_results("smoke")[0].run_dir  # the fixed-tau run is already complete
     done.mkdir(parents=True)
     (done / "final_metrics.json").write_text("{}")
@@ -529,28 +537,28 @@ def test_prepare_run_rejects_unknown_names_and_picks_key_folder(env: Path) -> No
     with pytest.raises(ValueError, match="unknown parameters \\['learning_rate'\\]"):
         study.prepare_run({"profile": "smoke", "learning_rate": 0.1})
     config, run_dir = study.prepare_run({"profile": "smoke", "tau_max": 0.3})
-    assert run_dir == env.resolve() / "smoke" / study.run_key(config)
+    assert run_dir == env.resolve() / "smoke" / provenance.run_folder_name(config)
     config, run_dir = study.prepare_run({"profile": "smoke", "run_dir": str(env / "mine")})
     assert run_dir == (env / "mine").resolve()
 
 
 def test_cli_list_and_bad_arguments(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert study.main(["list", "--profile", "smoke"]) == 0
+    assert main(["study", "list", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "missing" in out and "fixed_tau/0.1/s0" in out
-    assert f"code version {study.code_version()}" in out and "results of other code" not in out
+    assert f"code version {provenance.code_version()}" in out and "results of other code" not in out
     # a complete run of the same point under older code is pointed out (its folder has another key)
     point = next(p for p in ablations.plan("smoke") if p.id == "fixed_tau/0.1/s0")
-    key = study.run_key(study.build_config("smoke", point.parameters))
+    key = provenance.run_folder_name(study.build_config("smoke", point.parameters))
     older = env / "smoke" / (key.rsplit("-", 1)[0] + "-0123456789ab")
     older.mkdir(parents=True)
     (older / "final_metrics.json").write_text("{}")
     (env / "smoke" / (key.rsplit("-", 1)[0] + "_s1-0123456789ab")).mkdir()  # another slug: not listed
-    assert study.main(["list", "--profile", "smoke"]) == 0
+    assert main(["study", "list", "--profile", "smoke"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "fixed_tau/0.1/s0" in x)
     assert line.startswith("missing") and line.endswith(f"(results of other code: {older.name})")
     with pytest.raises(SystemExit):
-        study.main(["run", "--profile", "huge"])
+        main(["study", "run", "--profile", "huge"])
 
 
 def test_papermill_text_parameters_are_parsed_as_yaml(env: Path) -> None:
@@ -583,7 +591,7 @@ def test_notebook_runs_the_imagenet100_profile_on_a_given_folder(env: Path, tmp_
     )
     assert (config.dataset, config.data_root, config.backbone) == ("imagefolder", str(tmp_path), "resnet50")
     assert config.temperature_params == {"tau_min": 0.05, "tau_max": 0.2}
-    assert run_dir == env.resolve() / "imagenet100" / study.run_key(config)
+    assert run_dir == env.resolve() / "imagenet100" / provenance.run_folder_name(config)
     with pytest.raises(
         ValueError, match=r"profile must be one of \['smoke', 'quick', 'paper', 'imagenet100'\]"
     ):
@@ -605,7 +613,7 @@ def test_run_study_skips_the_runs_of_a_dataset_whose_data_are_missing(
             )
         return SimpleNamespace(key=point.id, status="complete", error=None)
 
-    monkeypatch.setattr(study, "run_point", fake_run_point)
+    monkeypatch.setattr(runner, "run_point", fake_run_point)
     out = io.StringIO()
     study.run_study("paper", only=["cifar100", "random_init"], stream=out)
     cifar100 = [p.id for p in ablations.plan("paper") if p.ablation == "cifar100"]
@@ -616,7 +624,7 @@ def test_run_study_skips_the_runs_of_a_dataset_whose_data_are_missing(
     # another failure (not missing data) does not stop the dataset's other runs
     called.clear()
     monkeypatch.setattr(
-        study,
+        runner,
         "run_point",
         lambda point, *a: (
             called.append(point.id) or SimpleNamespace(key=point.id, status="failed", error="ValueError: x")
@@ -656,13 +664,13 @@ class A:
         return math.pi * 2
 
 def g(): ; return f"{1 + 1}#"'''
-    assert study._code_only(source).decode() == "\n".join(
+    assert provenance._code_only(source).decode() == "\n".join(
         line.rstrip() for line in expected.splitlines() if line.strip()
     )
     edited = source.replace("# twice", "# two pi").replace("Method docstring.", "Returns 2 pi.")
-    assert study._code_only(edited) == study._code_only(source)  # documentation only: same code
-    assert study._code_only(source.replace("* 2", "* 3")) != study._code_only(source)
-    assert study._code_only("def broken(:\n") == b"def broken(:\n"  # unparsable: as it is
+    assert provenance._code_only(edited) == provenance._code_only(source)  # documentation only: same code
+    assert provenance._code_only(source.replace("* 2", "* 3")) != provenance._code_only(source)
+    assert provenance._code_only("def broken(:\n") == b"def broken(:\n"  # unparsable: as it is
 
 
 def test_code_version_ignores_docstrings_of_engine_files(
@@ -672,9 +680,9 @@ def test_code_version_ignores_docstrings_of_engine_files(
     package.mkdir()
     engine = package / "engine.py"
     engine.write_text('def f():\n    """Doc."""\n    return 1\n')
-    monkeypatch.setattr(study, "_package_sources", lambda: [("engine.py", engine)])
-    v1 = study.code_version()
+    monkeypatch.setattr(provenance, "counted_sources", lambda template=None: [("engine.py", engine)])
+    v1 = provenance.code_version()
     engine.write_text('def f():\n    """Longer documentation."""\n    # a note\n    return 1\n')
-    assert study.code_version() == v1
+    assert provenance.code_version() == v1
     engine.write_text('def f():\n    """Doc."""\n    return 2\n')
-    assert study.code_version() != v1
+    assert provenance.code_version() != v1

@@ -75,14 +75,12 @@ def _remove_stale_pages(outdir: Path, pages: set[str]) -> None:
 
 
 def _fingerprint(profile: str) -> str:
-    """Hash of the profile, every package source file and the state of every run of the profile."""
-    import dystress
+    """Hash of the profile, every package source file (:func:`dystress.provenance.source_version`:
+    the pages' code and the API's docstrings too) and the state of every run of the profile."""
     from dystress import study
+    from dystress.provenance import source_version
 
-    digest = hashlib.sha256(profile.encode())
-    package = Path(dystress.__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+    digest = hashlib.sha256(f"{profile}\0{source_version()}".encode())
     for r in study.load_results(profile):
         digest.update(f"{r.key}:{r.status}".encode())
         for name in ("final_metrics.json", "run.json"):

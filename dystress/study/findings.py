@@ -192,7 +192,7 @@ class BestFixed:
 
 
 def best_fixed(agg: Any, ablation: str = "fixed_tau") -> BestFixed | None:
-    """The best fixed temperature among the rows of ``ablation`` in :func:`dystress.results.aggregate`'s
+    """The best fixed temperature among the rows of ``ablation`` in :func:`dystress.study.results.aggregate`'s
     frame that have a result; None when there is none. The caveats name a pick at the edge of the
     temperatures run (the optimum may lie beyond) and a pick resting on one seed."""
     rows = agg[(agg.ablation == ablation) & (agg.n > 0)]
@@ -228,7 +228,7 @@ def against_best_fixed(name: str, ours: Estimate | None, agg: Any, ablation: str
 
 
 def from_aggregate(agg: Any, ablation: str, label: str) -> Estimate | None:
-    """The :class:`Estimate` of one (ablation, label) row of :func:`dystress.results.aggregate`'s frame
+    """The :class:`Estimate` of one (ablation, label) row of :func:`dystress.study.results.aggregate`'s frame
     (None when the row is absent or has no result)."""
     rows = agg[(agg.ablation == ablation) & (agg.label == label)]
     if rows.empty or int(rows.iloc[0]["n"]) == 0:

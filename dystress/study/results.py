@@ -1,7 +1,7 @@
 """The study's results as tables and analyses: one row per point, seed aggregates, the provenance
 line of a book page, and the cached analysis of a run's feature snapshots (histograms, EMDs, UMAP).
 
-Reads what :mod:`dystress.study` finds on disk (:class:`~dystress.study.RunResult`); never trains.
+Reads what :mod:`dystress.study.runner` finds on disk (:class:`~dystress.study.RunResult`); never trains.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dystress import study
-from dystress.findings import mean_ci95
-from dystress.study import RunResult
+from dystress.provenance import analysis_version, code_version
+from dystress.study.findings import mean_ci95
+from dystress.study.notebook import data_root
+from dystress.study.runner import RunResult
 
 __all__ = [
-    "ANALYSIS_VERSION",
     "FRAME_METRICS",
     "aggregate",
-    "analysis_version",
     "provenance",
     "results_frame",
     "snapshot_analysis",
@@ -33,7 +32,7 @@ def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> 
     """One line saying what a page's numbers come from: profile, code version, the runs (complete of
     all, the devices they trained on) and, for CIFAR, whether the files under the data root are the
     official release now (by md5; ``data``: the data root, default
-    :func:`dystress.study.data_root`); image folders are not checked."""
+    :func:`dystress.study.notebook.data_root`); image folders are not checked."""
     from dystress.data.datasets import is_official_release
 
     if not results:
@@ -41,7 +40,7 @@ def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> 
     runs = {r.key: r for r in results}.values()
     done = [r for r in runs if r.status == "complete"]
     devices = sorted({str(r.final.get("device")) for r in done if r.final.get("device")})
-    root = Path(data) if data is not None else study.data_root()
+    root = Path(data) if data is not None else data_root()
     copies = []
     kind = {True: "the official release", False: "a copy whose files differ from the official release"}
     for base in sorted({r.dataset.removesuffix("_lt") for r in done}):
@@ -51,7 +50,7 @@ def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> 
         official = is_official_release(base, root)
         copies.append(f"{_DATA_NAMES[base]} under {root}: {kind.get(official, 'files not found now')}")
     profile = results[0].profile
-    version = study.code_version()
+    version = code_version()
     text = f"profile {profile}, code version {version}: {len(done)} of {len(runs)} runs complete" + (
         f", trained on {', '.join(devices)}" if devices else ""
     )
@@ -145,18 +144,6 @@ def aggregate(frame: Any, value: str = "knn_top1") -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- snapshots
-#: Bumped when the snapshot analysis changes in a way the analysis modules' sources do not show.
-ANALYSIS_VERSION = 2
-
-
-def analysis_version() -> str:
-    """12 hex digits keying the snapshot-analysis cache: :data:`ANALYSIS_VERSION` and the analysis modules."""
-    sources = study._package_sources()
-    files = [(rel, path.read_bytes()) for rel, path in sources if rel in study._ANALYSIS_ONLY]
-    files.append(("ANALYSIS_VERSION", str(ANALYSIS_VERSION).encode()))
-    return study._hash_files(files)[:12]
-
-
 def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> dict[str, Any]:
     """Per-snapshot analysis of a complete run, computed once and cached in ``<run_dir>/analysis/``.
 
@@ -174,13 +161,6 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
     import torch
 
     from dystress.io import atomic_torch_save
-    from dystress.metrics import (
-        aligned_umap_embeddings,
-        pairwise_emd,
-        similarity_distributions,
-        similarity_histograms,
-        structure_scores,
-    )
 
     if result.status != "complete":
         raise ValueError(f"run {result.key} is {result.status}, not complete")
@@ -194,6 +174,24 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
     snaps = [torch.load(p, map_location="cpu", weights_only=True) for p in result.snapshot_paths()]
     if not snaps:
         raise ValueError(f"run {result.key} has no feature snapshot")
+    out = _analyse(snaps, umap, bins)
+    saved = dict(out, umap=None if out["umap"] is None else [torch.from_numpy(e) for e in out["umap"]])
+    atomic_torch_save(cache, saved)
+    return out
+
+
+def _analyse(snaps: list[dict[str, Any]], umap: bool, bins: int) -> dict[str, Any]:
+    """What :func:`snapshot_analysis` returns, computed from the loaded snapshots."""
+    import torch
+
+    from dystress.metrics import (
+        aligned_umap_embeddings,
+        pairwise_emd,
+        similarity_distributions,
+        similarity_histograms,
+        structure_scores,
+    )
+
     labels = snaps[0]["labels"]
     out: dict[str, Any] = {
         "epochs": [int(s["epoch"]) for s in snaps],
@@ -220,6 +218,4 @@ def snapshot_analysis(result: RunResult, umap: bool = True, bins: int = 60) -> d
             structure_scores(s["features"], torch.from_numpy(e), labels, k=10)
             for s, e in zip(snaps, embeddings, strict=True)
         ]
-    saved = dict(out, umap=None if out["umap"] is None else [torch.from_numpy(e) for e in out["umap"]])
-    atomic_torch_save(cache, saved)
     return out

@@ -2,7 +2,8 @@
 
 Every point of :data:`ABLATIONS` is a set of notebook parameters (config fields plus the temperature
 function's own parameters); :func:`plan` lists a profile's points (``paper``: all of them; the CPU
-profiles: :data:`SUBSETS`). :mod:`dystress.study` runs them; :mod:`dystress.results` tabulates them.
+profiles: :data:`SUBSETS`). :mod:`dystress.study.runner` runs them; :mod:`dystress.study.results`
+tabulates them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,90 @@
+"""One writer per run folder: an exclusive lock on ``<run_dir>/.lock``.
+
+The lock is an ``flock`` on the file, so the operating system drops it when the holding process
+ends, however it ends: the lock file of a killed process blocks nothing. The holder writes its pid
+into the file, so a refused process can say who holds the folder. Used by the study's runner around
+each papermill run and by ``dystress pretrain`` around training. On a system without ``fcntl``
+(Windows) the lock is not taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["LOCK_NAME", "RunFolderBusy", "is_locked", "run_folder_lock"]
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+    def __init__(self, run_dir: Path, pid: int | None) -> None:
+        self.run_dir, self.pid = run_dir, pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"run folder {run_dir} is being written by {holder}; wait for it to finish (or stop it), "
+            "or use another run folder"
+        )
+
+
+def _holder(lock: Path) -> int | None:
+    """The pid written in the lock file, or None when it holds none."""
+    try:
+        text = lock.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: str | Path, wait: bool = False) -> Iterator[Path]:
+    """Hold the exclusive lock of ``run_dir`` (created if missing) for the ``with`` block.
+
+    ``wait``: block until the holder is done; otherwise raise :class:`RunFolderBusy` at once (naming
+    the folder and the holder's pid). Yields the folder. Two ``with`` blocks of one process on the
+    same folder exclude each other too.
+    """
+    run_dir = Path(run_dir)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield run_dir
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK_NAME
+    with open(lock, "a+", encoding="ascii") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RunFolderBusy(run_dir, _holder(lock)) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield run_dir
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_locked(run_dir: str | Path) -> bool:
+    """Whether a live process holds the lock of ``run_dir`` (False when there is no lock file)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        return False
+    lock = Path(run_dir) / LOCK_NAME
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

@@ -1,0 +1,408 @@
+"""The study's runner: each point of :mod:`dystress.study.ablations` run as a papermill execution of
+the run notebook template, into its run folder (:mod:`dystress.study.notebook`).
+
+A run folder holds the executed notebook ``run.ipynb``, ``run.json`` (status, parameters, timings,
+host, error), and what the engine writes (``config.json``, ``records.jsonl``, ``snapshots/``,
+``checkpoints/``, ``final_metrics.json``).
+
+:func:`run_study` runs the points of a profile that are not complete yet: a complete run is skipped,
+an interrupted one is executed again into the same folder (the engine resumes from its checkpoint), a
+failing one is recorded with its error and the others go on. :func:`load_results` reads whatever
+exists; :mod:`dystress.study.results` turns it into the book's tables and analyses. The command line
+is ``dystress study run|list`` (:mod:`dystress.cli`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dystress import provenance
+from dystress.io import atomic_write_json, read_jsonl
+from dystress.runlock import RunFolderBusy, is_locked, run_folder_lock
+from dystress.study.ablations import ABLATIONS, Point, plan
+from dystress.study.notebook import build_config, default_profile
+from dystress.study.progress import EpochWatcher, format_duration
+
+__all__ = [
+    "LOCAL_PROFILES",
+    "RunResult",
+    "StudyReport",
+    "ensure_results",
+    "load_results",
+    "older_results",
+    "run_point",
+    "run_study",
+]
+
+#: Profiles whose runs fit a CPU: the book runs what is missing for these; ``paper`` needs a GPU.
+LOCAL_PROFILES = ("smoke", "quick")
+
+
+# ---------------------------------------------------------------------------------------------- runs
+@dataclass
+class RunResult:
+    """One point's run as found on disk.
+
+    ``status``: ``complete`` (``final_metrics.json`` present and the notebook finished), ``failed``
+    (see ``error``), ``interrupted`` (started, not finished), ``missing`` (never started),
+    ``running`` (locked by a live process), ``invalid`` (the configuration is rejected; see ``error``).
+    """
+
+    point: Point
+    profile: str
+    key: str
+    run_dir: Path
+    status: str
+    final: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        return self.info.get("error")
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the point trains on: its ``dataset`` parameter, else its profile's."""
+        from dystress.config import get_profile
+
+        return self.point.parameters.get("dataset") or get_profile(self.profile).dataset
+
+    def records(self) -> list[dict[str, Any]]:
+        """The per-epoch records (``records.jsonl``), oldest first."""
+        return read_jsonl(self.run_dir / "records.jsonl")
+
+    def snapshot_paths(self) -> list[Path]:
+        """The feature snapshots ``snapshots/epoch_XXXX.pt``, in epoch order."""
+        return sorted((self.run_dir / "snapshots").glob("epoch_*.pt"))
+
+
+def _status(run_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    final_path = run_dir / "final_metrics.json"
+    final = json.loads(final_path.read_text()) if final_path.is_file() else {}
+    state = info.get("status")
+    if not info:
+        return "missing", info, final
+    if state == "complete" and final:
+        return "complete", info, final
+    if state == "failed":
+        return "failed", info, final
+    return ("running" if is_locked(run_dir) else "interrupted"), info, final
+
+
+def _resolve(point: Point, profile: str, root: Path, code: str) -> RunResult:
+    try:
+        config = build_config(profile, point.parameters)
+    except ValueError as err:
+        info = {"error": f"invalid configuration: {err}"}
+        return RunResult(point, profile, f"invalid:{point.id}", root / profile, "invalid", {}, info)
+    key = provenance.run_folder_name(config, code)
+    run_dir = root / profile / key
+    status, info, final = _status(run_dir)
+    return RunResult(point, profile, key, run_dir, status, final, info)
+
+
+def load_results(profile: str | None = None, runs: str | Path | None = None) -> list[RunResult]:
+    """Every point of ``profile``'s plan with what exists on disk (status ``missing`` when nothing)."""
+    profile = profile or default_profile()
+    root = Path(runs).resolve() if runs else provenance.runs_root()
+    code = provenance.code_version()
+    return [_resolve(p, profile, root, code) for p in plan(profile)]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _environment() -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        from dystress.runtime import device_name
+
+        env["device"] = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    except Exception:  # noqa: BLE001 (informational only)
+        pass
+    return env
+
+
+def _run_info(result: RunResult, template: Path, code: str) -> dict[str, Any]:
+    """The ``run.json`` of a run about to start (status ``running``)."""
+    point = result.point
+    return {
+        "status": "running",
+        "point": point.id,
+        "ablation": point.ablation,
+        "label": point.label,
+        "profile": result.profile,
+        "parameters": point.parameters,
+        "key": result.key,
+        "code_version": code,
+        "config": build_config(result.profile, point.parameters).to_dict(),
+        "template": str(template),
+        "attempts": int(result.info.get("attempts", 0)) + 1,
+        "started": _now(),
+        "environment": _environment(),
+    }
+
+
+def _execute(result: RunResult, template: Path, info: dict[str, Any], prefix: str, stream: Any) -> None:
+    """Execute the template into ``<run_dir>/run.ipynb`` and record the outcome in ``info`` and
+    ``run.json`` (the caller holds the folder's lock)."""
+    import papermill
+
+    run_dir = result.run_dir
+    parameters = {
+        **result.point.parameters,
+        "profile": result.profile,
+        "run_dir": str(run_dir),
+        "progress": False,
+    }
+    watcher = EpochWatcher(run_dir / "records.jsonl", prefix, info["config"]["epochs"], stream)
+    watcher.start()
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(template),
+            str(run_dir / "run.ipynb"),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(run_dir),
+        )
+        info.update(status="complete", error=None, traceback=None)
+    except KeyboardInterrupt:
+        info.update(status="interrupted", error="KeyboardInterrupt")
+        raise
+    except Exception as err:  # noqa: BLE001 (recorded; the study goes on)
+        info.update(status="failed", error=_error_text(err), traceback=traceback.format_exc())
+    finally:
+        watcher.stop.set()
+        watcher.join()
+        info.update(finished=_now(), wall_s=round(time.perf_counter() - start, 2))
+        atomic_write_json(run_dir / "run.json", info)
+
+
+def run_point(
+    point: Point,
+    profile: str,
+    runs: str | Path | None = None,
+    template: str | Path | None = None,
+    retry_failed: bool = False,
+    prefix: str = "",
+    stream: Any = None,
+) -> RunResult:
+    """Run one point with papermill unless it is complete (or failed, unless ``retry_failed``).
+
+    The executed notebook is ``<run_dir>/run.ipynb``; ``run.json`` records the parameters, status,
+    timings and environment, and for a failure the error and its traceback. Exceptions of the run are
+    recorded, not raised (``KeyboardInterrupt`` marks the run interrupted and is re-raised). The run
+    folder is locked (:func:`dystress.runlock.run_folder_lock`) while it runs.
+    """
+    stream = sys.stderr if stream is None else stream
+    root = Path(runs).resolve() if runs else provenance.runs_root()
+    template = Path(template) if template else provenance.template_path()
+    code = provenance.code_version()
+    result = _resolve(point, profile, root, code)
+    if result.status in ("complete", "invalid") or (result.status == "failed" and not retry_failed):
+        return result
+    busy = f"{prefix} {point.id}: being run by another process, skipped"
+    if result.status == "running":
+        print(busy, file=stream, flush=True)
+        return result
+    try:
+        with run_folder_lock(result.run_dir):
+            info = _run_info(result, template, code)
+            atomic_write_json(result.run_dir / "run.json", info)
+            _execute(result, template, info, prefix, stream)
+    except RunFolderBusy:
+        print(busy, file=stream, flush=True)
+        result.status = "running"
+        return result
+    return _resolve(point, profile, root, code)
+
+
+def _error_text(err: BaseException) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(err).__name__}: {err}"
+
+
+@dataclass
+class StudyReport:
+    """What :func:`run_study` did: every result, and the keys it ran now."""
+
+    profile: str
+    results: list[RunResult]
+    ran: list[str]
+
+    def by_status(self, status: str) -> list[RunResult]:
+        return [r for r in self.results if r.status == status]
+
+
+def _unique_runs(results: Sequence[RunResult]) -> list[RunResult]:
+    seen: dict[str, RunResult] = {}
+    for r in results:
+        seen.setdefault(r.key, r)
+    return list(seen.values())
+
+
+def _to_run(
+    profile: str, runs: str | Path | None, only: Sequence[str] | None, retry_failed: bool
+) -> tuple[int, list[RunResult]]:
+    """(number of distinct runs selected, those to run now) of ``profile``, ``only`` these ablations."""
+    if only:
+        unknown = sorted(set(only) - set(ABLATIONS))
+        if unknown:
+            raise ValueError(f"unknown ablations {unknown}; known: {sorted(ABLATIONS)}")
+    results = load_results(profile, runs)
+    # Filter before de-duplicating: a run shared with an earlier ablation still belongs to ``only``.
+    selected = _unique_runs([r for r in results if not only or r.point.ablation in only])
+    todo = [
+        r
+        for r in selected
+        if r.status in ("missing", "interrupted") or (r.status == "failed" and retry_failed)
+    ]
+    return len(selected), todo
+
+
+def run_study(
+    profile: str | None = None,
+    runs: str | Path | None = None,
+    template: str | Path | None = None,
+    retry_failed: bool = False,
+    only: Sequence[str] | None = None,
+    stream: Any = None,
+) -> StudyReport:
+    """Run every missing or interrupted run of ``profile`` (each configuration once), one after another.
+
+    A run failing with ``FileNotFoundError`` (its dataset is missing and cannot be downloaded) makes
+    the later runs of the same dataset be skipped (left missing). ``only``: restrict to these ablation
+    names. Prints ``[i/n]`` progress with the time spent and an estimate of what is left to ``stream``
+    (stderr), and a summary that says how to run failed runs again. Raises ``ValueError`` for an
+    unknown ablation or a ``template`` that is not a file, before any run.
+    """
+    stream = sys.stderr if stream is None else stream
+    profile = profile or default_profile()
+    if template is not None and not Path(template).is_file():
+        default = provenance.template_path()
+        raise ValueError(f"template {template} is not a notebook file (default: {default})")
+    total, todo = _to_run(profile, runs, only, retry_failed)
+    print(
+        f"[study] profile {profile}: {total} runs, {total - len(todo)} done, {len(todo)} to run",
+        file=stream,
+        flush=True,
+    )
+    ran, skipped = _run_each(todo, profile, runs, template, retry_failed, stream)
+    final = load_results(profile, runs)
+    _print_summary(profile, final, len(ran), skipped, stream)
+    return StudyReport(profile, final, ran)
+
+
+def _run_each(
+    todo: Sequence[RunResult],
+    profile: str,
+    runs: str | Path | None,
+    template: str | Path | None,
+    retry_failed: bool,
+    stream: Any,
+) -> tuple[list[str], int]:
+    """Run ``todo`` in turn with progress lines; returns (the keys run, how many were skipped for want
+    of data)."""
+    ran: list[str] = []
+    durations: list[float] = []
+    no_data: dict[str, str] = {}  # dataset -> the run whose data could not be found
+    skipped = 0
+    for i, r in enumerate(todo, 1):
+        left = len(todo) - i
+        prefix = f"[study {i}/{len(todo)}]"
+        if r.dataset in no_data:  # every run of this dataset would fail the same way
+            skipped += 1
+            print(f"{prefix} {r.point.id}: skipped, no {r.dataset} data ({no_data[r.dataset]})", file=stream)
+            continue
+        mean = sum(durations) / len(durations) if durations else 0.0
+        eta = f", about {format_duration(left * mean)} left after it" if durations else ""
+        print(f"{prefix} {r.point.id} -> {r.run_dir.name} ({left} more to run{eta})", file=stream, flush=True)
+        start = time.perf_counter()
+        new = run_point(r.point, profile, runs, template, retry_failed, prefix, stream)
+        durations.append(time.perf_counter() - start)
+        ran.append(new.key)
+        note = f": {new.error}" if new.status == "failed" else ""
+        print(f"{prefix} {new.status} in {format_duration(durations[-1])}{note}", file=stream, flush=True)
+        if new.status == "failed" and str(new.error).startswith("FileNotFoundError"):
+            no_data[r.dataset] = f"see the failure of {r.point.id}"
+    return ran, skipped
+
+
+def _print_summary(profile: str, final: Sequence[RunResult], ran: int, skipped: int, stream: Any) -> None:
+    """The study's last lines: how many ran and failed, how to retry the failed ones, invalid points."""
+    failed = len({r.key for r in final if r.status == "failed"})
+    skip_note = f", {skipped} skipped for missing data" if skipped else ""
+    retry = (
+        f" (their notebooks hold the traceback; `dystress study run --profile {profile} --retry-failed` "
+        "runs them again)"
+        if failed
+        else ""
+    )
+    print(
+        f"[study] profile {profile}: {ran} run now, {failed} failed{skip_note}{retry}",
+        file=stream,
+        flush=True,
+    )
+    for r in final:
+        if r.status == "invalid":
+            print(f"[study] {r.point.id}: {r.error}", file=stream, flush=True)
+
+
+def ensure_results(profile: str | None = None, runs: str | Path | None = None) -> StudyReport:
+    """What the book calls first: run what is missing for a CPU profile, or only report for ``paper``.
+
+    Raises ``RuntimeError`` when a run of a CPU profile failed (the others are run first), so the
+    book build fails loudly. ``paper`` runs are made on a GPU (``dystress study run --profile
+    paper``); their absence is reported, not an error.
+    """
+    profile = profile or default_profile()
+    if profile not in LOCAL_PROFILES:
+        results = load_results(profile, runs)
+        return StudyReport(profile, results, [])
+    report = run_study(profile, runs)
+    failed = {r.key: r for r in report.results if r.status in ("failed", "invalid")}
+    if failed:
+        lines = "\n".join(f"  {r.point.id} ({r.run_dir}): {r.error}" for r in failed.values())
+        raise RuntimeError(
+            f"{len(failed)} run(s) of profile {profile!r} failed (their notebooks hold the traceback):\n"
+            f"{lines}\nfix the cause, then `dystress study run --profile {profile} --retry-failed` "
+            "(or delete the folders)"
+        )
+    return report
+
+
+def older_results(result: RunResult) -> list[str]:
+    """Complete run folders of the same point made by other code versions (same slug, other key)."""
+    slug = result.key.rsplit("-", 1)[0]
+    folder = result.run_dir.parent
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in folder.glob(f"{slug}-*")
+        if p.name != result.key and p.name.rsplit("-", 1)[0] == slug and (p / "final_metrics.json").is_file()
+    )
