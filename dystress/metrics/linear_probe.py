@@ -85,6 +85,76 @@ def _stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torc
     return order[~is_val], order[is_val]
 
 
+def _weight_decay_grid(weight_decay: float | Sequence[float]) -> list[float]:
+    """``weight_decay`` as a non-empty list of finite numbers >= 0 (one value: a list of one)."""
+    if isinstance(weight_decay, (numbers.Number, str, bytes)):  # one value (checked below)
+        grid = [weight_decay]
+    elif isinstance(weight_decay, Iterable):
+        grid = list(weight_decay)
+    else:
+        raise ValueError(
+            f"weight_decay must be a number >= 0 or a non-empty sequence of them, got {weight_decay!r}"
+        )
+    if not grid:
+        raise ValueError("weight_decay must be a number >= 0 or a non-empty sequence of them")
+    for wd in grid:
+        if not is_real(wd) or wd < 0:
+            raise ValueError(f"weight_decay values must be finite numbers >= 0, got {wd!r}")
+    return grid
+
+
+def _choose_weight_decay(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    grid: list[float],
+    num_classes: int,
+    max_iter: int,
+    val_fraction: float,
+    seed: int,
+) -> tuple[float, dict[float, float]]:
+    """The grid value with the best top-1 on a stratified validation split of the training set (ties:
+    the stronger regularisation), and each value's validation top-1; a grid of one is taken as is."""
+    val_top1: dict[float, float] = {}
+    if len(grid) == 1:
+        return float(grid[0]), val_top1
+    fit_idx, val_idx = _stratified_split(y_train, val_fraction, seed)
+    if val_idx.numel() == 0:
+        raise ValueError("train_labels: no class has 2 samples, cannot carve a validation split")
+    x_fit, x_val = _standardize(x_train[fit_idx], x_train[val_idx])
+    for wd in grid:
+        w, b, _ = _fit(x_fit, y_train[fit_idx], num_classes, float(wd), max_iter)
+        val_top1[float(wd)] = _topm(x_val, y_train[val_idx], w, b, 1)
+    return max(val_top1, key=lambda wd: (val_top1[wd], wd)), val_top1
+
+
+def _protocol(
+    grid: list[float],
+    val_top1: dict[float, float],
+    val_fraction: float,
+    seed: int,
+    fit: dict[str, object],
+) -> dict[str, object]:
+    """Every setting of the probe, for the result's ``protocol`` entry (``fit``: max_iter, n_iter,
+    num_classes, n_train, n_test, dtype)."""
+    return {
+        "classifier": "multinomial logistic regression (weights + bias) on frozen cached features",
+        "standardization": "train mean / std (population), constant features -> 0",
+        "objective": "mean cross-entropy + weight_decay / 2 * ||W||^2 (bias unpenalised)",
+        "optimizer": "full-batch L-BFGS, strong-Wolfe line search, zero init, history 20",
+        "max_iter": fit["max_iter"],
+        "n_iter": fit["n_iter"],
+        "weight_decay_grid": [float(wd) for wd in grid],
+        "selection": "validation split of the train set" if len(grid) > 1 else "fixed a priori",
+        "val_fraction": val_fraction if len(grid) > 1 else None,
+        "val_top1": {str(wd): acc for wd, acc in val_top1.items()},
+        "seed": seed,
+        "num_classes": fit["num_classes"],
+        "n_train": fit["n_train"],
+        "n_test": fit["n_test"],
+        "dtype": fit["dtype"],
+    }
+
+
 def linear_probe(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -113,19 +183,7 @@ def linear_probe(
         protocol holds every setting, the grid, the validation top-1 of each grid value and the
         number of L-BFGS iterations run.
     """
-    if isinstance(weight_decay, (numbers.Number, str, bytes)):  # one value (checked below)
-        grid = [weight_decay]
-    elif isinstance(weight_decay, Iterable):
-        grid = list(weight_decay)
-    else:
-        raise ValueError(
-            f"weight_decay must be a number >= 0 or a non-empty sequence of them, got {weight_decay!r}"
-        )
-    if not grid:
-        raise ValueError("weight_decay must be a number >= 0 or a non-empty sequence of them")
-    for wd in grid:
-        if not is_real(wd) or wd < 0:
-            raise ValueError(f"weight_decay values must be finite numbers >= 0, got {wd!r}")
+    grid = _weight_decay_grid(weight_decay)
     max_iter = as_int("max_iter", max_iter, 1)
     if not is_real(val_fraction) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
@@ -140,18 +198,7 @@ def linear_probe(
 
     dtype = torch.promote_types(compute_dtype(train_features), compute_dtype(test_features))
     x_train, x_test = train_features.to(dtype), test_features.to(dtype)
-    val_top1: dict[float, float] = {}
-    if len(grid) > 1:
-        fit_idx, val_idx = _stratified_split(y_train, val_fraction, seed)
-        if val_idx.numel() == 0:
-            raise ValueError("train_labels: no class has 2 samples, cannot carve a validation split")
-        x_fit, x_val = _standardize(x_train[fit_idx], x_train[val_idx])
-        for wd in grid:
-            w, b, _ = _fit(x_fit, y_train[fit_idx], num_classes, float(wd), max_iter)
-            val_top1[float(wd)] = _topm(x_val, y_train[val_idx], w, b, 1)
-        chosen = max(val_top1, key=lambda wd: (val_top1[wd], wd))  # ties: the stronger regularisation
-    else:
-        chosen = float(grid[0])
+    chosen, val_top1 = _choose_weight_decay(x_train, y_train, grid, num_classes, max_iter, val_fraction, seed)
     x_train, x_test = _standardize(x_train, x_test)
     weight, bias, n_iter = _fit(x_train, y_train, num_classes, chosen, max_iter)
     result: dict[str, object] = {"top1": _topm(x_test, y_test, weight, bias, 1)}
@@ -159,21 +206,13 @@ def linear_probe(
         result["top5"] = _topm(x_test, y_test, weight, bias, 5)
     result["train_top1"] = _topm(x_train, y_train, weight, bias, 1)
     result["weight_decay"] = chosen
-    result["protocol"] = {
-        "classifier": "multinomial logistic regression (weights + bias) on frozen cached features",
-        "standardization": "train mean / std (population), constant features -> 0",
-        "objective": "mean cross-entropy + weight_decay / 2 * ||W||^2 (bias unpenalised)",
-        "optimizer": "full-batch L-BFGS, strong-Wolfe line search, zero init, history 20",
+    fit = {
         "max_iter": max_iter,
         "n_iter": n_iter,
-        "weight_decay_grid": [float(wd) for wd in grid],
-        "selection": "validation split of the train set" if len(grid) > 1 else "fixed a priori",
-        "val_fraction": val_fraction if len(grid) > 1 else None,
-        "val_top1": {str(wd): acc for wd, acc in val_top1.items()},
-        "seed": seed,
         "num_classes": num_classes,
         "n_train": int(x_train.shape[0]),
         "n_test": int(x_test.shape[0]),
         "dtype": str(dtype).removeprefix("torch."),
     }
+    result["protocol"] = _protocol(grid, val_top1, val_fraction, seed, fit)
     return result
