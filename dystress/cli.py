@@ -1,17 +1,25 @@
 """Command line: ``dystress pretrain | evaluate | study | config | data``.
 
-    dystress pretrain [--profile P] [--config FILE] [--set key=value ...] [--run-dir DIR] [--no-progress]
+    dystress pretrain [--profile P] [--config FILE] [--set key=value ...] [--run-dir DIR]
+                      [--no-progress] [--wait]
     dystress evaluate CHECKPOINT [--out FILE] [--data-root DIR] [--device D] [--batch-size N]
     dystress study run [--profile P] [--runs DIR] [--retry-failed] [--only ABLATION ...] [--template NB]
     dystress study list [--profile P] [--runs DIR]
     dystress config show [--profile P] [--config FILE] [--set key=value ...]
     dystress data prepare [--profile P] [--config FILE] [--set key=value ...]
 
-Errors in the user's input (bad values, unknown keys or profiles, missing files, a run dir or
-checkpoint of another config) print one line on stderr and exit with status 2, without a traceback.
-A run folder written by another process (its lock, :mod:`dystress.runlock`) stops ``pretrain`` at
-once with status 3, naming the folder and the process. An interrupted ``pretrain`` (Ctrl-C) says how
-to resume and exits with status 130.
+Expected failures print one line on stderr, naming the parameter or file and what to do, without a
+traceback (``DYSTRESS_TRACEBACK=1`` shows it), and exit with a status of their own:
+
+- 1: training diverged (``pretrain``), or some of the study's runs failed (``study run``);
+- 2: bad input: a value, key, profile or argument; a missing file; a data file, checkpoint or config
+  file that is not what it should be (corrupt, truncated, foreign, another config, another model);
+- 3: the run folder is being written by another process (its lock, :mod:`dystress.runlock`);
+- 4: the system refused a file operation: no permission, a read-only or full disk, a file where a
+  folder should be or a folder where a file should be;
+- 130: interrupted (Ctrl-C); ``pretrain`` says how to resume.
+
+A real bug (any other exception) still shows its traceback.
 
 Environment: ``$DYSTRESS_DATA`` is the data root of every config that does not set ``data_root``
 (in ``--config`` or ``--set``); ``$DYSTRESS_RUNS`` replaces ``runs/`` as the parent of the default
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -30,13 +39,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dystress.config import FIELD_HELP, PROFILES, PretrainConfig, get_profile
-from dystress.provenance import run_folder_name
+from dystress.config import FIELD_HELP, PROFILES, PretrainConfig, get_profile, yaml_problem
+from dystress.provenance import run_folder_name, runs_root
 from dystress.runlock import RunFolderBusy, run_folder_lock
 
 __all__ = ["build_parser", "default_run_dir", "main", "resolve_config"]
 
 DEFAULT_PROFILE = "quick"
+
+
+#: Exit statuses of the expected failures (see the module docstring).
+EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+#: What to do about a refused file operation, by errno.
+_NO_PERMISSION = (
+    "choose a folder you may write (--run-dir, --runs, $DYSTRESS_RUNS, --out) or fix its permissions"
+)
+_OS_HINTS = {
+    errno.EACCES: _NO_PERMISSION,
+    errno.EPERM: _NO_PERMISSION,
+    errno.EROFS: "the file system is read-only: choose a folder on a writable one",
+    errno.ENOSPC: "the disk is full: free space or choose a folder on another disk",
+    errno.EDQUOT: "the disk quota is used up: free space or choose a folder on another disk",
+    errno.ENOTDIR: "a file stands where a folder is needed: move it or choose another path",
+    errno.EEXIST: "a file stands where a folder is needed: move it or choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: name a file",
+}
 
 
 class _UserError(Exception):
@@ -95,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run directory (default: $DYSTRESS_RUNS or runs, /<profile>/<run_id>)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another process writes the run folder, wait for it instead of stopping at once",
+    )
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint into one JSON record")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/last.pt file, or its run folder")
@@ -166,8 +199,10 @@ def resolve_config(profile: str | None, config_file: str | None, overrides: Sequ
 
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise _UserError(f"config file {path} is not text (UTF-8 YAML or JSON)") from None
         except yaml.YAMLError as err:
-            raise _UserError(f"config file {path} is not valid YAML/JSON: {err}") from None
+            raise _UserError(f"config file {path} is not valid YAML/JSON: {yaml_problem(err)}") from None
         if not isinstance(data, dict):
             raise _UserError(f"config file {path} must hold a mapping of config fields")
         config = config.updated(data)
@@ -177,6 +212,24 @@ def resolve_config(profile: str | None, config_file: str | None, overrides: Sequ
     if os.environ.get("DYSTRESS_DATA") and not sets_root:
         config = config.updated({"data_root": os.environ["DYSTRESS_DATA"]})
     return config.with_overrides(list(overrides))
+
+
+def _require_folder(path: Path) -> None:
+    """Before any work: ``path`` can be a folder, i.e. it and its nearest existing ancestor are not
+    files (raises ``NotADirectoryError`` naming the file in the way)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(candidate))
+            return
+
+
+def _require_file_path(path: Path, what: str) -> None:
+    """Before any work: ``path`` can be written as a file (not a folder; its folder exists)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{what} names a folder", str(path))
+    if not path.parent.is_dir():
+        raise _UserError(f"{what} {path}: its folder {path.parent} does not exist")
 
 
 def default_run_dir(config: PretrainConfig) -> Path:
@@ -190,23 +243,24 @@ def _pretrain(args: argparse.Namespace) -> int:
     """``dystress pretrain``: train (or resume) under the run folder's lock."""
     config = resolve_config(args.profile, args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    _require_folder(run_dir)
     from dystress.train import TrainingDiverged, pretrain
 
     final = run_dir / "final_metrics.json"
     finished = final.stat().st_mtime if final.exists() else None
     try:
-        with run_folder_lock(run_dir):
+        with run_folder_lock(run_dir, wait=args.wait):
             metrics = pretrain(config, run_dir, progress=not args.no_progress)
     except TrainingDiverged as err:
         print(f"dystress pretrain: {err}", file=sys.stderr)
-        return 1
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print(
             f"\ndystress pretrain: interrupted; the same command resumes {run_dir} from its last "
             "checkpoint (checkpoints/last.pt, written every checkpoint_every epochs)",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
     if finished is not None:
         import datetime
 
@@ -226,9 +280,10 @@ def _study(args: argparse.Namespace) -> int:
     from dystress.provenance import code_version
     from dystress.study.runner import load_results, older_results, run_study
 
+    _require_folder(Path(args.runs) if args.runs else runs_root())
     if args.study_command == "run":
         report = run_study(args.profile, args.runs, args.template, args.retry_failed, args.only)
-        return 1 if report.by_status("failed") or report.by_status("invalid") else 0
+        return EXIT_DIVERGED if report.by_status("failed") or report.by_status("invalid") else 0
     results = load_results(args.profile, args.runs)
     print(f"code version {code_version()} (run folders are named by the config and this version)")
     seen: set[str] = set()
@@ -249,6 +304,8 @@ def _run(args: argparse.Namespace) -> int:
 
         if args.batch_size is not None and args.batch_size < 1:
             raise _UserError(f"--batch-size must be an integer >= 1, got {args.batch_size}")
+        if args.out is not None:
+            _require_file_path(Path(args.out), "--out")
         metrics = evaluate_checkpoint(
             args.checkpoint,  # a checkpoint file or a run folder
             data_root=args.data_root,
@@ -283,24 +340,38 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)  # argparse guarantees a known command
 
 
+def _refusal_line(err: OSError) -> str:
+    """One line for a refused file operation: the path, the system's words and what to do."""
+    path = f"{err.filename} -> {err.filename2}" if err.filename2 else str(err.filename)
+    hint = _OS_HINTS.get(err.errno or 0, "check that path")
+    return f"{path}: {err.strerror or err}; {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dystress`` command; returns the exit status."""
+    """Entry point of the ``dystress`` command; returns the exit status (see the module docstring)."""
     from dystress.checkpoint import CheckpointError
 
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    show = os.environ.get("DYSTRESS_TRACEBACK")
+    where = " (DYSTRESS_TRACEBACK=1 shows where)"
     try:
         return _run(args)
     except RunFolderBusy as err:
         print(f"dystress {args.command}: error: {err}", file=sys.stderr)
-        return 3
+        return EXIT_BUSY
     except (_UserError, CheckpointError, ValueError, FileNotFoundError) as err:
         # Bad input is reported in one line; a ValueError from deep inside a run would be hidden the
         # same way, so the full traceback stays one variable away.
-        if os.environ.get("DYSTRESS_TRACEBACK"):
+        if show:
             raise
-        print(f"dystress {args.command}: error: {err} (DYSTRESS_TRACEBACK=1 shows where)", file=sys.stderr)
-        return 2
+        print(f"dystress {args.command}: error: {err}{where}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        if show or err.filename is None:  # no file named: not a refusal we can explain, show it all
+            raise
+        print(f"dystress {args.command}: error: {_refusal_line(err)}{where}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 if __name__ == "__main__":

@@ -111,6 +111,13 @@ PARTS = ("run", "data", "model", "loss", "optim", "execution", "augment", "eval"
 LATER_FIELD_DEFAULTS: dict[str, Any] = {"jitter_strength": 0.5, "view_forward": "joint"}
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (``line L, column C`` of the text)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 @dataclass(frozen=True)
 class _Rule:
     """What one field allows on its own: ``ok(value)``, and ``allowed`` in the words of the error."""
@@ -448,7 +455,9 @@ class PretrainConfig:
         try:
             text = path.read_text(encoding="utf-8")
             return cls.from_json(text) if path.suffix == ".json" else cls.from_yaml(text)
-        except (ValueError, yaml.YAMLError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path}: not valid YAML ({yaml_problem(err)})") from None
+        except ValueError as err:  # UnicodeDecodeError and JSONDecodeError included
             raise ValueError(f"config file {path}: {err}") from None
 
     # ------------------------------------------------------------------ overrides
@@ -516,7 +525,7 @@ class PretrainConfig:
                 value = yaml.safe_load(value)
             except yaml.YAMLError as err:
                 raise ValueError(
-                    f"{name} must be YAML such as [0, 5] or {{tau: 0.1}}, got {value!r} ({err})"
+                    f"{name} must be YAML such as [0, 5] or {{tau: 0.1}}, got {value!r} ({yaml_problem(err)})"
                 ) from None
         if name == "temperature_params":
             require(
@@ -554,7 +563,9 @@ class PretrainConfig:
             try:
                 params[key.strip()] = yaml.safe_load(text) if text.strip() else None
             except yaml.YAMLError as err:
-                raise ValueError(f"override {item!r}: value is not valid YAML ({err})") from None
+                raise ValueError(
+                    f"override {item!r}: value is not valid YAML ({yaml_problem(err)})"
+                ) from None
         return self.with_parameters(params, none_keeps=False)
 
     # ------------------------------------------------------------------ identity

@@ -27,7 +27,7 @@ class RunFolderBusy(RuntimeError):
         holder = f"process {pid}" if pid is not None else "another process"
         super().__init__(
             f"run folder {run_dir} is being written by {holder}; wait for it to finish (or stop it), "
-            "or use another run folder"
+            "or use another run folder (dystress pretrain --wait waits for it)"
         )
 
 

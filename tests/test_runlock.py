@@ -120,6 +120,7 @@ def test_pretrain_refuses_a_run_folder_held_by_another_process(tmp_path: Path) -
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.strip() == (
         f"dystress pretrain: error: run folder {run_dir} is being written by process {holder.pid}; "
-        "wait for it to finish (or stop it), or use another run folder"
+        "wait for it to finish (or stop it), or use another run folder (dystress pretrain --wait waits "
+        "for it)"
     )
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing trained, nothing written
