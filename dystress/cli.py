@@ -105,7 +105,11 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dystress`` command."""
     parser = argparse.ArgumentParser(
-        prog="dystress", description="DySTreSS study: pretraining, evaluation, ablations."
+        prog="dystress",
+        description="DySTreSS study: pretraining, evaluation, ablations.",
+        epilog="exit status: 0 done, 1 training diverged or study runs failed, 2 bad input (one line names "
+        "it), 3 run folder busy (another process writes it), 4 a file operation refused (permission, "
+        "read-only or full disk, a file or folder in the way), 130 interrupted",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
