@@ -4,6 +4,7 @@
                       [--no-progress] [--wait]
     dystress evaluate CHECKPOINT [--out FILE] [--data-root DIR] [--device D] [--batch-size N]
     dystress study run [--profile P] [--runs DIR] [--retry-failed] [--only ABLATION ...] [--template NB]
+                       [--parallel N]
     dystress study list [--profile P] [--runs DIR]
     dystress config show [--profile P] [--config FILE] [--set key=value ...]
     dystress data prepare [--profile P] [--config FILE] [--set key=value ...]
@@ -181,6 +182,14 @@ def _add_study_parser(sub: Any) -> None:
         q.add_argument("--runs", default=None, help="runs folder (default: $DYSTRESS_RUNS or <repo>/runs)")
         if name == "run":
             q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+            q.add_argument(
+                "--parallel",
+                type=int,
+                default=None,
+                metavar="N",
+                help="runs at once, each with its share of the CPU cores as threads "
+                "(default: $DYSTRESS_PARALLEL, else 1)",
+            )
             q.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), help="only these ablations")
             q.add_argument(
                 "--template", default=None, help="notebook template (default: notebooks/pretrain_run.ipynb)"
@@ -286,7 +295,9 @@ def _study(args: argparse.Namespace) -> int:
 
     _require_folder(Path(args.runs) if args.runs else runs_root())
     if args.study_command == "run":
-        report = run_study(args.profile, args.runs, args.template, args.retry_failed, args.only)
+        report = run_study(
+            args.profile, args.runs, args.template, args.retry_failed, args.only, parallel=args.parallel
+        )
         return EXIT_DIVERGED if report.by_status("failed") or report.by_status("invalid") else 0
     results = load_results(args.profile, args.runs)
     print(f"code version {code_version()} (run folders are named by the config and this version)")

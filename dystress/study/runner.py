@@ -18,15 +18,18 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dystress import provenance
+from dystress._checks import as_int
 from dystress.io import atomic_write_json, read_jsonl
 from dystress.runlock import RunFolderBusy, is_locked, run_folder_lock
 from dystress.study.ablations import ABLATIONS, Point, plan
@@ -37,11 +40,14 @@ __all__ = [
     "LOCAL_PROFILES",
     "RunResult",
     "StudyReport",
+    "check_parallel",
+    "default_parallel",
     "ensure_results",
     "load_results",
     "older_results",
     "run_point",
     "run_study",
+    "threads_per_run",
 ]
 
 #: Profiles whose runs fit a CPU: the book runs what is missing for these; ``paper`` needs a GPU.
@@ -143,9 +149,10 @@ def _environment() -> dict[str, Any]:
     return env
 
 
-def _run_info(result: RunResult, template: Path, code: str) -> dict[str, Any]:
+def _run_info(result: RunResult, template: Path, code: str, num_threads: int | None) -> dict[str, Any]:
     """The ``run.json`` of a run about to start (status ``running``)."""
     point = result.point
+    config = build_config(result.profile, {**point.parameters, "num_threads": num_threads})
     return {
         "status": "running",
         "point": point.id,
@@ -155,7 +162,7 @@ def _run_info(result: RunResult, template: Path, code: str) -> dict[str, Any]:
         "parameters": point.parameters,
         "key": result.key,
         "code_version": code,
-        "config": build_config(result.profile, point.parameters).to_dict(),
+        "config": config.to_dict(),
         "template": str(template),
         "attempts": int(result.info.get("attempts", 0)) + 1,
         "started": _now(),
@@ -174,6 +181,7 @@ def _execute(result: RunResult, template: Path, info: dict[str, Any], prefix: st
         "profile": result.profile,
         "run_dir": str(run_dir),
         "progress": False,
+        "num_threads": info["config"]["num_threads"],
     }
     watcher = EpochWatcher(run_dir / "records.jsonl", prefix, info["config"]["epochs"], stream)
     watcher.start()
@@ -208,8 +216,13 @@ def run_point(
     retry_failed: bool = False,
     prefix: str = "",
     stream: Any = None,
+    num_threads: int | None = None,
 ) -> RunResult:
     """Run one point with papermill unless it is complete (or failed, unless ``retry_failed``).
+
+    ``num_threads``: the run's CPU threads (``None``: torch's default, every core); a field that
+    does not change the run's folder (:data:`dystress.config.NON_IDENTITY_FIELDS`), recorded in
+    ``run.json`` and in the run's ``config.json``.
 
     The executed notebook is ``<run_dir>/run.ipynb``; ``run.json`` records the parameters, status,
     timings and environment, and for a failure the error and its traceback. Exceptions of the run are
@@ -229,7 +242,7 @@ def run_point(
         return result
     try:
         with run_folder_lock(result.run_dir):
-            info = _run_info(result, template, code)
+            info = _run_info(result, template, code, num_threads)
             atomic_write_json(result.run_dir / "run.json", info)
             _execute(result, template, info, prefix, stream)
     except RunFolderBusy:
@@ -291,8 +304,12 @@ def run_study(
     retry_failed: bool = False,
     only: Sequence[str] | None = None,
     stream: Any = None,
+    parallel: int | None = None,
 ) -> StudyReport:
-    """Run every missing or interrupted run of ``profile`` (each configuration once), one after another.
+    """Run every missing or interrupted run of ``profile`` (each configuration once), ``parallel`` at a
+    time (default :func:`default_parallel`); with several at once each run gets its share of the CPU
+    cores as threads (:func:`threads_per_run`), and each run's numbers depend on its configuration,
+    seed and thread count alone.
 
     A run failing with ``FileNotFoundError`` (its dataset is missing and cannot be downloaded) makes
     the later runs of the same dataset be skipped (left missing). ``only``: restrict to these ablation
@@ -305,51 +322,123 @@ def run_study(
     if template is not None and not Path(template).is_file():
         default = provenance.template_path()
         raise ValueError(f"template {template} is not a notebook file (default: {default})")
+    parallel = check_parallel(default_parallel() if parallel is None else parallel, stream)
     total, todo = _to_run(profile, runs, only, retry_failed)
+    threads = threads_per_run(parallel)
+    at_once = f", {parallel} at a time with {threads} thread(s) each" if parallel > 1 else ""
     print(
-        f"[study] profile {profile}: {total} runs, {total - len(todo)} done, {len(todo)} to run",
+        f"[study] profile {profile}: {total} runs, {total - len(todo)} done, {len(todo)} to run{at_once}",
         file=stream,
         flush=True,
     )
-    ran, skipped = _run_each(todo, profile, runs, template, retry_failed, stream)
+    ran, skipped = _run_each(todo, _Job(profile, runs, template, retry_failed, stream, threads), parallel)
     final = load_results(profile, runs)
     _print_summary(profile, final, len(ran), skipped, stream)
     return StudyReport(profile, final, ran)
 
 
-def _run_each(
-    todo: Sequence[RunResult],
-    profile: str,
-    runs: str | Path | None,
-    template: str | Path | None,
-    retry_failed: bool,
-    stream: Any,
-) -> tuple[list[str], int]:
-    """Run ``todo`` in turn with progress lines; returns (the keys run, how many were skipped for want
-    of data)."""
-    ran: list[str] = []
-    durations: list[float] = []
-    no_data: dict[str, str] = {}  # dataset -> the run whose data could not be found
-    skipped = 0
-    for i, r in enumerate(todo, 1):
-        left = len(todo) - i
-        prefix = f"[study {i}/{len(todo)}]"
-        if r.dataset in no_data:  # every run of this dataset would fail the same way
-            skipped += 1
-            print(f"{prefix} {r.point.id}: skipped, no {r.dataset} data ({no_data[r.dataset]})", file=stream)
-            continue
-        mean = sum(durations) / len(durations) if durations else 0.0
-        eta = f", about {format_duration(left * mean)} left after it" if durations else ""
+def default_parallel() -> int:
+    """``$DYSTRESS_PARALLEL`` when set, else 1 (one run at a time, with every core)."""
+    text = os.environ.get("DYSTRESS_PARALLEL", "").strip()
+    if not text:
+        return 1
+    if not text.isdigit():
+        raise ValueError(f"DYSTRESS_PARALLEL must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def check_parallel(parallel: Any, stream: Any) -> int:
+    """``parallel`` as an int >= 1 (``ValueError`` otherwise); a warning on ``stream`` when it exceeds
+    the CPU cores (each run then gets one thread and they share the cores)."""
+    parallel = as_int("parallel", parallel, 1)
+    cores = os.cpu_count() or 1
+    if parallel > cores:
+        print(
+            f"[study] warning: {parallel} runs at once on {cores} CPU cores: each gets 1 thread and "
+            "they share the cores (slower per run than one at a time per core)",
+            file=stream,
+            flush=True,
+        )
+    return parallel
+
+
+def threads_per_run(parallel: int) -> int | None:
+    """CPU threads of each run when ``parallel`` run at once: ``None`` (torch's default, every core)
+    for one, else an equal share of the cores, at least 1."""
+    return None if parallel == 1 else max(1, (os.cpu_count() or 1) // parallel)
+
+
+@dataclass
+class _Job:
+    """What every run of one :func:`run_study` call shares."""
+
+    profile: str
+    runs: str | Path | None
+    template: str | Path | None
+    retry_failed: bool
+    stream: Any
+    threads: int | None
+
+
+@dataclass
+class _Progress:
+    """The study's progress across runs that may execute side by side (guarded by ``lock``)."""
+
+    total: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started: int = 0
+    durations: list[float] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    no_data: dict[str, str] = field(default_factory=dict)  # dataset -> why its runs are skipped
+    skipped: int = 0
+
+
+def _run_each(todo: Sequence[RunResult], job: _Job, parallel: int) -> tuple[list[str], int]:
+    """Run ``todo`` in order, ``parallel`` at a time, with progress lines; returns (the keys run, how
+    many were skipped for want of data)."""
+    progress = _Progress(len(todo))
+    if parallel == 1:
+        for r in todo:
+            _run_one(r, job, progress)
+    else:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            for future in [pool.submit(_run_one, r, job, progress) for r in todo]:
+                future.result()
+    return progress.ran, progress.skipped
+
+
+def _run_one(r: RunResult, job: _Job, progress: _Progress) -> None:
+    """Run one of the study's runs (unless its dataset's data are known missing) and report it."""
+    stream = job.stream
+    with progress.lock:
+        progress.started += 1
+        prefix = f"[study {progress.started}/{progress.total}]"
+        if r.dataset in progress.no_data:  # every run of this dataset would fail the same way
+            progress.skipped += 1
+            print(
+                f"{prefix} {r.point.id}: skipped, no {r.dataset} data ({progress.no_data[r.dataset]})",
+                file=stream,
+            )
+            return
+        left = progress.total - progress.started
+        mean = sum(progress.durations) / len(progress.durations) if progress.durations else 0.0
+        eta = f", about {format_duration(left * mean)} left after it" if progress.durations else ""
         print(f"{prefix} {r.point.id} -> {r.run_dir.name} ({left} more to run{eta})", file=stream, flush=True)
-        start = time.perf_counter()
-        new = run_point(r.point, profile, runs, template, retry_failed, prefix, stream)
-        durations.append(time.perf_counter() - start)
-        ran.append(new.key)
+    start = time.perf_counter()
+    new = run_point(
+        r.point, job.profile, job.runs, job.template, job.retry_failed, prefix, stream, job.threads
+    )
+    with progress.lock:
+        progress.durations.append(time.perf_counter() - start)
+        progress.ran.append(new.key)
         note = f": {new.error}" if new.status == "failed" else ""
-        print(f"{prefix} {new.status} in {format_duration(durations[-1])}{note}", file=stream, flush=True)
+        print(
+            f"{prefix} {new.status} in {format_duration(progress.durations[-1])}{note}",
+            file=stream,
+            flush=True,
+        )
         if new.status == "failed" and str(new.error).startswith("FileNotFoundError"):
-            no_data[r.dataset] = f"see the failure of {r.point.id}"
-    return ran, skipped
+            progress.no_data[r.dataset] = f"see the failure of {r.point.id}"
 
 
 def _print_summary(profile: str, final: Sequence[RunResult], ran: int, skipped: int, stream: Any) -> None:

@@ -1,0 +1,66 @@
+"""Runs side by side (``dystress study run --parallel N``): a run's numbers depend on its
+configuration, seed and thread count alone, never on what runs beside it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dystress import provenance
+from dystress.study import ablations, runner
+
+TIMING = {"epoch_seconds", "images_per_second", "monitor_seconds", "train_seconds"}
+
+
+def _numbers(run_dir: Path) -> tuple[list[dict], dict]:
+    """Records and final metrics without the fields that measure time."""
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    strip = lambda d: {k: v for k, v in d.items() if k not in TIMING}  # noqa: E731
+    return [strip(r) for r in records], strip(final)
+
+
+@pytest.mark.slow
+def test_a_run_beside_others_equals_the_run_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline_cifar10_root: Path
+) -> None:
+    monkeypatch.setenv("DYSTRESS_DATA", str(offline_cifar10_root))
+    monkeypatch.setattr(provenance, "code_version", lambda: "test-code")
+    out = io.StringIO()
+    report = runner.run_study("smoke", tmp_path / "side", only=["fixed_tau"], parallel=2, stream=out)
+    threads = runner.threads_per_run(2)
+    assert f"2 at a time with {threads} thread(s) each" in out.getvalue()
+    assert [r.status for r in report.results if r.point.ablation == "fixed_tau"] == ["complete"] * 2
+    point = next(p for p in ablations.plan("smoke") if p.ablation == "fixed_tau")
+    alone = runner.run_point(point, "smoke", tmp_path / "alone", num_threads=threads, stream=io.StringIO())
+    assert alone.status == "complete", alone.error
+    beside = next(r for r in report.results if r.point == point)
+    assert json.loads((beside.run_dir / "run.json").read_text())["config"]["num_threads"] == threads
+    assert _numbers(beside.run_dir) == _numbers(alone.run_dir)
+
+
+def test_parallel_must_be_a_positive_integer_and_more_than_the_cores_warns() -> None:
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="parallel must be"):
+            runner.check_parallel(bad, io.StringIO())
+    out = io.StringIO()
+    cores = os.cpu_count() or 1
+    assert runner.check_parallel(cores + 1, out) == cores + 1
+    assert f"{cores + 1} runs at once on {cores} CPU cores: each gets 1 thread" in out.getvalue()
+    assert runner.threads_per_run(1) is None
+    assert runner.threads_per_run(cores + 1) == 1
+    assert runner.threads_per_run(2) == max(1, cores // 2)
+
+
+def test_the_parallel_variable_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYSTRESS_PARALLEL", "two")
+    with pytest.raises(ValueError, match="DYSTRESS_PARALLEL must be an integer >= 1, got 'two'"):
+        runner.default_parallel()
+    monkeypatch.setenv("DYSTRESS_PARALLEL", "3")
+    assert runner.default_parallel() == 3
+    monkeypatch.delenv("DYSTRESS_PARALLEL")
+    assert runner.default_parallel() == 1
