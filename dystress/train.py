@@ -42,12 +42,14 @@ nothing is ever selected on the test set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,7 @@ class _Training:
     warmup_steps: int
     step: int = 0  # optimizer steps taken
     monitor: Monitor | None = None  # rank 0's, when monitor_size > 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # wall time of this start, by phase
 
     @property
     def total_steps(self) -> int:
@@ -167,9 +170,11 @@ def _pretrain(config: PretrainConfig, run_dir: Path, progress: bool, ranks: Rank
     if ranks.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", config.to_dict())
+    set_up_start = time.perf_counter()
     state = _checkpoint_to_resume(config, run_dir, ranks, device, bf16)
     run = _set_up(config, run_dir, ranks, device, bf16)
     start_epoch = _resume(run, state)
+    run.phase_seconds["set_up"] = time.perf_counter() - set_up_start
     _start_monitor(run, start_epoch)
     bar = _progress_bar(run, progress)
     run.raw_model.train()
@@ -178,6 +183,16 @@ def _pretrain(config: PretrainConfig, run_dir: Path, progress: bool, ranks: Rank
         _end_epoch(run, epoch, record)
     bar.close()
     return _finish(run)
+
+
+@contextlib.contextmanager
+def _timed(run: _Training, phase: str) -> Iterator[None]:
+    """Add the wall time of the block to ``run.phase_seconds[phase]`` (the book's time breakdown)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        run.phase_seconds[phase] = run.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------- set up
@@ -372,10 +387,11 @@ def _start_monitor(run: _Training, start_epoch: int) -> None:
         return
     run.monitor = make_monitor(run.config, run.data, run.device)
     if run.monitor is not None and start_epoch == 0 and 0 in run.config.snapshot_epochs:
-        run.raw_model.eval()
-        feats = run.monitor.features(run.raw_model, run.aug, run.data, run.config, run.bf16)
-        run.monitor.write_snapshot(run.run_dir, 0, feats)
-        run.raw_model.train()
+        with _timed(run, "snapshots"):
+            run.raw_model.eval()
+            feats = run.monitor.features(run.raw_model, run.aug, run.data, run.config, run.bf16)
+            run.monitor.write_snapshot(run.run_dir, 0, feats)
+            run.raw_model.train()
 
 
 def _progress_bar(run: _Training, progress: bool) -> Any:
@@ -526,10 +542,19 @@ def _end_epoch(run: _Training, epoch: int, record: dict[str, Any]) -> None:
         stats, feats = run.monitor.record(run.raw_model, run.aug, run.data, run.config, run.bf16)
         run.raw_model.train()
         record.update(stats, monitor_seconds=time.perf_counter() - t1)
+        run.phase_seconds["monitor"] = run.phase_seconds.get("monitor", 0.0) + record["monitor_seconds"]
         if epoch in run.config.snapshot_epochs:
-            run.monitor.write_snapshot(run.run_dir, epoch, feats)
+            with _timed(run, "snapshots"):
+                run.monitor.write_snapshot(run.run_dir, epoch, feats)
     append_jsonl(run.run_dir / "records.jsonl", record)
+    run.phase_seconds["train"] = run.phase_seconds.get("train", 0.0) + record["epoch_seconds"]
     if epoch % run.config.checkpoint_every == 0 or epoch == run.config.epochs:
+        _save_checkpoint(run, epoch)
+
+
+def _save_checkpoint(run: _Training, epoch: int) -> None:
+    """Rank 0: ``checkpoints/last.pt`` after ``epoch`` (atomic; the previous one stays until then)."""
+    with _timed(run, "checkpoints"):
         save_checkpoint(
             _checkpoint_path(run.run_dir),
             config=run.config.to_dict(),
@@ -555,7 +580,10 @@ def _finish(run: _Training) -> dict[str, Any]:
         return {}
     run.raw_model.eval()
     config = run.config
-    metrics = evaluate_backbone(run.raw_model.backbone, run.data, config, run.device, run.aug, amp=run.bf16)
+    with _timed(run, "final_evaluation"):
+        metrics = evaluate_backbone(
+            run.raw_model.backbone, run.data, config, run.device, run.aug, amp=run.bf16
+        )
     records = read_jsonl(run.run_dir / "records.jsonl")
     train_time = sum(r.get("epoch_seconds", 0.0) for r in records)
     metrics.update(
@@ -570,6 +598,7 @@ def _finish(run: _Training) -> dict[str, Any]:
         precision=precision_label(run.bf16, run.device),
         data_placement=run.placement,
         torch_version=torch.__version__,
+        phase_seconds={k: round(v, 3) for k, v in run.phase_seconds.items()},
     )
     atomic_write_json(run.run_dir / "final_metrics.json", metrics)
     return metrics

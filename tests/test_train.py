@@ -214,6 +214,11 @@ def test_run_dir_contents(smoke_run) -> None:  # noqa: ANN001
     assert metrics["run_id"] == config.run_id() and metrics["epochs"] == 2
     assert metrics["final_loss"] == records[-1]["loss"]
     assert metrics["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in records))
+    phases = metrics["phase_seconds"]  # where this start's wall time went (issue: the book's breakdown)
+    assert set(phases) == {"set_up", "train", "monitor", "snapshots", "checkpoints", "final_evaluation"}
+    assert all(v >= 0 for v in phases.values())
+    assert phases["train"] == pytest.approx(metrics["train_seconds"], abs=2e-3)
+    assert phases["monitor"] == pytest.approx(sum(r["monitor_seconds"] for r in records), abs=2e-3)
 
 
 def test_snapshots_and_monitor_wiring(smoke_run, cifar_root: Path) -> None:  # noqa: ANN001
