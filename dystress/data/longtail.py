@@ -1,8 +1,9 @@
 """Long-tailed subsets with an exponential class profile (CIFAR-10-LT / CIFAR-100-LT).
 
-Class c of C keeps n_c = floor(n_max * r^(c / (C - 1))) images, r the imbalance ratio (n_min / n_max), classes
-in their natural order (class 0 is the head) [Cao et al., NeurIPS 2019, "LDAM"; the DySTreSS LT setup,
-docs/STUDY.md section 3]. At r = 0.01 this keeps 12,406 of CIFAR-10's and 10,847 of CIFAR-100's training images.
+Class c of C keeps n_c = floor(n_max * r^(c / (C - 1))) images, r the imbalance ratio (n_min / n_max),
+classes in their natural order (class 0 is the head) [Cao et al., NeurIPS 2019, "LDAM"; the DySTreSS LT
+setup, docs/STUDY.md section 3]. At r = 0.01 this keeps 12,406 of CIFAR-10's and 10,847 of CIFAR-100's
+training images.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ import math
 
 import torch
 
+from dystress._checks import as_int, is_real, require
+
 
 def _check_ratio(imbalance_ratio: float) -> None:
-    if not (isinstance(imbalance_ratio, (int, float)) and 0.0 < imbalance_ratio <= 1.0):
-        raise ValueError(f"imbalance_ratio must be a number in (0, 1], got {imbalance_ratio!r}")
+    """``imbalance_ratio`` is n_min / n_max: a number in (0, 1]."""
+    ok = is_real(imbalance_ratio) and 0.0 < imbalance_ratio <= 1.0
+    require(ok, "imbalance_ratio", "a number in (0, 1]", imbalance_ratio)
 
 
 def longtail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> list[int]:
     """Per-class counts n_c = floor(n_max * r^(c / (C - 1))) for c = 0..C-1 (head first)."""
-    if not (isinstance(n_max, int) and n_max >= 1):
-        raise ValueError(f"n_max must be an int >= 1, got {n_max!r}")
-    if not (isinstance(num_classes, int) and num_classes >= 2):
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    as_int("n_max", n_max, 1)
+    as_int("num_classes", num_classes, 2)
     _check_ratio(imbalance_ratio)
     return [math.floor(n_max * imbalance_ratio ** (c / (num_classes - 1))) for c in range(num_classes)]
 
@@ -40,8 +42,7 @@ def longtail_indices(
     if labels.ndim != 1 or labels.dtype != torch.int64:
         raise ValueError(f"labels must be an int64 tensor [N], got {labels.dtype} {tuple(labels.shape)}")
     _check_ratio(imbalance_ratio)
-    if not (isinstance(seed, int) and seed >= 0):
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    as_int("seed", seed, 0)
     labels = labels.cpu()
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.numel() else 0
