@@ -12,11 +12,12 @@
 # Run from the repository root on a CUDA machine with torch, torchvision, numpy, scipy, scikit-learn
 # and pyyaml (the book stack is not needed), with $PYTHON (default python3) the interpreter that has them:
 #
-#     mkdir -p .gpu && cp ../shared/data/{cifar10_jpeg.npz,make_cifar10.py,batches.meta} .gpu/   # offline data
 #     OUT=gpu_results bash benchmarks/gpu_check.sh core
 #     OUT=gpu_results bash benchmarks/gpu_check.sh paths      # or: all (the default), both in turn
 #
-# Without .gpu/, CIFAR-10 must already be in $DYSTRESS_DATA (default data/) or is downloaded. Every
+# Data: CIFAR-10 in $DYSTRESS_DATA (default data/, as `make data` leaves it); when it is not there,
+# $OFFLINE_CIFAR10 (a script that writes the official layout into the folder it is given, for a
+# machine without network) writes it, else it is downloaded. Every
 # step runs under its own time limit (STEP_LIMIT_S, default 300 s) and a failed or timed-out step does
 # not stop the others; each writes its output to $OUT as it goes, and $OUT/steps.tsv lists every step
 # with its exit status and seconds. The script exits 1 when any step failed. A dry run of the
@@ -58,14 +59,14 @@ paper() { # paper RUN_DIR OVERRIDES...: a short paper-profile run on $DATA, no p
 }
 
 setup() {
-    if [ -f .gpu/make_cifar10.py ] && [ ! -d "$DATA/cifar-10-batches-py" ]; then "$PY" .gpu/make_cifar10.py "$DATA"; fi
+    if [ -n "${OFFLINE_CIFAR10:-}" ] && [ ! -d "$DATA/cifar-10-batches-py" ]; then "$PY" "$OFFLINE_CIFAR10" "$DATA"; fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv &&
         "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda,
             'torchvision', torchvision.__version__)"
 }
 
 export -f paper setup
-export OUT DATA
+export OUT DATA OFFLINE_CIFAR10=${OFFLINE_CIFAR10:-}
 step setup gpu.txt setup
 if [ "$STAGE" != paths ]; then
     step throughput throughput.md "$PY" benchmarks/throughput.py --device cuda --backbone resnet18 \
