@@ -1,4 +1,4 @@
-"""Training throughput (two-view pairs per second) of three pipelines feeding the same model.
+r"""Training throughput (two-view pairs per second) of three pipelines feeding the same model.
 
     python benchmarks/throughput.py                     # GPU scale: ResNet-18 / CIFAR, batch 512
     python benchmarks/throughput.py --backbone small_cnn --batch-size 256 --precision bf16 --steps 10  # CPU
@@ -14,6 +14,15 @@
   image, in DataLoader worker processes, copied to the device, then the same step;
 - ``model``: the same step on pre-made normalised tensors already on the device (compute bound).
 
+``--concurrent 1,2,4,8`` measures runs side by side instead: for each count N it starts N processes of
+the ``engine`` pipeline on the same device (on a CPU each with its share of the cores as threads), lets
+them all finish their warm-up, times their steps together and reports the aggregate pairs/s, so one
+table says how much a GPU (or the CPU's cores) gains from several runs at once:
+
+    python benchmarks/throughput.py --concurrent 1,2,4,8    # one GPU
+    python benchmarks/throughput.py --backbone small_cnn --batch-size 256 --precision bf16 \
+        --steps 10 --concurrent 1,2 --device cpu             # 2 cores: 1 run x 2 threads vs 2 x 1
+
 Data: the CIFAR-10 training images under ``--data-root`` when present, else random uint8 images.
 Timings exclude ``--warmup`` steps and synchronise the device; they are printed as a Markdown table.
 """
@@ -21,8 +30,11 @@ Timings exclude ``--warmup`` steps and synchronise the device; they are printed 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,17 +104,67 @@ def _cycle(make: Callable[[], Iterator]) -> Iterator:
         yield from make()
 
 
-def _time(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
+def _time(
+    step: Callable[[], None],
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    barrier: Callable[[], None] = lambda: None,
+) -> float:
+    """Seconds of ``steps`` calls of ``step`` after ``warmup`` untimed ones (and ``barrier``)."""
     for _ in range(warmup):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    barrier()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0
+
+
+def _wait_for_peers(folder: str | None, count: int, timeout_s: float = 900.0) -> None:
+    """Say this process is warm (a file in ``folder``) and wait until ``count`` processes are."""
+    if folder is None:
+        return
+    Path(folder, f"ready.{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(Path(folder).glob("ready.*"))) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(Path(folder).glob('ready.*')))} of {count} runs got ready")
+        time.sleep(0.01)
+
+
+def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
+    """For each N in ``counts``: N engine processes side by side; print their aggregate pairs/s."""
+    cores = os.cpu_count() or 1
+    rows = []
+    for n in counts:
+        threads = max(1, cores // n)
+        with tempfile.TemporaryDirectory() as barrier:
+            common = [sys.executable, __file__, "--modes", "engine", "--json", "--barrier", barrier]
+            common += ["--barrier-n", str(n), "--num-threads", str(threads), "--backbone", args.backbone]
+            common += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+            common += ["--warmup", str(args.warmup), "--device", args.device, "--precision", args.precision]
+            common += ["--data-root", args.data_root, "--view-forward", args.view_forward]
+            procs = [subprocess.Popen(common, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+            outputs = [proc.communicate()[0] for proc in procs]
+        if any(proc.returncode for proc in procs):
+            raise SystemExit(
+                f"a run of the {n} side by side failed (exit statuses {[p.returncode for p in procs]})"
+            )
+        each = [json.loads(out.strip().splitlines()[-1])["pairs_per_second"] for out in outputs]
+        rows.append((n, threads, sum(each) / n, sum(each)))
+    base = rows[0][3]
+    print(
+        f"\n{args.backbone}, batch {args.batch_size} pairs, engine pipeline, {args.steps} timed steps each\n"
+    )
+    print("| runs at once | threads each | pairs/s per run | aggregate pairs/s | vs the first row |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for n, threads, mean, total in rows:
+        print(f"| {n} | {threads} | {mean:,.0f} | {total:,.0f} | {total / base:.2f}x |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,7 +191,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--modes", default="engine,host,pil,model", help="comma-separated subset of engine,host,pil,model"
     )
+    p.add_argument(
+        "--concurrent",
+        default=None,
+        metavar="N,N,...",
+        help="run N engine processes side by side for each N and report their aggregate pairs/s",
+    )
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one JSON line (for --concurrent)
+    p.add_argument("--barrier", default=None, help=argparse.SUPPRESS)  # folder the side-by-side runs meet in
+    p.add_argument("--barrier-n", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.concurrent:
+        counts = [int(c) for c in args.concurrent.split(",") if c.strip()]
+        if not counts or min(counts) < 1:
+            p.error(f"--concurrent must list counts >= 1, e.g. 1,2,4,8; got {args.concurrent!r}")
+        _concurrent(args, counts)
+        return
     modes = args.modes.split(",")
     if not set(modes) <= {"engine", "host", "pil", "model"}:
         p.error(f"--modes must name engine, host, pil or model, got {args.modes!r}")
@@ -183,7 +260,13 @@ def main(argv: list[str] | None = None) -> None:
             x = next(batches)[0]
             run_step(*aug.two_views(x, g))
 
-        results[label] = _time(engine_step, args.steps, args.warmup, device)
+        results[label] = _time(
+            engine_step,
+            args.steps,
+            args.warmup,
+            device,
+            lambda: _wait_for_peers(args.barrier, args.barrier_n),
+        )
     if "pil" in modes:
         ds = _PILPairs(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()))
         dl = torch.utils.data.DataLoader(
@@ -213,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
             lambda: run_step(v0, v1), args.steps, args.warmup, device
         )
 
+    if args.json:
+        print(json.dumps({"pairs_per_second": args.steps * bs / next(iter(results.values()))}))
+        return
     name = device_name(device)
     print(
         f"\n{args.backbone}, batch {bs} pairs, {args.view_forward} views, {'bf16' if bf16 else 'fp32'}"
