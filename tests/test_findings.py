@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from dystress.study import findings
 from dystress.study.findings import (
     Estimate,
     against_best_fixed,
@@ -180,3 +181,58 @@ def test_against_best_fixed_adds_the_several_seed_pick_when_the_best_rests_on_on
     inner = _agg([("0.05", 0.05, 46.0, 1.0, 3), ("0.1", 0.1, 47.5, 1.3, 3), ("0.2", 0.2, 45.3, 0.6, 3)])
     assert len(against_best_fixed("D", DYS, inner)) == 1  # a several-seed pick needs no second sentence
     assert against_best_fixed("D", DYS, _agg([("0.1", 0.1, math.nan, math.nan, 0)])) == []
+
+
+# ---------------------------------------------------------------------------------------------- paired
+def test_paired_interval_is_scipys_paired_t_interval() -> None:
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 5):
+        a = rng.normal(50, 2, n)
+        b = a - rng.normal(1.0, 0.3, n)
+        p = findings.paired(dict(enumerate(a)), dict(enumerate(b)))
+        low, high = ttest_rel(a, b).confidence_interval(0.95)
+        assert p.diff == pytest.approx((low + high) / 2, rel=1e-12)
+        assert p.ci == pytest.approx((high - low) / 2, rel=1e-9)
+        assert p.seeds == tuple(range(n))
+
+
+def test_pairing_resolves_a_gap_that_seed_noise_hides_unpaired() -> None:
+    """Each seed moves both methods alike (shared initialisation): the unpaired margin is wide, the
+    per-seed differences are nearly constant."""
+    a = {0: 47.5, 1: 45.0, 2: 49.0}
+    b = {s: v - 1.0 + 0.05 * s for s, v in a.items()}
+    unpaired = findings.outcome(findings.estimate(list(a.values())), findings.estimate(list(b.values())))
+    assert unpaired == 0
+    p = findings.paired(a, b)
+    assert abs(p.diff) > p.ci
+    sentence = findings.compare_paired("A", "B", p)
+    assert sentence.startswith("Seed by seed (seeds 0, 1, 2), A is 0.95 points above B") and "resolved" in sentence
+
+
+def test_paired_names_the_seeds_one_side_lacks() -> None:
+    p = findings.paired({0: 1.0, 1: 2.0, 2: float("nan")}, {0: 0.5, 1: 1.0, 3: 9.0})
+    assert p.seeds == (0, 1) and p.only_a == () and p.only_b == (3,)
+    text = findings.compare_paired("A", "B", p)
+    assert text.startswith("Seed by seed (seeds 0, 1), A is 0.75 points above B (95% interval ±")
+    assert "A lacks seed(s) 3: left out" in text
+    assert findings.paired({0: 1.0}, {1: 1.0}) is None
+    assert "share no seed" in findings.compare_paired("A", "B", None)
+    single = findings.compare_paired("A", "B", findings.paired({0: 1.0}, {0: 0.0}))
+    assert "one pair has no interval" in single
+
+
+def test_paired_from_frame_matches_rows_by_seed() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "ablation": ["x", "x", "y", "y", "y"],
+            "label": ["a", "a", "b", "b", "b"],
+            "seed": [0, 1, 1, 0, 2],
+            "knn_top1": [10.0, 12.0, 11.0, 9.0, 5.0],
+        }
+    )
+    p = findings.paired_from_frame(frame, ("x", "a"), ("y", "b"))
+    assert p.seeds == (0, 1) and p.diff == pytest.approx(1.0) and p.only_b == (2,)
