@@ -3,10 +3,13 @@
 :func:`evaluate_backbone` is the one evaluation of the project, run at the end of
 :func:`dystress.train.pretrain` and by :func:`evaluate_checkpoint` (and ``dystress evaluate``):
 
-- weighted kNN (InstDisc; k = ``knn_k``, t = ``knn_t``, 200 and 0.1 in the paper's CIFAR tables) with
+- weighted kNN (InstDisc; k = ``knn_k``, t = ``knn_t``, 200 and 0.1 in SimCLR-style codebases) with
   the bank = the run's training set (after ``train_subset``) under the test transform and the queries =
   the test set (or its fixed ``test_subset``); the test transform is the ``crop_size`` center crop (the
   whole image when it is null) and normalisation;
+- for balanced datasets also the unweighted majority-vote 10-NN and 200-NN of the DySTreSS authors'
+  final evaluation script (``knn10_majority``, ``knn200_majority``;
+  :func:`dystress.metrics.knn_majority_accuracy`), the protocol of the paper's final tables;
 - for long-tailed datasets, class-averaged plain 1-NN and 10-NN (bank = the long-tailed training set);
 - optionally a linear probe on the cached features (:func:`dystress.metrics.linear_probe`);
 - uniformity, tolerance and inter-class uniformity of the test features, and the alignment of the
@@ -37,6 +40,7 @@ from dystress.metrics import (
     inter_class_uniformity,
     knn_accuracy,
     knn_class_averaged_accuracy,
+    knn_majority_accuracy,
     linear_probe,
     tolerance,
     uniformity,
@@ -139,6 +143,12 @@ def evaluate_backbone(
         "test_size": int(queries.shape[0]),
         "num_classes": num_classes,
     }
+    if not config.dataset.endswith("_lt"):  # the authors' final protocol: unweighted votes, k 10 and 200
+        for nn_k in (10, 200):
+            res = knn_majority_accuracy(
+                bank, y_bank, queries, y_test, k=min(nn_k, bank.shape[0]), num_classes=num_classes
+            )
+            metrics[f"knn{nn_k}_majority"] = res["top1"]
     if config.dataset.endswith("_lt"):
         for nn_k in (1, 10):
             res = knn_class_averaged_accuracy(

@@ -296,3 +296,37 @@ def test_exclude_self_needs_two_rows():
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             fn(x, y, x, y, k=1, exclude_self=True)
         assert fn(x, y, x, y, k=1, exclude_self=False)["n_test"] == 1
+
+
+# ------------------------------------------------------------------- majority vote (the authors' protocol)
+@pytest.mark.parametrize(
+    ("k", "num_classes", "n_train"), [(1, 10, 300), (10, 10, 300), (4, 2, 200), (200, 10, 400)]
+)
+def test_majority_vote_equals_scikit_learns_kneighborsclassifier(k, num_classes, n_train):
+    """The authors' script: KNeighborsClassifier(n_neighbors=k) on L2-normalised features. Even k with
+    few classes makes vote ties common; both give them to the smallest class index."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from dystress.metrics import knn_majority_accuracy
+
+    g = torch.Generator().manual_seed(k + num_classes)
+    bank = torch.randn(n_train, 16, generator=g, dtype=torch.float64)
+    queries = torch.randn(150, 16, generator=g, dtype=torch.float64)
+    y_bank = torch.randint(0, num_classes, (n_train,), generator=g)
+    y_query = torch.randint(0, num_classes, (150,), generator=g)
+    normalise = lambda x: (x / x.norm(dim=1, keepdim=True)).numpy()  # noqa: E731
+    clf = KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(normalise(bank), y_bank.numpy())
+    expected = float((clf.predict(normalise(queries)) == y_query.numpy()).mean()) * 100.0
+    got = knn_majority_accuracy(bank, y_bank, queries, y_query, k=k, num_classes=num_classes, chunk_size=64)
+    assert got["top1"] == pytest.approx(expected, abs=1e-9)
+    assert got["k"] == k and got["n_test"] == 150
+
+
+def test_majority_vote_tie_goes_to_the_smaller_class_index():
+    from dystress.metrics import knn_majority_accuracy
+
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = torch.tensor([3, 3, 1, 1])  # the query's two nearest are class 3, the other two class 1
+    query = torch.tensor([[1.0, 0.05]])
+    assert knn_majority_accuracy(bank, labels, query, torch.tensor([1]), k=4)["top1"] == 100.0
+    assert knn_majority_accuracy(bank, labels, query, torch.tensor([3]), k=2)["top1"] == 100.0

@@ -63,6 +63,7 @@ def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         run_dir.mkdir(parents=True)
         final = {
             "knn_top1": _metric(point, 0.0),
+            "knn200_majority": _metric(point, -5.0),  # the authors' protocol, another number
             "knn1_class_averaged": _metric(point, 0.0),
             "knn10_class_averaged": _metric(point, 1.0),
             "test_size": 10000,
@@ -110,11 +111,23 @@ def test_long_tailed_tables_compare_the_2000_epoch_ts_runs_and_the_200_epoch_sim
 
 
 def test_cifar10_table_uses_the_simclr_macl_and_dystress_points(page) -> None:
-    row = page["ns"]["table"].loc["CIFAR-10, ResNet-18, 200 ep, 200-NN"]
+    row = page["ns"]["table"].loc["CIFAR-10, ResNet-18, 200 ep, weighted 200-NN, t 0.1 (InstDisc, ours)"]
     assert (row["ours SimCLR"], row["ours MACL"], row["ours DySTreSS"]) == (
         "81.00 ± 2.48 (n = 3)",
         "82.00 ± 2.48 (n = 3)",
         "84.00 ± 2.48 (n = 3)",
     )
     assert row["verdict"] == "inconclusive (within the intervals): +3.00 vs SimCLR, +2.00 vs MACL"
+    assert row["paper DySTreSS"] == "-"  # the paper's numbers stand only beside their own protocol
     assert page["glued"]["profile"] == "paper" and page["glued"]["devices"] == "cuda (test)"
+
+
+def test_the_papers_numbers_stand_beside_the_majority_vote_protocol(page) -> None:
+    row = page["ns"]["table"].loc["CIFAR-10, ResNet-18, 200 ep, 200-NN majority vote (the paper's protocol)"]
+    assert (row["paper SimCLR"], row["paper MACL"], row["paper DySTreSS"]) == ("~83.65", "84.85", "85.68")
+    assert (row["ours SimCLR"], row["ours MACL"], row["ours DySTreSS"]) == (
+        "76.00 ± 2.48 (n = 3)",
+        "77.00 ± 2.48 (n = 3)",
+        "79.00 ± 2.48 (n = 3)",
+    )
+    assert page["glued"]["verdict_c10"] == row["verdict"]

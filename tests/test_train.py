@@ -209,6 +209,7 @@ def test_run_dir_contents(smoke_run) -> None:  # noqa: ANN001
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", config=config.to_dict())
     assert (state["epoch"], state["step"]) == (2, 8)
     assert metrics["bank_size"] == 512 and metrics["test_size"] == 1000
+    assert 0 <= metrics["knn10_majority"] <= 100 and 0 <= metrics["knn200_majority"] <= 100
     assert metrics["knn_k"] == config.knn_k and metrics["knn_t"] == config.knn_t
     assert 0 <= metrics["knn_top1"] <= 100 and metrics["knn_top1"] <= metrics["knn_top5"]
     assert metrics["run_id"] == config.run_id() and metrics["epochs"] == 2
@@ -327,6 +328,8 @@ def test_evaluate_checkpoint_reproduces_final_metrics(smoke_run, tmp_path: Path)
         "inter_class_uniformity",
         "alignment",
         "bank_size",
+        "knn10_majority",
+        "knn200_majority",
     ):
         assert result[key] == pytest.approx(metrics[key], rel=1e-6, abs=1e-9), key
     assert result["epoch"] == 2 and result["run_id"] == config.run_id()

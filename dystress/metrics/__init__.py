@@ -14,7 +14,7 @@ from dystress.metrics.geometry import (
     tolerance,
     uniformity,
 )
-from dystress.metrics.knn import knn_accuracy, knn_class_averaged_accuracy
+from dystress.metrics.knn import knn_accuracy, knn_class_averaged_accuracy, knn_majority_accuracy
 from dystress.metrics.linear_probe import linear_probe
 from dystress.metrics.similarity import (
     earth_movers_distance,
@@ -42,6 +42,7 @@ __all__ = [
     "inter_class_uniformity",
     "knn_accuracy",
     "knn_class_averaged_accuracy",
+    "knn_majority_accuracy",
     "knn_label_purity",
     "knn_overlap",
     "linear_probe",

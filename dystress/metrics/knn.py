@@ -3,6 +3,8 @@
 - ``knn_accuracy``: the weighted kNN of InstDisc (Wu et al., CVPR 2018), used by SimCLR / solo-learn /
   lightly and by DySTreSS for CIFAR (k = 200, t = 0.1): each of the k nearest bank features votes
   exp(s / t) for its class.
+- ``knn_majority_accuracy``: unweighted majority-vote k-NN top-1 (the DySTreSS authors' final
+  evaluation, scikit-learn's ``KNeighborsClassifier``; k = 10 and 200 on balanced sets).
 - ``knn_class_averaged_accuracy``: plain majority-vote k-NN (k = 1 or 10 in the long-tailed setups of
   Kukleva et al. 2023 and DySTreSS), reported as the mean of the per-class accuracies.
 
@@ -135,6 +137,78 @@ def knn_accuracy(
     return result
 
 
+def _majority_votes(
+    bank: torch.Tensor,
+    queries: torch.Tensor,
+    y_train: torch.Tensor,
+    num_classes: int,
+    k: int,
+    chunk_size: int,
+    exclude_self: bool,
+    ties: str,
+) -> torch.Tensor:
+    """Predicted class [N_test] of a one-vote-per-neighbour k-NN (cosine). ``ties`` between classes
+    with the most votes: ``nearest`` (the class of the nearest tied neighbour) or ``smallest_class``
+    (the smallest class index, scikit-learn's ``KNeighborsClassifier``)."""
+    predictions = []
+    rank_bonus = torch.arange(k, 0, -1, device=bank.device)  # k for the nearest neighbour ... 1 for the k-th
+    scores = cosine_scores(queries, bank)
+    for start, stop, sims in score_chunks(scores, queries.shape[0], chunk_size, exclude_self):
+        top_idx = sims.topk(k, dim=1, largest=True, sorted=True).indices
+        neighbour_labels = y_train[top_idx]
+        counts = torch.zeros(stop - start, num_classes, dtype=torch.long, device=bank.device)
+        counts.scatter_add_(1, neighbour_labels, torch.ones_like(neighbour_labels))
+        if ties == "smallest_class":
+            predictions.append(counts.argmax(1))  # the first of the maxima: the smallest class index
+            continue
+        nearest = torch.zeros_like(counts).scatter_reduce_(
+            1, neighbour_labels, rank_bonus.expand_as(neighbour_labels), reduce="amax"
+        )
+        # integer score: the count dominates, the nearest member's rank (distinct per class) breaks ties
+        predictions.append((counts * (k + 1) + nearest).argmax(1))
+    return torch.cat(predictions)
+
+
+def knn_majority_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 10,
+    num_classes: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    exclude_self: bool = False,
+) -> dict[str, float | int | bool | str]:
+    """Unweighted majority-vote k-NN top-1 accuracy: the protocol of the DySTreSS authors' final
+    evaluation script (scikit-learn's ``KNeighborsClassifier(n_neighbors=k)`` on L2-normalised features,
+    k = 10 and 200 on balanced sets), where :func:`knn_accuracy` is the exp(s / t)-weighted vote of
+    InstDisc used during training by SimCLR-style codebases.
+
+    Each of the k nearest bank features (cosine; for unit vectors the Euclidean order) casts one vote;
+    a tie between classes with the most votes goes to the smallest class index, as scikit-learn's
+    ``weights="uniform"`` prediction does. Arguments as :func:`knn_accuracy` (without ``t``).
+
+    Returns:
+        ``{"top1", "k", "num_classes", "n_train", "n_test", "exclude_self", "ties"}``, top1 in percent.
+    """
+    exclude_self = as_bool("exclude_self", exclude_self)
+    bank, queries, y_train, y_test, num_classes, k, chunk_size = _prepare(
+        train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size, exclude_self
+    )
+    predictions = _majority_votes(
+        bank, queries, y_train, num_classes, k, chunk_size, exclude_self, "smallest_class"
+    )
+    return {
+        "top1": float((predictions == y_test).double().mean()) * 100.0,
+        "k": k,
+        "num_classes": num_classes,
+        "n_train": int(bank.shape[0]),
+        "n_test": int(queries.shape[0]),
+        "exclude_self": exclude_self,
+        "ties": "smallest class index (scikit-learn)",
+    }
+
+
 def knn_class_averaged_accuracy(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -175,20 +249,8 @@ def knn_class_averaged_accuracy(
     bank, queries, y_train, y_test, num_classes, k, chunk_size = _prepare(
         train_features, train_labels, test_features, test_labels, k, num_classes, chunk_size, exclude_self
     )
-    predictions = []
-    rank_bonus = torch.arange(k, 0, -1, device=bank.device)  # k for the nearest neighbour ... 1 for the k-th
-    scores = cosine_scores(queries, bank)
-    for start, stop, sims in score_chunks(scores, queries.shape[0], chunk_size, exclude_self):
-        top_idx = sims.topk(k, dim=1, largest=True, sorted=True).indices
-        neighbour_labels = y_train[top_idx]
-        counts = torch.zeros(stop - start, num_classes, dtype=torch.long, device=bank.device)
-        counts.scatter_add_(1, neighbour_labels, torch.ones_like(neighbour_labels))
-        nearest = torch.zeros_like(counts).scatter_reduce_(
-            1, neighbour_labels, rank_bonus.expand_as(neighbour_labels), reduce="amax"
-        )
-        # integer score: the count dominates, the nearest member's rank (distinct per class) breaks ties
-        predictions.append((counts * (k + 1) + nearest).argmax(1))
-    correct = (torch.cat(predictions) == y_test).long()
+    predictions = _majority_votes(bank, queries, y_train, num_classes, k, chunk_size, exclude_self, "nearest")
+    correct = (predictions == y_test).long()
     per_class_total = torch.bincount(y_test, minlength=num_classes)
     per_class_correct = torch.bincount(y_test, weights=correct.double(), minlength=num_classes)
     present = per_class_total > 0

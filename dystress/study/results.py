@@ -62,6 +62,8 @@ def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> 
 FRAME_METRICS = (
     "knn_top1",
     "knn_top5",
+    "knn10_majority",
+    "knn200_majority",
     "knn1_class_averaged",
     "knn10_class_averaged",
     "linear_top1",
@@ -109,7 +111,15 @@ def results_frame(results: Sequence[RunResult]) -> Any:
         row["run_dir"] = str(r.run_dir)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    numeric = ("knn_top1", "knn_top5", "knn1_class_averaged", "knn10_class_averaged", "linear_top1")
+    numeric = (
+        "knn_top1",
+        "knn_top5",
+        "knn10_majority",
+        "knn200_majority",
+        "knn1_class_averaged",
+        "knn10_class_averaged",
+        "linear_top1",
+    )
     for name in (*numeric, "uniformity", "tolerance", "train_seconds", "wall_s"):
         if name in frame:
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
