@@ -48,6 +48,14 @@ from dystress.train import TrainingDiverged, pretrain
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """A clear error for the study's modules that moved into :mod:`dystress.study` (issue 12)."""
+    if name in ("ablations", "results", "findings", "plots"):
+        raise ImportError(f"dystress.{name} moved: use dystress.study.{name}")
+    raise AttributeError(f"module 'dystress' has no attribute {name!r}")
+
+
 __all__ = [
     "BACKBONES",
     "DATASETS",

@@ -31,6 +31,7 @@ study's naming); ``$DYSTRESS_PROFILE`` is the study's default profile.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -238,11 +239,10 @@ def _require_folder(path: Path) -> None:
 
 
 def _require_file_path(path: Path, what: str) -> None:
-    """Before any work: ``path`` can be written as a file (not a folder; its folder exists)."""
+    """Before any work: ``path`` can be written as a file (not a folder; its folder can be made)."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"{what} names a folder", str(path))
-    if not path.parent.is_dir():
-        raise _UserError(f"{what} {path}: its folder {path.parent} does not exist")
+    _require_folder(path.parent)
 
 
 def default_run_dir(config: PretrainConfig) -> Path:
@@ -250,6 +250,26 @@ def default_run_dir(config: PretrainConfig) -> Path:
     folder the study would give the same configuration under the same code
     (:func:`dystress.provenance.run_folder_name`)."""
     return Path(os.environ.get("DYSTRESS_RUNS") or "runs") / config.profile / run_folder_name(config)
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its job (or the only process): ``$RANK`` as torchrun sets it."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _note_older_runs(config: PretrainConfig, run_dir: Path, given: str | None) -> None:
+    """When the default run folder is new, name the folders of the same configuration made by other
+    code (their names differ in the hash), which this command will not resume."""
+    if given or run_dir.exists() or not run_dir.parent.is_dir():
+        return
+    slug = run_dir.name.rsplit("-", 1)[0]
+    older = sorted(p.name for p in run_dir.parent.glob(f"{slug}-*") if (p / "config.json").exists())
+    if older:
+        print(
+            f"dystress pretrain: starting {run_dir.name}; runs of this configuration under other code are "
+            f"kept in {', '.join(older)} (pass --run-dir to continue one of them)",
+            file=sys.stderr,
+        )
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -261,8 +281,11 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     final = run_dir / "final_metrics.json"
     finished = final.stat().st_mtime if final.exists() else None
+    # One writer per run folder: rank 0 of a torchrun job holds the lock for every rank of it.
+    lock = run_folder_lock(run_dir, wait=args.wait) if _is_rank_zero() else contextlib.nullcontext()
+    _note_older_runs(config, run_dir, args.run_dir)
     try:
-        with run_folder_lock(run_dir, wait=args.wait):
+        with lock:
             metrics = pretrain(config, run_dir, progress=not args.no_progress)
     except TrainingDiverged as err:
         print(f"dystress pretrain: {err}", file=sys.stderr)
@@ -372,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = " (DYSTRESS_TRACEBACK=1 shows where)"
     try:
         return _run(args)
+    except KeyboardInterrupt:
+        print(f"\ndystress {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except RunFolderBusy as err:
         print(f"dystress {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BUSY

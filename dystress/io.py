@@ -19,7 +19,7 @@ import json
 import os
 import pickle
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -119,7 +119,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     remove_orphan_partials(path.parent, f"{path.name}.")
     fd, tmp = make_temp_file(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with naming_the_file(path), os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -129,6 +129,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def naming_the_file(path: str | Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` that names no file (a full disk on ``write``/``fsync``) as one naming
+    ``path``, so that the user is told which file could not be written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -152,7 +164,7 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON record as a line and fsync, so a kill loses at most the line being written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    with naming_the_file(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())

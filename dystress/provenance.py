@@ -115,10 +115,17 @@ def _slug(config: Any) -> str:
 
 def run_folder_name(config: Any, code: str | None = None) -> str:
     """Folder name of a run: a readable slug and 12 hex digits hashing the run id and the code version
-    (``code``, default :func:`code_version`): the same configuration under new code gets a new folder."""
+    (``code``, default :func:`code_version`): the same configuration under new code gets a new folder.
+
+    A set ``num_threads`` (runs side by side, ``dystress study run --parallel``) joins the slug and the
+    hash: CPU float sums can depend on the thread count, so runs with another count never share, or
+    resume, a folder with the default runs (``num_threads`` stays out of :func:`run_id`).
+    """
     code = code_version() if code is None else code
-    digest = hashlib.sha256(f"{run_id(config)}:{code}".encode()).hexdigest()[:12]
-    return f"{_slug(config)}-{digest}"
+    threads = getattr(config, "num_threads", None)
+    key = f"{run_id(config)}:{code}" + (f":t{threads}" if threads is not None else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{_slug(config)}{f'_t{threads}' if threads is not None else ''}-{digest}"
 
 
 # ---------------------------------------------------------------------------------------------- modules

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
-__all__ = ["LOCK_NAME", "RunFolderBusy", "is_locked", "run_folder_lock"]
+__all__ = ["LOCK_NAME", "RunFolderBusy", "hold_run_folder", "is_locked", "run_folder_lock"]
 
 LOCK_NAME = ".lock"
 
@@ -57,10 +59,7 @@ def run_folder_lock(run_dir: str | Path, wait: bool = False) -> Iterator[Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
     with open(lock, "a+", encoding="ascii") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise RunFolderBusy(run_dir, _holder(lock)) from None
+        _acquire(f, run_dir, wait)
         try:
             f.seek(0)
             f.truncate()
@@ -70,6 +69,46 @@ def run_folder_lock(run_dir: str | Path, wait: bool = False) -> Iterator[Path]:
         finally:
             f.truncate(0)
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _acquire(f: IO[str], run_dir: Path, wait: bool, tries: int = 5) -> None:
+    """Take the exclusive flock of the open lock file ``f``: blocking with ``wait``, else a few quick
+    tries (a status check such as :func:`is_locked` holds it for an instant) before
+    :class:`RunFolderBusy`."""
+    import fcntl
+
+    if wait:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        return
+    for attempt in range(tries):
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise RunFolderBusy(run_dir, _holder(run_dir / LOCK_NAME)) from None
+            time.sleep(0.05)
+
+
+#: Locks held by :func:`hold_run_folder` for the life of this process (folder -> open lock file).
+_HELD: dict[Path, contextlib.ExitStack] = {}
+
+
+def hold_run_folder(run_dir: str | Path) -> None:
+    """Hold the lock of ``run_dir`` until this process ends (the run notebook's kernel: its cells
+    write the folder one after another). A lock held by this process's parent (the study's runner,
+    which executes the notebook) counts as held; any other holder raises :class:`RunFolderBusy`."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _HELD:
+        return
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(run_folder_lock(run_dir))
+    except RunFolderBusy as busy:
+        if busy.pid is not None and busy.pid == os.getppid():
+            return
+        raise
+    _HELD[run_dir] = stack
 
 
 def is_locked(run_dir: str | Path) -> bool:

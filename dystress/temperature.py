@@ -97,6 +97,25 @@ class TemperatureFunction(ABC):
     One that is not a :class:`GlobalTemperature` is *pairwise*: the losses evaluate it on every pair.
     """
 
+    #: Hooks of the earlier contract that the losses no longer call (a subclass defining one would
+    #: silently change meaning): where each concern lives now.
+    _RETIRED = {
+        "pairwise": "derive from GlobalTemperature for one tau per batch",
+        "needs_positive_statistics": "use dystress.losses.MACLLoss (the positive pairs' statistic)",
+        "from_positive_similarity": "use dystress.losses.MACLLoss (the positive pairs' statistic)",
+        "anchor_weights": "use dystress.losses.MACLLoss (its anchor reweighting)",
+    }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        retired = sorted(set(vars(cls)) & set(TemperatureFunction._RETIRED))
+        if retired:
+            hints = "; ".join(f"{name}: {TemperatureFunction._RETIRED[name]}" for name in retired)
+            raise TypeError(
+                f"{cls.__name__} defines {retired}, which temperature functions no longer have (they "
+                f"compute tau only): {hints}"
+            )
+
     def __call__(self, s: Tensor) -> Tensor:
         """Temperatures for cosine similarities ``s`` (floating-point tensor, any shape), same shape."""
         if not isinstance(s, Tensor) or not s.is_floating_point():

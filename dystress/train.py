@@ -151,7 +151,12 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, progress: bool = True)
     final_path = run_dir / "final_metrics.json"
     _check_run_dir_config(run_dir, config)
     if final_path.exists():
-        return json.loads(final_path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(final_path.read_text(encoding="utf-8"))
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(
+                f"{final_path} is not valid JSON ({err}): remove it to evaluate the run again"
+            ) from None
     ranks = process_group.init(config.device)
     try:
         return _pretrain(config, run_dir, progress, ranks)
@@ -193,6 +198,24 @@ def _timed(run: _Training, phase: str) -> Iterator[None]:
         yield
     finally:
         run.phase_seconds[phase] = run.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+#: Names this module held before the engine was split (issue 12), and where they live now.
+_MOVED = {
+    **dict.fromkeys(("LARS", "build_optimizer", "lr_at"), "dystress.optim"),
+    **dict.fromkeys(
+        ("build_model", "device_name", "load_data", "precision_label", "resolve_device", "uses_bf16"),
+        "dystress.runtime",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A clear error for a name that moved out of this module (an ``ImportError``, which ``from
+    dystress.train import NAME`` passes on with its message)."""
+    if name in _MOVED:
+        raise ImportError(f"dystress.train.{name} moved: import it from {_MOVED[name]}")
+    raise AttributeError(f"module 'dystress.train' has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------- set up
@@ -251,13 +274,15 @@ def _resumable_state(
     """
     state = load_checkpoint(ckpt_path, config=config.to_dict(), map_location="cpu")
     extra = state.get("extra") or {}
-    for key, here in (("device_type", device.type), ("bf16", bf16)):
+    threads = torch.get_num_threads() if device.type == "cpu" else None  # CPU sums depend on it
+    for key, here in (("device_type", device.type), ("bf16", bf16), ("cpu_threads", threads)):
         if key in extra and extra[key] != here:
             raise CheckpointError(
                 f"checkpoint {ckpt_path} was written with {key} = {extra[key]!r}, this run has {here!r} "
-                f"(device = {config.device!r}, precision = {config.precision!r} on this machine): a run "
-                "continues on the kind of device and in the precision it started with; run it there, "
-                "set device/precision to match, or start a new run dir"
+                f"(device = {config.device!r}, precision = {config.precision!r}, num_threads = "
+                f"{config.num_threads!r} on this machine): a run continues on the kind of device, in the "
+                "precision and, on a CPU, with the thread count it started with (the numbers depend on "
+                "them); run it there, set device/precision/num_threads to match, or start a new run dir"
             )
     written_by = extra.get("world_size")
     if written_by is None:
@@ -566,7 +591,12 @@ def _save_checkpoint(run: _Training, epoch: int) -> None:
             temperature=run.temperature,
             temperature_name=run.config.temperature,
             generators={"augmentation": run.aug_generator},
-            extra={"world_size": run.ranks.world_size, "device_type": run.device.type, "bf16": run.bf16},
+            extra={
+                "world_size": run.ranks.world_size,
+                "device_type": run.device.type,
+                "bf16": run.bf16,
+                "cpu_threads": torch.get_num_threads() if run.device.type == "cpu" else None,
+            },
         )
 
 

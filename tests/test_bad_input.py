@@ -241,16 +241,25 @@ def test_a_read_only_runs_folder(
 def test_a_full_disk_at_a_checkpoint_keeps_the_run_resumable(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cifar10
 ) -> None:
+    """A full disk fails the write or fsync with ENOSPC and no file name (as on /dev/full): the line
+    names the checkpoint all the same, and the same command then finishes the run."""
+    import dystress.io
+
     run_dir = tmp_path / "run"
+    real_fsync = os.fsync
 
-    def full(path: Path, **_: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".last.pt." in name and name.endswith(".partial"):  # the checkpoint's temporary file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", full)
+    monkeypatch.setattr(dystress.io.os, "fsync", full)
     outcome = run(capsys, *tiny(fake_cifar10.root), "--run-dir", str(run_dir))
     assert outcome.code == 4
     outcome.one_line("last.pt", "No space left on device", "free space")
     assert not (run_dir / "final_metrics.json").exists()
+    assert not list((run_dir / "checkpoints").glob("*.partial"))
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
     assert run(capsys, *tiny(fake_cifar10.root), "--run-dir", str(run_dir)).code == 0
@@ -268,9 +277,11 @@ def test_evaluate_out_naming_a_folder_stops_before_computing(
     outcome = run(capsys, "evaluate", str(tmp_path / "x.pt"), "--out", str(tmp_path))
     assert outcome.code == 4
     outcome.one_line(str(tmp_path), "a folder stands where a file is needed")
-    outcome = run(capsys, "evaluate", str(tmp_path / "x.pt"), "--out", str(tmp_path / "no" / "m.json"))
-    assert outcome.code == 2
-    outcome.one_line("does not exist")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    outcome = run(capsys, "evaluate", str(tmp_path / "x.pt"), "--out", str(blocker / "m.json"))
+    assert outcome.code == 4
+    outcome.one_line(str(blocker), "a file stands where a folder is needed")
 
 
 def test_evaluate_batch_size_and_missing_checkpoint(
@@ -489,3 +500,62 @@ def test_library_calls_name_the_bad_argument(build, needle: str) -> None:
 
     with pytest.raises(ValueError, match=needle):
         build(dystress)
+
+
+# ------------------------------------------------------------------------------------ moved and retired names
+def test_moved_names_say_where_they_went() -> None:
+    with pytest.raises(ImportError, match="dystress.train.LARS moved: import it from dystress.optim"):
+        from dystress.train import LARS  # noqa: F401
+    with pytest.raises(ImportError, match="dystress.study.code_version moved: use dystress.provenance"):
+        from dystress.study import code_version  # noqa: F401
+    with pytest.raises(ImportError, match="dystress.results moved: use dystress.study.results"):
+        from dystress import results  # noqa: F401
+
+
+def test_a_temperature_written_for_the_old_contract_is_refused() -> None:
+    from dystress.temperature import TemperatureFunction
+
+    with pytest.raises(TypeError, match=r"defines \['anchor_weights'\].*MACLLoss"):
+
+        class Old(TemperatureFunction):  # noqa: F841
+            def _tau(self, s: torch.Tensor) -> torch.Tensor:
+                return s
+
+            def anchor_weights(self, log_prob: torch.Tensor) -> torch.Tensor:
+                return log_prob
+
+
+def test_a_damaged_json_file_of_a_run_is_named(
+    capsys: pytest.CaptureFixture[str], trained: Path, fake_cifar10
+) -> None:
+    (trained / "final_metrics.json").write_text("{ half")
+    outcome = run(capsys, *tiny(fake_cifar10.root), "--run-dir", str(trained))
+    assert outcome.code == 2
+    outcome.one_line(str(trained / "final_metrics.json"), "not valid JSON")
+
+
+def test_only_rank_zero_takes_the_run_folder_lock(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_cifar10
+) -> None:
+    """Under torchrun every rank runs the command: rank 0 holds the folder for the job."""
+    seen = []
+    monkeypatch.setattr(
+        train_module, "pretrain", lambda config, run_dir, progress: seen.append(run_dir) or {}
+    )
+    run_dir = tmp_path / "ddp"
+    with run_folder_lock(run_dir):  # as rank 0 of the job would
+        monkeypatch.setenv("RANK", "1")
+        assert run(capsys, *tiny(fake_cifar10.root), "--run-dir", str(run_dir)).code == 0
+    assert seen == [run_dir]
+
+
+def test_ctrl_c_in_any_command_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "resolve_config", interrupted)
+    outcome = run(capsys, "config", "show")
+    assert outcome.code == 130
+    outcome.one_line("dystress config: interrupted")

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dystress import provenance
 from dystress.study import ablations, runner
 
-TIMING = {"epoch_seconds", "images_per_second", "monitor_seconds", "train_seconds"}
+TIMING = {"epoch_seconds", "images_per_second", "monitor_seconds", "train_seconds", "phase_seconds"}
 
 
 def _numbers(run_dir: Path) -> tuple[list[dict], dict]:
@@ -28,8 +27,7 @@ def _numbers(run_dir: Path) -> tuple[list[dict], dict]:
 def test_a_run_beside_others_equals_the_run_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline_cifar10_root: Path
 ) -> None:
-    monkeypatch.setenv("DYSTRESS_DATA", str(offline_cifar10_root))
-    monkeypatch.setattr(provenance, "code_version", lambda: "test-code")
+    monkeypatch.setenv("DYSTRESS_DATA", str(offline_cifar10_root))  # runs side by side are processes
     out = io.StringIO()
     report = runner.run_study("smoke", tmp_path / "side", only=["fixed_tau"], parallel=2, stream=out)
     threads = runner.threads_per_run(2)
@@ -40,6 +38,7 @@ def test_a_run_beside_others_equals_the_run_alone(
     assert alone.status == "complete", alone.error
     beside = next(r for r in report.results if r.point == point)
     assert json.loads((beside.run_dir / "run.json").read_text())["config"]["num_threads"] == threads
+    assert beside.run_dir.name.split("-")[0].endswith(f"_t{threads}")  # never a default run's folder
     assert _numbers(beside.run_dir) == _numbers(alone.run_dir)
 
 

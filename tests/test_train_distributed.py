@@ -94,6 +94,7 @@ def test_torchrun_two_gloo_processes(cifar_root: Path, tmp_path: Path) -> None:
     assert state["epoch"] == 2 and not any(k.startswith("module.") for k in state["model"])
     assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["epoch_0002.pt"]
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".lock",  # rank 0 holds the run folder's lock for the job
         "checkpoints",
         "config.json",
         "final_metrics.json",

@@ -107,12 +107,17 @@ def prepare_run(params: Mapping[str, Any]) -> tuple[PretrainConfig, Path]:
     """What the run notebook's first cell does: validate ``params``, build the config, pick the folder.
 
     Returns ``(config, run_dir)``; ``run_dir`` is ``params["run_dir"]`` or the run's folder under
-    :func:`~dystress.provenance.runs_root`. Raises ``ValueError`` for unknown parameters or invalid
-    values.
+    :func:`~dystress.provenance.runs_root`. The process then holds the folder's lock for its life
+    (:func:`dystress.runlock.hold_run_folder`; the study's runner holds it for the notebook it runs),
+    so a second writer of the folder stops at once. Raises ``ValueError`` for unknown parameters or
+    invalid values, :class:`~dystress.runlock.RunFolderBusy` for a folder another process writes.
     """
+    from dystress.runlock import hold_run_folder
+
     check_parameter_names(params)
     profile = params.get("profile") or "quick"
     config = build_config(profile, params)
     run_dir = params.get("run_dir")
     path = Path(run_dir) if run_dir else provenance.runs_root() / profile / provenance.run_folder_name(config)
+    hold_run_folder(path)
     return config, path.resolve()

@@ -15,14 +15,15 @@ is ``dystress study run|list`` (:mod:`dystress.cli`).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,11 +93,19 @@ class RunResult:
         return sorted((self.run_dir / "snapshots").glob("epoch_*.pt"))
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (``{}`` when there is no file); a ``ValueError`` naming a damaged one."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON ({err}): remove it, and the run is done again") from None
+
+
 def _status(run_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    final_path = run_dir / "final_metrics.json"
-    final = json.loads(final_path.read_text()) if final_path.is_file() else {}
+    info = _read_json(run_dir / "run.json")
+    final = _read_json(run_dir / "final_metrics.json")
     state = info.get("status")
     if not info:
         return "missing", info, final
@@ -107,9 +116,9 @@ def _status(run_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return ("running" if is_locked(run_dir) else "interrupted"), info, final
 
 
-def _resolve(point: Point, profile: str, root: Path, code: str) -> RunResult:
+def _resolve(point: Point, profile: str, root: Path, code: str, threads: int | None = None) -> RunResult:
     try:
-        config = build_config(profile, point.parameters)
+        config = build_config(profile, {**point.parameters, "num_threads": threads})
     except ValueError as err:
         info = {"error": f"invalid configuration: {err}"}
         return RunResult(point, profile, f"invalid:{point.id}", root / profile, "invalid", {}, info)
@@ -119,12 +128,18 @@ def _resolve(point: Point, profile: str, root: Path, code: str) -> RunResult:
     return RunResult(point, profile, key, run_dir, status, final, info)
 
 
-def load_results(profile: str | None = None, runs: str | Path | None = None) -> list[RunResult]:
-    """Every point of ``profile``'s plan with what exists on disk (status ``missing`` when nothing)."""
+def load_results(
+    profile: str | None = None, runs: str | Path | None = None, parallel: int | None = None
+) -> list[RunResult]:
+    """Every point of ``profile``'s plan with what exists on disk (status ``missing`` when nothing).
+
+    ``parallel`` (default :func:`default_parallel`) picks the runs made that many at a time: their
+    thread count is part of their folders (:func:`dystress.provenance.run_folder_name`)."""
     profile = profile or default_profile()
     root = Path(runs).resolve() if runs else provenance.runs_root()
     code = provenance.code_version()
-    return [_resolve(p, profile, root, code) for p in plan(profile)]
+    threads = threads_per_run(default_parallel() if parallel is None else parallel)
+    return [_resolve(p, profile, root, code, threads) for p in plan(profile)]
 
 
 def _now() -> str:
@@ -192,8 +207,7 @@ def _execute(result: RunResult, template: Path, info: dict[str, Any], prefix: st
             str(run_dir / "run.ipynb"),
             parameters=parameters,
             kernel_name="python3",
-            progress_bar=False,
-            cwd=str(run_dir),
+            progress_bar=False,  # no cwd: papermill would chdir the whole process, runs side by side too
         )
         info.update(status="complete", error=None, traceback=None)
     except KeyboardInterrupt:
@@ -233,7 +247,7 @@ def run_point(
     root = Path(runs).resolve() if runs else provenance.runs_root()
     template = Path(template) if template else provenance.template_path()
     code = provenance.code_version()
-    result = _resolve(point, profile, root, code)
+    result = _resolve(point, profile, root, code, num_threads)
     if result.status in ("complete", "invalid") or (result.status == "failed" and not retry_failed):
         return result
     busy = f"{prefix} {point.id}: being run by another process, skipped"
@@ -242,14 +256,14 @@ def run_point(
         return result
     try:
         with run_folder_lock(result.run_dir):
-            info = _run_info(result, template, code, num_threads)
+            info = _run_info(result, template.resolve(), code, num_threads)
             atomic_write_json(result.run_dir / "run.json", info)
             _execute(result, template, info, prefix, stream)
     except RunFolderBusy:
         print(busy, file=stream, flush=True)
         result.status = "running"
         return result
-    return _resolve(point, profile, root, code)
+    return _resolve(point, profile, root, code, num_threads)
 
 
 def _error_text(err: BaseException) -> str:
@@ -279,14 +293,14 @@ def _unique_runs(results: Sequence[RunResult]) -> list[RunResult]:
 
 
 def _to_run(
-    profile: str, runs: str | Path | None, only: Sequence[str] | None, retry_failed: bool
+    profile: str, runs: str | Path | None, only: Sequence[str] | None, retry_failed: bool, parallel: int
 ) -> tuple[int, list[RunResult]]:
     """(number of distinct runs selected, those to run now) of ``profile``, ``only`` these ablations."""
     if only:
         unknown = sorted(set(only) - set(ABLATIONS))
         if unknown:
             raise ValueError(f"unknown ablations {unknown}; known: {sorted(ABLATIONS)}")
-    results = load_results(profile, runs)
+    results = load_results(profile, runs, parallel)
     # Filter before de-duplicating: a run shared with an earlier ablation still belongs to ``only``.
     selected = _unique_runs([r for r in results if not only or r.point.ablation in only])
     todo = [
@@ -323,8 +337,10 @@ def run_study(
         default = provenance.template_path()
         raise ValueError(f"template {template} is not a notebook file (default: {default})")
     parallel = check_parallel(default_parallel() if parallel is None else parallel, stream)
-    total, todo = _to_run(profile, runs, only, retry_failed)
+    runs = Path(runs).resolve() if runs else provenance.runs_root()  # once: workers may start elsewhere
+    template = Path(template).resolve() if template else provenance.template_path()
     threads = threads_per_run(parallel)
+    total, todo = _to_run(profile, runs, only, retry_failed, parallel)
     at_once = f", {parallel} at a time with {threads} thread(s) each" if parallel > 1 else ""
     print(
         f"[study] profile {profile}: {total} runs, {total - len(todo)} done, {len(todo)} to run{at_once}",
@@ -332,7 +348,7 @@ def run_study(
         flush=True,
     )
     ran, skipped = _run_each(todo, _Job(profile, runs, template, retry_failed, stream, threads), parallel)
-    final = load_results(profile, runs)
+    final = load_results(profile, runs, parallel)
     _print_summary(profile, final, len(ran), skipped, stream)
     return StudyReport(profile, final, ran)
 
@@ -385,6 +401,7 @@ class _Progress:
     """The study's progress across runs that may execute side by side (guarded by ``lock``)."""
 
     total: int
+    parallel: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: int = 0
     durations: list[float] = field(default_factory=list)
@@ -392,23 +409,49 @@ class _Progress:
     no_data: dict[str, str] = field(default_factory=dict)  # dataset -> why its runs are skipped
     skipped: int = 0
 
+    def eta(self, left: int) -> str:
+        """ ", about Xm left after it": ``left`` runs at the mean duration so far, ``parallel`` at a time."""
+        if not self.durations:
+            return ""
+        mean = sum(self.durations) / len(self.durations)
+        return f", about {format_duration(left * mean / self.parallel)} left after it"
+
 
 def _run_each(todo: Sequence[RunResult], job: _Job, parallel: int) -> tuple[list[str], int]:
     """Run ``todo`` in order, ``parallel`` at a time, with progress lines; returns (the keys run, how
-    many were skipped for want of data)."""
-    progress = _Progress(len(todo))
+    many were skipped for want of data).
+
+    Side by side, each run executes in a worker process of its own (papermill changes the working
+    directory of the process it runs in, and Ctrl-C must reach every run); a Ctrl-C cancels the runs
+    not started and marks the ones in flight interrupted, to be resumed by the next ``study run``."""
+    progress = _Progress(len(todo), parallel)
     if parallel == 1:
         for r in todo:
-            _run_one(r, job, progress)
-    else:
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            for future in [pool.submit(_run_one, r, job, progress) for r in todo]:
+            _run_one(r, job, progress, run_point)
+        return progress.ran, progress.skipped
+    context = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(parallel, mp_context=context) as processes,
+        ThreadPoolExecutor(parallel) as threads,
+    ):
+
+        def in_a_process(*args: Any) -> RunResult:
+            return processes.submit(run_point, *args).result()
+
+        futures = [threads.submit(_run_one, r, job, progress, in_a_process) for r in todo]
+        try:
+            for future in futures:
                 future.result()
+        except BaseException:
+            threads.shutdown(wait=False, cancel_futures=True)
+            processes.shutdown(wait=False, cancel_futures=True)
+            raise
     return progress.ran, progress.skipped
 
 
-def _run_one(r: RunResult, job: _Job, progress: _Progress) -> None:
-    """Run one of the study's runs (unless its dataset's data are known missing) and report it."""
+def _run_one(r: RunResult, job: _Job, progress: _Progress, run: Callable[..., RunResult]) -> None:
+    """Run one of the study's runs with ``run`` (:func:`run_point`, here or in a worker process) unless
+    its dataset's data are known missing, and report it."""
     stream = job.stream
     with progress.lock:
         progress.started += 1
@@ -421,12 +464,15 @@ def _run_one(r: RunResult, job: _Job, progress: _Progress) -> None:
             )
             return
         left = progress.total - progress.started
-        mean = sum(progress.durations) / len(progress.durations) if progress.durations else 0.0
-        eta = f", about {format_duration(left * mean)} left after it" if progress.durations else ""
-        print(f"{prefix} {r.point.id} -> {r.run_dir.name} ({left} more to run{eta})", file=stream, flush=True)
+        print(
+            f"{prefix} {r.point.id} -> {r.run_dir.name} ({left} more to run{progress.eta(left)})",
+            file=stream,
+            flush=True,
+        )
     start = time.perf_counter()
-    new = run_point(
-        r.point, job.profile, job.runs, job.template, job.retry_failed, prefix, stream, job.threads
+    worker_stream = stream if run is run_point else None  # a worker process writes to its own stderr
+    new = run(
+        r.point, job.profile, job.runs, job.template, job.retry_failed, prefix, worker_stream, job.threads
     )
     with progress.lock:
         progress.durations.append(time.perf_counter() - start)
