@@ -390,7 +390,8 @@ def test_non_finite_weights_stop_the_run_even_when_the_loss_is_finite(
     with pytest.raises(TrainingDiverged, match=r"non-finite weights at the end of epoch 2 \(every loss"):
         pretrain(config, tmp_path, progress=False)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert state["epoch"] == 1 and state["extra"] == {"world_size": 1, "device_type": "cpu", "bf16": False}
+    extra = {"world_size": 1, "device_type": "cpu", "bf16": False, "cpu_threads": torch.get_num_threads()}
+    assert state["epoch"] == 1 and state["extra"] == extra
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert [r["epoch"] for r in read_jsonl(tmp_path / "records.jsonl")] == [1]
 
@@ -414,7 +415,8 @@ def test_resume_with_another_world_size_is_refused(cifar_root: Path, tmp_path: P
     ("key", "written", "message"),
     [
         ("device_type", "cuda", r"device_type = 'cuda', this run has 'cpu' \(device = 'auto'"),
-        ("bf16", True, r"bf16 = True, this run has False \(device = 'auto', precision = 'auto' on this"),
+        ("bf16", True, r"bf16 = True, this run has False \(device = 'auto', precision = 'auto', num_threads"),
+        ("cpu_threads", 64, r"cpu_threads = 64, this run has \d+ \(device = 'auto'.*with the thread count"),
     ],
 )
 def test_resume_on_another_kind_of_device_or_precision_is_refused(

@@ -186,7 +186,12 @@ def knn_majority_accuracy(
 
     Each of the k nearest bank features (cosine; for unit vectors the Euclidean order) casts one vote;
     a tie between classes with the most votes goes to the smallest class index, as scikit-learn's
-    ``weights="uniform"`` prediction does. Arguments as :func:`knn_accuracy` (without ``t``).
+    ``weights="uniform"`` prediction does.
+
+    Args:
+        train_features: bank features [N_train, D]; train_labels: their labels [N_train].
+        test_features: query features [N_test, D]; test_labels: their labels [N_test].
+        k, num_classes, chunk_size, exclude_self: as :func:`knn_accuracy` (which also has ``t``).
 
     Returns:
         ``{"top1", "k", "num_classes", "n_train", "n_test", "exclude_self", "ties"}``, top1 in percent.
