@@ -58,8 +58,8 @@ def provenance(results: Sequence[RunResult], data: str | Path | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------- tables
-#: Final metrics copied into :func:`results_frame` (absent ones are NaN / None).
-FRAME_METRICS = (
+#: The accuracies (percent) among the final metrics: numeric columns of :func:`results_frame`.
+ACCURACIES = (
     "knn_top1",
     "knn_top5",
     "knn10_majority",
@@ -67,6 +67,11 @@ FRAME_METRICS = (
     "knn1_class_averaged",
     "knn10_class_averaged",
     "linear_top1",
+)
+
+#: Final metrics copied into :func:`results_frame` (absent ones are NaN / None).
+FRAME_METRICS = (
+    *ACCURACIES,
     "uniformity",
     "tolerance",
     "inter_class_uniformity",
@@ -111,16 +116,7 @@ def results_frame(results: Sequence[RunResult]) -> Any:
         row["run_dir"] = str(r.run_dir)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    numeric = (
-        "knn_top1",
-        "knn_top5",
-        "knn10_majority",
-        "knn200_majority",
-        "knn1_class_averaged",
-        "knn10_class_averaged",
-        "linear_top1",
-    )
-    for name in (*numeric, "uniformity", "tolerance", "train_seconds", "wall_s"):
+    for name in (*ACCURACIES, "uniformity", "tolerance", "train_seconds", "wall_s"):
         if name in frame:
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
     return frame
