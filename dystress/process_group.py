@@ -145,13 +145,16 @@ def check_same_start(state: dict | None, refused: bool, ckpt_path: Path, device:
         )
 
 
-def reduce_epoch(sums: Tensor, first_bad: Tensor, world_size: int) -> None:
+def reduce_epoch(sums: Tensor, first_bad: Tensor, world_size: int, counts: Tensor | None = None) -> None:
     """In place over the ranks: ``sums`` (the epoch's per-step sums) averaged, ``first_bad`` (the first
-    bad step) the minimum, so every rank sees a divergence on any rank at its earliest step."""
+    bad step) the minimum, so every rank sees a divergence on any rank at its earliest step, and
+    ``counts`` (histograms) summed."""
     if world_size > 1:
         dist.all_reduce(sums)
         sums /= world_size
         dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+        if counts is not None:
+            dist.all_reduce(counts)
 
 
 def timeout_minutes(text: str) -> float:

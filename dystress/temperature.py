@@ -47,6 +47,7 @@ __all__ = [
     "ExponentialTemperature",
     "GlobalTemperature",
     "LinearTemperature",
+    "LogLinearTemperature",
     "MACLTemperature",
     "OneSidedCosineTemperature",
     "ShiftedCosineTemperature",
@@ -249,9 +250,35 @@ class LinearTemperature(TemperatureFunction):
 
 
 class ExponentialTemperature(TemperatureFunction):
-    """Exponential ablation (our form; the paper gives none): tau(s) = tau_min (tau_max / tau_min)^|s|.
+    """The DySTreSS authors' exponential form: tau(s) = a - b exp(-c |s|), here written
+    tau(s) = tau_max - (tau_max - tau_min) exp(-rate |s|) (a = tau_max, b = tau_max - tau_min, c = rate).
 
-    Like the cosine: symmetric in s, tau_min at s = 0, tau_max at |s| = 1 (log-linear in between).
+    The paper names an exponential ablation without its formula; the authors' earlier code defines it
+    as above with (a, b, c) = (0.2, 0.1, 3.5), i.e. (tau_min, tau_max, rate) = (0.1, 0.2, 3.5), the
+    defaults. Symmetric in s and concave in |s|: tau_min at s = 0, rising quickly (63 % of the range by
+    |s| = 1 / rate) towards tau_max, which it approaches but does not reach at |s| = 1
+    (tau_max - (tau_max - tau_min) e^-rate). Our log-linear form is :class:`LogLinearTemperature`.
+    """
+
+    def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2, rate: float = 3.5) -> None:
+        self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
+        self.rate = as_real("rate", rate, positive=True)
+
+    def _tau(self, s: Tensor) -> Tensor:
+        # in place up to exp_ only: exp's backward reads its output, which must stay unmodified
+        decay = s.abs().mul_(-self.rate).exp_()
+        return self.tau_max - (self.tau_max - self.tau_min) * decay
+
+    def params(self) -> dict[str, float]:
+        return {"tau_min": self.tau_min, "tau_max": self.tau_max, "rate": self.rate}
+
+
+class LogLinearTemperature(TemperatureFunction):
+    """Log-linear ablation (our form): tau(s) = tau_min (tau_max / tau_min)^|s|.
+
+    Like the cosine: symmetric in s, tau_min at s = 0, tau_max at |s| = 1 (log tau linear in |s|, so
+    convex). Until session 7 this form was registered as ``exponential``, a name that now belongs to the
+    authors' form (:class:`ExponentialTemperature`).
     """
 
     def __init__(self, tau_min: float = 0.1, tau_max: float = 0.2) -> None:
@@ -270,7 +297,9 @@ class CosineScheduleTemperature(GlobalTemperature):
 
     tau(t) = tau_minus + 0.5 (tau_plus - tau_minus)(1 + cos(2 pi t / T)).
 
-    Starts at tau_plus (t = 0), reaches tau_minus at t = T / 2; advance it with :meth:`set_epoch`.
+    t is the epoch number as the reference code counts it, from 1 for the first epoch (``pretrain``
+    passes 1, 2, ...); t = 0, the value before any :meth:`set_epoch`, is tau_plus, and tau_minus is
+    reached at t = T / 2 (with T = 2 x epochs, at the last epoch).
     """
 
     def __init__(self, tau_plus: float = 1.0, tau_minus: float = 0.1, period: float = 400) -> None:
@@ -285,7 +314,7 @@ class CosineScheduleTemperature(GlobalTemperature):
         return self.tau_minus + 0.5 * (self.tau_plus - self.tau_minus) * (1.0 + cos)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch`` (an int, NumPy integer or 0-dim integer tensor, >= 0) from now on."""
+        """Use epoch number t = ``epoch`` (an int, NumPy integer or 0-dim integer tensor, >= 0)."""
         self.epoch = _as_epoch(epoch)
 
     def _tau(self, s: Tensor) -> Tensor:
@@ -328,6 +357,7 @@ TEMPERATURES: dict[str, type[TemperatureFunction]] = {
     "shifted_cosine": ShiftedCosineTemperature,
     "linear": LinearTemperature,
     "exponential": ExponentialTemperature,
+    "log_linear": LogLinearTemperature,
     "one_sided_cosine": OneSidedCosineTemperature,
     "ts_schedule": CosineScheduleTemperature,
     "macl": MACLTemperature,

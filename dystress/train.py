@@ -34,7 +34,9 @@ device-side flag: no per-step host sync), and so do non-finite weights at the en
 good checkpoint is kept.
 
 Records hold epoch means of loss, tau_pos, tau_neg, sim_pos and sim_neg (accumulated on the device),
-the last step's lr, ``images_per_second`` (two-view pairs per second of training, monitor excluded),
+the regime of the similarities the loss saw (quantiles, shares and histograms of
+:mod:`dystress.regime`, also accumulated on the device), the last step's lr,
+``images_per_second`` (two-view pairs per second of training, monitor excluded),
 ``epoch_seconds`` and the monitor's statistics (``monitor_*``, see :mod:`dystress.monitor`).
 The final evaluation (:func:`dystress.evaluate.evaluate_backbone`) uses the backbone of the last epoch;
 nothing is ever selected on the test set.
@@ -75,6 +77,7 @@ from dystress.models import ContrastiveModel
 from dystress.monitor import Monitor, make_monitor
 from dystress.optim import build_optimizer, lr_at
 from dystress.process_group import Ranks
+from dystress.regime import RegimeTracker
 from dystress.runtime import (
     RunData,
     build_augmentation,
@@ -118,6 +121,7 @@ class _Training:
     model: nn.Module  # what trains: raw_model, wrapped by DDP and/or torch.compile when asked
     temperature: TemperatureFunction
     loss_fn: nn.Module
+    regime: RegimeTracker  # the similarities the loss saw this epoch
     optimizer: torch.optim.Optimizer
     aug_generator: torch.Generator
     steps_per_epoch: int
@@ -329,6 +333,7 @@ def _set_up(
         model=model,
         temperature=temperature,
         loss_fn=loss_fn,
+        regime=RegimeTracker(temperature, device),
         optimizer=optimizer,
         aug_generator=torch.Generator(device=device),
         steps_per_epoch=steps_per_epoch,
@@ -439,22 +444,28 @@ def _progress_bar(run: _Training, progress: bool) -> Any:
 def _train_epoch(run: _Training, epoch: int, bar: Any) -> dict[str, Any]:
     """Train epoch ``epoch`` (1-based) and return its record; raise :class:`TrainingDiverged` (after
     closing ``bar``) when a loss on any rank, or the weights at its end, are not finite."""
-    _set_epoch_all(run.loader, run.temperature, epoch - 1)
+    run.loader.set_epoch(epoch - 1)  # the shuffling's 0-based epoch index
+    run.temperature.set_epoch(epoch)  # the epoch number, from 1 as the TS reference code counts
     run.aug_generator.manual_seed(_epoch_seed(run.config.seed, epoch, run.ranks.rank))
     sums = torch.zeros(1 + len(_DIAGNOSTICS), device=run.device)
+    run.regime.reset()
     # the first step with a non-finite loss; steps_per_epoch: non-finite weights only; + 1: none
     first_bad = torch.full((), run.steps_per_epoch + 1, dtype=torch.int64, device=run.device)
     t0 = time.perf_counter()
-    first_bad, lr = _train_steps(run, sums, first_bad, bar)
+    with run.regime.observing():  # the loss passes the similarities it saw to run.regime
+        first_bad, lr = _train_steps(run, sums, first_bad, bar)
     weights_bad = ~_all_finite(run.raw_model)  # e.g. an update that overflowed while the loss was finite
     first_bad = torch.where(weights_bad, torch.clamp(first_bad, max=run.steps_per_epoch), first_bad)
-    process_group.reduce_epoch(sums, first_bad, run.ranks.world_size)  # every rank sees any divergence
-    means = (sums / run.steps_per_epoch).tolist()  # the one host sync of the epoch
+    # every rank sees any divergence; the regime's counts are summed over the ranks
+    process_group.reduce_epoch(sums, first_bad, run.ranks.world_size, counts=run.regime.state)
+    means = (sums / run.steps_per_epoch).tolist()  # the host syncs of the epoch: means and regime
+    regime = run.regime.summary()
     train_seconds = time.perf_counter() - t0
     _stop_if_diverged(int(first_bad), epoch, run.steps_per_epoch, bar)
     images_per_second = run.steps_per_epoch * run.config.batch_size / train_seconds
     record: dict[str, Any] = {"epoch": epoch, "step": run.step, "lr": lr, "loss": means[0]}
     record.update(dict(zip(_DIAGNOSTICS, means[1:], strict=True)))
+    record.update(regime)
     record.update(
         images_per_second=images_per_second, epoch_seconds=train_seconds, world_size=run.ranks.world_size
     )
@@ -530,14 +541,6 @@ def _stop_if_diverged(bad_step: int, epoch: int, steps_per_epoch: int, bar: Any)
             f"non-finite weights at the end of epoch {epoch} (every loss of the epoch was finite); "
             "the last good checkpoint is kept"
         )
-
-
-def _set_epoch_all(
-    loader: DeviceBatchLoader | HostBatchLoader, temperature: TemperatureFunction, epoch: int
-) -> None:
-    """Give the shuffling and the temperature (TS schedule) the 0-based index of the epoch to train."""
-    loader.set_epoch(epoch)
-    temperature.set_epoch(epoch)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:

@@ -458,6 +458,7 @@ def test_temperature_parameter_names_come_from_the_registry() -> None:
         "offset",
         "scale",
         "knee",
+        "rate",
         "tau_plus",
         "tau_minus",
         "period",

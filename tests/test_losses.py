@@ -17,6 +17,7 @@ from dystress.temperature import (
     CosineTemperature,
     ExponentialTemperature,
     LinearTemperature,
+    LogLinearTemperature,
     MACLTemperature,
     OneSidedCosineTemperature,
     ShiftedCosineTemperature,
@@ -63,10 +64,14 @@ TEMPERATURES: dict[str, tuple[Callable[[], float | TemperatureFunction], TauRef]
     ),
     "one-sided-0.2": (lambda: OneSidedCosineTemperature(0.1, 0.2, 0.2), shifted_ref(0.1, 0.2, 0.2, 0.8)),
     "linear": (lambda: LinearTemperature(0.1, 0.3), lambda s: 0.1 + 0.2 * abs(s)),
-    "exponential": (lambda: ExponentialTemperature(0.05, 0.2), lambda s: 0.05 * 4.0 ** abs(s)),
+    "exponential": (
+        lambda: ExponentialTemperature(0.05, 0.2),
+        lambda s: 0.2 - 0.15 * math.exp(-3.5 * abs(s)),
+    ),
+    "log-linear": (lambda: LogLinearTemperature(0.05, 0.2), lambda s: 0.05 * 4.0 ** abs(s)),
     "ts-epoch-130": (lambda: _ts(130), ts_ref(1.0, 0.1, 400, 130)),
 }
-PAIRWISE = ["cosine-0.1-0.2", "shifted-(-0.4,0.7)", "one-sided-0.2", "linear", "exponential"]
+PAIRWISE = ["cosine-0.1-0.2", "shifted-(-0.4,0.7)", "one-sided-0.2", "linear", "exponential", "log-linear"]
 
 
 def views(
@@ -324,7 +329,9 @@ def test_queue_eval_mode_does_not_enqueue_and_state_dict_round_trips() -> None:
 
 
 # ---- identities ----
-@pytest.mark.parametrize("cls", [CosineTemperature, LinearTemperature, ExponentialTemperature])
+@pytest.mark.parametrize(
+    "cls", [CosineTemperature, LinearTemperature, ExponentialTemperature, LogLinearTemperature]
+)
 @pytest.mark.parametrize("tau", [0.07, 0.5])
 @pytest.mark.parametrize("loss_cls", [InfoNCELoss, DCLLoss])
 def test_equal_range_is_fixed_tau(cls, tau: float, loss_cls) -> None:
@@ -489,6 +496,7 @@ def test_naive_exp_sum_log_overflows_but_ours_does_not() -> None:
         ShiftedCosineTemperature(0.01, 0.05, -0.4, 0.7),
         LinearTemperature(0.01, 0.01),
         ExponentialTemperature(0.01, 1.0),
+        LogLinearTemperature(0.01, 1.0),
     ],
     ids=lambda f: type(f).__name__,
 )

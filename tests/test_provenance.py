@@ -58,6 +58,7 @@ COUNTED = [
     "dystress.optim",
     "dystress.process_group",
     "dystress.provenance",
+    "dystress.regime",
     "dystress.runtime",
     "dystress.temperature",
     "dystress.train",

@@ -86,7 +86,7 @@ def test_paper_plan_covers_the_required_ablations() -> None:
     assert {"0.05", "0.1", "0.15", "0.2", "0.3", "0.5", "1"} <= _labels("paper", "fixed_tau")
     assert {"(0.1, 0.2)", "(0.07, 0.2)", "(0.07, 0.1)"} <= _labels("paper", "dystress_grid")
     assert "(-0.4, 0.7)" in _labels("paper", "shifted")
-    assert _labels("paper", "forms") == {"cosine", "linear", "exponential", "one_sided_cosine"}
+    assert _labels("paper", "forms") == {"cosine", "linear", "exponential", "log_linear", "one_sided_cosine"}
     assert _labels("paper", "baselines") == {"TS", "MACL"}
     assert _labels("paper", "random_init") == {"random initialisation"}
     seeds: dict[tuple[str, str], set[int]] = {}
@@ -506,7 +506,7 @@ def test_run_study_only_keeps_a_run_shared_with_an_earlier_ablation(
 
     monkeypatch.setattr(runner, "run_point", fake_run_point)
     study.run_study("paper", only=["forms"], stream=io.StringIO())
-    assert len(called) == len(forms) == 4
+    assert len(called) == len(forms) == 5
     assert {provenance.run_folder_name(study.build_config("paper", p.parameters)) for p in forms} == {
         r.key for r in study.load_results("paper") if r.point.id in called
     }

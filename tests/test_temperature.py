@@ -18,6 +18,7 @@ from dystress.temperature import (
     ExponentialTemperature,
     GlobalTemperature,
     LinearTemperature,
+    LogLinearTemperature,
     MACLTemperature,
     OneSidedCosineTemperature,
     ShiftedCosineTemperature,
@@ -116,15 +117,23 @@ def test_one_sided_cosine(lo: float, hi: float, knee: float) -> None:
 
 
 @pytest.mark.parametrize("lo,hi", RANGES)
-def test_linear_and_exponential(lo: float, hi: float) -> None:
+def test_linear_and_log_linear(lo: float, hi: float) -> None:
     check_against(LinearTemperature(lo, hi), lambda s: lo + (hi - lo) * abs(s))
-    check_against(ExponentialTemperature(lo, hi), lambda s: lo * (hi / lo) ** abs(s))
-    for cls in (LinearTemperature, ExponentialTemperature):
+    check_against(LogLinearTemperature(lo, hi), lambda s: lo * (hi / lo) ** abs(s))
+    for cls in (LinearTemperature, LogLinearTemperature):
         values = cls(lo, hi)(torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)).tolist()
         assert values == pytest.approx([hi, lo, hi], rel=1e-12)
-    # exponential is log-linear: geometric mean at |s| = 1/2
-    mid = ExponentialTemperature(lo, hi)(torch.tensor(0.5, dtype=torch.float64)).item()
+    # log-linear: geometric mean at |s| = 1/2
+    mid = LogLinearTemperature(lo, hi)(torch.tensor(0.5, dtype=torch.float64)).item()
     assert mid == pytest.approx(math.sqrt(lo * hi), rel=1e-12)
+
+
+def test_exponential_is_the_authors_a_minus_b_exp() -> None:
+    a, b, c = 0.2, 0.1, 3.5  # the authors' earlier code
+    check_against(ExponentialTemperature(), lambda s: a - b * math.exp(-c * abs(s)))
+    check_against(ExponentialTemperature(0.07, 0.2, 2.0), lambda s: 0.2 - 0.13 * math.exp(-2.0 * abs(s)))
+    edges = ExponentialTemperature()(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist()
+    assert edges == pytest.approx([0.1, 0.2 - 0.1 * math.exp(-3.5)], rel=1e-12)  # tau_max not reached
 
 
 @pytest.mark.parametrize("tau_plus,tau_minus,period", [(1.0, 0.1, 400), (0.5, 0.2, 100), (0.3, 0.3, 10)])
@@ -173,6 +182,7 @@ ALL = [
     ShiftedCosineTemperature(0.1, 0.2, -0.4, 0.7),
     LinearTemperature(0.1, 0.2),
     ExponentialTemperature(0.1, 0.2),
+    LogLinearTemperature(0.1, 0.2),
     OneSidedCosineTemperature(0.1, 0.2, 0.2),
     CosineScheduleTemperature(1.0, 0.1, 400),
     MACLTemperature(0.1, 0.5, 0.0),
@@ -215,12 +225,13 @@ def test_registry_names() -> None:
         "shifted_cosine",
         "linear",
         "exponential",
+        "log_linear",
         "one_sided_cosine",
         "ts_schedule",
         "macl",
     }
     pairwise = [not isinstance(f, GlobalTemperature) for f in ALL]
-    assert pairwise == [False, True, True, True, True, True, False, False]
+    assert pairwise == [False, True, True, True, True, True, True, False, False]
 
 
 def test_parameter_names_are_every_registered_functions_parameters() -> None:
@@ -231,6 +242,7 @@ def test_parameter_names_are_every_registered_functions_parameters() -> None:
         "knee",
         "offset",
         "period",
+        "rate",
         "scale",
         "tau",
         "tau_0",
@@ -349,6 +361,7 @@ def test_subclasses_implement_the_tau_hook() -> None:
 @pytest.mark.parametrize("fn", ALL, ids=lambda f: type(f).__name__)
 def test_call_compiles_in_one_graph(fn: TemperatureFunction) -> None:
     """The input check reads types and dtypes only: no host sync, no graph break (fullgraph)."""
+    torch._dynamo.reset()  # one code object (__call__) for every function: start each from a clean cache
     compiled = torch.compile(fn.__call__, backend="eager", fullgraph=True)
     s = torch.linspace(-1, 1, 21)
     assert torch.equal(compiled(s), fn(s))
@@ -375,6 +388,8 @@ def test_set_epoch_is_a_noop_for_the_others() -> None:
         (CosineTemperature, {"tau_min": 0.1, "tau_max": None}, "tau_max"),
         (LinearTemperature, {"tau_min": -1.0, "tau_max": 0.2}, "tau_min"),
         (ExponentialTemperature, {"tau_min": 0.2, "tau_max": 0.1}, "tau_max"),
+        (ExponentialTemperature, {"rate": 0.0}, "rate"),
+        (LogLinearTemperature, {"tau_min": 0.2, "tau_max": 0.1}, "tau_max"),
         (ShiftedCosineTemperature, {"scale": 0.0}, "scale"),
         (ShiftedCosineTemperature, {"scale": -0.7}, "scale"),
         (ShiftedCosineTemperature, {"offset": 1.5}, "offset"),

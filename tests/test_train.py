@@ -206,6 +206,10 @@ def test_run_dir_contents(smoke_run) -> None:  # noqa: ANN001
         assert -1 <= r["sim_neg"] <= r["sim_pos"] <= 1
     # the last step's lr of the per-step cosine schedule
     assert records[-1]["lr"] == pytest.approx(lr_at(7, 8, 0, config.lr))
+    for r in records:  # the regime of every step's 256 anchors x 254 negatives (dystress.regime)
+        assert sum(r["neg_sim_hist"]) == 4 * 256 * 254 and sum(r["pos_sim_hist"]) == 4 * 256
+        assert -1 <= r["neg_sim_q05"] <= r["neg_sim_q50"] <= r["neg_sim_q95"] <= r["neg_sim_q99"] <= 1
+        assert 0 <= r["neg_close_share"] <= 1 and 0 < r["neg_tau_raised_share"] < 1
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", config=config.to_dict())
     assert (state["epoch"], state["step"]) == (2, 8)
     assert metrics["bank_size"] == 512 and metrics["test_size"] == 1000
@@ -369,6 +373,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
     assert [r["epoch"] for r in read_jsonl(tmp_path / "records.jsonl")] == [1]
     assert not (tmp_path / "final_metrics.json").exists()
+
+
+def test_the_ts_schedule_counts_epochs_from_one(cifar_root: Path, tmp_path: Path) -> None:
+    """As in Kukleva et al.'s code: epoch t = 1, 2 of period 4 train at 0.55 and tau_minus."""
+    config = smoke_config(
+        cifar_root,
+        "train_subset=256",
+        "monitor_size=0",
+        "snapshot_epochs=[]",
+        "temperature=ts_schedule",
+        "temperature_params={tau_plus: 1.0, tau_minus: 0.1, period: 4}",
+    )
+    pretrain(config, tmp_path, progress=False)
+    taus = [r["tau_pos"] for r in read_jsonl(tmp_path / "records.jsonl")]
+    assert taus == pytest.approx([0.55, 0.1], rel=1e-6)
+    assert all(r["neg_tau_raised_share"] is None for r in read_jsonl(tmp_path / "records.jsonl"))
 
 
 def test_non_finite_weights_stop_the_run_even_when_the_loss_is_finite(

@@ -88,6 +88,8 @@ def test_torchrun_two_gloo_processes(cifar_root: Path, tmp_path: Path) -> None:
     assert [r["epoch"] for r in records] == [1, 2]  # one writer: one line per epoch
     assert all(r["world_size"] == 2 for r in records)
     assert [r["step"] for r in records] == [4, 8]  # global batch 128 = 2 x 64 per rank
+    # the regime counts of both ranks: per step, each of the 256 anchors has 254 negatives (gathered)
+    assert all(sum(r["neg_sim_hist"]) == 4 * 256 * 254 and sum(r["pos_sim_hist"]) == 4 * 256 for r in records)
     metrics = json.loads((run_dir / "final_metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["bank_size"] == 512
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", config=config.to_dict())

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dystress import regime
 from dystress.distributed import gather_with_grad, rank, world_size
 from dystress.temperature import (
     GlobalTemperature,
@@ -146,6 +147,8 @@ def contrastive_terms(
 
     Returns:
         :class:`ContrastiveTerms` with detached 0-dim diagnostics tau_pos, tau_neg, sim_pos, sim_neg.
+        The detached similarities (and pairwise taus) also go to the active
+        :class:`~dystress.regime.RegimeTracker`, when there is one (:func:`dystress.regime.observe`).
     """
     sim = anchors @ candidates.T  # [A, C]
     s_pos_d = positive_similarity.detach()
@@ -161,6 +164,7 @@ def contrastive_terms(
         logits.scatter_(1, excluded, torch.finfo(logits.dtype).min)  # finite: no NaN when a row is empty
     negative_lse = torch.logsumexp(logits, dim=1)
     positive = positive_similarity / tau_pos
+    regime.observe(sim.detach(), s_pos_d, excluded, tau.detach())  # a no-op unless a run tracks it
     diagnostics = _diagnostics(anchors, candidates, sim, tau, tau_pos, s_pos_d, excluded)
     return ContrastiveTerms(positive, negative_lse, diagnostics)
 
@@ -250,7 +254,8 @@ class TemperatureLoss(nn.Module):
     temperature: TemperatureFunction
 
     def set_epoch(self, epoch: int) -> None:
-        """Give the temperature the 0-based epoch (TS schedule; a no-op for the others).
+        """Give the temperature the epoch number (TS schedule; a no-op for the others). ``pretrain``
+        passes 1 for the first epoch, as the TS reference code counts; 0 keeps the schedule's start.
 
         ``epoch``: an int, NumPy integer or 0-dim integer tensor, >= 0 (else ``ValueError``).
         """

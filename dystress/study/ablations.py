@@ -1,8 +1,8 @@
 """The ablations of the study: named points (notebook parameters) and the plan of each profile.
 
 Every point of :data:`ABLATIONS` is a set of notebook parameters (config fields plus the temperature
-function's own parameters); :func:`plan` lists a profile's points (``paper``: all of them; the CPU
-profiles: :data:`SUBSETS`). :mod:`dystress.study.runner` runs them; :mod:`dystress.study.results`
+function's own parameters); :func:`plan` lists a profile's points (:data:`SUBSETS`; ``paper``: all
+but the CPU-only budget ablation). :mod:`dystress.study.runner` runs them; :mod:`dystress.study.results`
 tabulates them.
 """
 
@@ -15,10 +15,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dystress.config import PretrainConfig
 
-__all__ = ["ABLATIONS", "PROFILE_NAMES", "SUBSETS", "Ablation", "Point", "long_tailed_size", "plan"]
+__all__ = [
+    "ABLATIONS",
+    "CPU_ONLY_ABLATIONS",
+    "PROFILE_NAMES",
+    "SUBSETS",
+    "Ablation",
+    "Point",
+    "long_tailed_size",
+    "plan",
+]
 
 #: Profiles with a plan (``imagenet100`` is a config profile, not run by the study).
-PROFILE_NAMES = ("smoke", "quick", "paper")
+PROFILE_NAMES = ("smoke", "quick", "long", "paper")
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ FIXED_TAUS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 GRID_TAU_MIN = (0.05, 0.07, 0.1, 0.2)
 GRID_TAU_MAX = (0.1, 0.2, 0.3, 0.5, 1.0)
 SHIFTS = ((-0.4, 0.7), (-0.3, 0.7), (-0.5, 0.7), (-0.4, 0.6), (-0.4, 0.8), (0.4, 0.8))
-FORMS = ("cosine", "linear", "exponential", "one_sided_cosine")
+FORMS = ("cosine", "linear", "exponential", "log_linear", "one_sided_cosine")
 SEEDS = (0, 1, 2)
 
 
@@ -103,10 +112,25 @@ def _form(name: str, seed: int = 0) -> Point:
 
 def _baseline(name: str, seed: int = 0) -> Point:
     if name == "TS":
-        # One period over twice the run (tau_plus at epoch 0, tau_minus at the last epoch), the shape of
-        # Kukleva et al.'s T = 400 for 200 epochs; the period is filled in per profile by plan().
+        # One period over twice the run, the shape of Kukleva et al.'s T = 400 for 200 epochs: epochs
+        # count from 1 as in their code, so tau falls from just below tau_plus at the first epoch to
+        # tau_minus at the last (quick, T = 12: 0.94, 0.775, 0.55, 0.325, 0.16, 0.1); the period is
+        # filled in per profile by plan().
         return _point("baselines", "TS", seed, temperature="ts_schedule", tau_plus=1.0, tau_minus=0.1)
     return _point("baselines", "MACL", seed, temperature="macl", tau_0=0.1, alpha=0.5, a_0=0.0)
+
+
+#: Epochs of the budget ablation's shorter runs (the ``long`` profile trains 20).
+BUDGET_EPOCHS = 6
+
+
+def _budget(point: Point) -> tuple[Point, ...]:
+    """``point``'s method trained :data:`BUDGET_EPOCHS` epochs (a shorter budget, the same schedule
+    shape), every seed; ablation ``budget``, label ``<label>, 6 epochs``."""
+    name = {"fixed_tau": f"fixed tau {point.label}", "dystress_grid": f"DySTreSS {point.label}"}[
+        point.ablation
+    ]
+    return _on_dataset("cifar10", f"{name}, {BUDGET_EPOCHS} epochs", point, "budget", epochs=BUDGET_EPOCHS)
 
 
 def _random_init(seed: int = 0) -> Point:
@@ -249,6 +273,13 @@ ABLATIONS: dict[str, Ablation] = {
             _with_seeds((_baseline("TS"), _baseline("MACL"))),
         ),
         Ablation(
+            "budget",
+            "Training budget",
+            f"fixed tau 0.1 and DySTreSS {REFERENCE_RANGE} trained {BUDGET_EPOCHS} epochs instead of the "
+            f"profile's, seeds {', '.join(map(str, SEEDS))}; long profile only (its 6-epoch point)",
+            _budget(_fixed(0.1)) + _budget(_dystress(*REFERENCE_RANGE)),
+        ),
+        Ablation(
             "cifar100",
             "CIFAR-100",
             "SimCLR (fixed tau 0.2), MACL and DySTreSS (0.07, 0.2) and (0.1, 0.2) on CIFAR-100" + _SEEDS_ALL,
@@ -281,8 +312,11 @@ ABLATIONS: dict[str, Ablation] = {
     )
 }
 
-#: Point ids run by the CPU profiles (``paper`` runs every point of every ablation; CIFAR-100, CIFAR-100-LT
-#: and the 2000-epoch comparisons with TS are paper-only).
+#: Ablations of the CPU profiles only (``paper`` runs every point of every other ablation).
+CPU_ONLY_ABLATIONS = frozenset({"budget"})
+
+#: Point ids run by each profile (``paper``: every point of every ablation but :data:`CPU_ONLY_ABLATIONS`;
+#: CIFAR-100, CIFAR-100-LT and the 2000-epoch comparisons with TS are paper-only).
 SUBSETS: dict[str, frozenset[str]] = {
     "smoke": frozenset(
         p.id
@@ -312,6 +346,23 @@ SUBSETS: dict[str, frozenset[str]] = {
             # size of the quick subset, so about one quick run each); CIFAR-10 is all the CPU books need
             *_long_tailed("cifar10_lt"),
         )
+    ),
+    # the core comparison with three paired seeds each, and the same two main methods at 6 epochs (the
+    # training-budget point between quick and long); see the profile's docstring in dystress.config
+    "long": frozenset(
+        p.id
+        for p in (
+            *(_fixed(0.1, s) for s in SEEDS),
+            *(_fixed(0.2, s) for s in SEEDS),
+            *(_dystress(*REFERENCE_RANGE, seed=s) for s in SEEDS),
+            *(_dystress(0.1, 0.2, seed=s) for s in SEEDS),
+            *(_baseline("MACL", s) for s in SEEDS),
+            *_budget(_fixed(0.1)),
+            *_budget(_dystress(*REFERENCE_RANGE)),
+        )
+    ),
+    "paper": frozenset(
+        p.id for a in ABLATIONS.values() if a.name not in CPU_ONLY_ABLATIONS for p in a.points
     ),
 }
 
@@ -346,17 +397,14 @@ def _profile_point(point: Point, base: PretrainConfig) -> Point:
 def plan(profile: str) -> list[Point]:
     """The points of ``profile`` in ablation order (a configuration may appear in several ablations).
 
-    ``paper`` runs everything; ``smoke`` and ``quick`` run :data:`SUBSETS`.
+    Each profile runs its :data:`SUBSETS` (``paper``: every ablation but the CPU-only ones).
     """
     if profile not in PROFILE_NAMES:
         raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
     from dystress.config import get_profile
 
-    subset = SUBSETS.get(profile)
+    subset = SUBSETS[profile]
     base = get_profile(profile)
     return [
-        _profile_point(p, base)
-        for ablation in ABLATIONS.values()
-        for p in ablation.points
-        if subset is None or p.id in subset
+        _profile_point(p, base) for ablation in ABLATIONS.values() for p in ablation.points if p.id in subset
     ]
