@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_study_parser(sub: Any) -> None:
-    """``dystress study run|list``: the study's runs (:mod:`dystress.study.runner`)."""
+    """``dystress study run|list|export``: the study's runs (:mod:`dystress.study.runner`) and their
+    shipped bundles (:mod:`dystress.study.shipped`)."""
     from dystress.study.ablations import ABLATIONS, PROFILE_NAMES  # light: no papermill, no torch
 
     p = sub.add_parser(
@@ -175,22 +176,32 @@ def _add_study_parser(sub: Any) -> None:
         "into a folder named by its configuration and the code version.",
     )
     study_sub = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
-    for name, help_text in (("run", "run what is missing"), ("list", "list the runs and their status")):
+    actions = (
+        ("run", "run what is missing"),
+        ("list", "list the runs and their status"),
+        (
+            "export",
+            "write the compact bundles of the complete runs under results/<profile>/ (shipped results)",
+        ),
+    )
+    for name, help_text in actions:
         q = study_sub.add_parser(name, help=help_text)
         q.add_argument(
             "--profile", default=None, choices=PROFILE_NAMES, help="default: $DYSTRESS_PROFILE or quick"
         )
         q.add_argument("--runs", default=None, help="runs folder (default: $DYSTRESS_RUNS or <repo>/runs)")
+        q.add_argument(
+            "--parallel",
+            type=int,
+            default=None,
+            metavar="N",
+            help="runs at once, each with its share of the CPU cores as threads; list and export find the "
+            "runs made so (default: $DYSTRESS_PARALLEL, else 1)",
+        )
+        if name == "export":
+            q.add_argument("--out", default=None, help="bundle folder (default: results/<profile>)")
         if name == "run":
             q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
-            q.add_argument(
-                "--parallel",
-                type=int,
-                default=None,
-                metavar="N",
-                help="runs at once, each with its share of the CPU cores as threads "
-                "(default: $DYSTRESS_PARALLEL, else 1)",
-            )
             q.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), help="only these ablations")
             q.add_argument(
                 "--template", default=None, help="notebook template (default: notebooks/pretrain_run.ipynb)"
@@ -312,7 +323,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    """``dystress study run|list``."""
+    """``dystress study run|list|export``."""
     from dystress.provenance import code_version
     from dystress.study.runner import load_results, older_results, run_study
 
@@ -322,7 +333,20 @@ def _study(args: argparse.Namespace) -> int:
             args.profile, args.runs, args.template, args.retry_failed, args.only, parallel=args.parallel
         )
         return EXIT_DIVERGED if report.by_status("failed") or report.by_status("invalid") else 0
-    results = load_results(args.profile, args.runs)
+    if args.study_command == "export":
+        from dystress.study.notebook import default_profile
+        from dystress.study.runner import check_parallel
+        from dystress.study.shipped import export_results
+
+        profile = args.profile or default_profile()
+        parallel = None if args.parallel is None else check_parallel(args.parallel, sys.stderr)
+        if args.out:
+            _require_folder(Path(args.out))
+        folder = export_results(profile, args.runs, args.out, parallel)
+        print(f"dystress study export: the complete runs of profile {profile} are in {folder}")
+        return 0
+    parallel = None if args.parallel is None else check_parallel(args.parallel, sys.stderr)
+    results = load_results(args.profile, args.runs, parallel)
     print(f"code version {code_version()} (run folders are named by the config and this version)")
     seen: set[str] = set()
     for r in results:

@@ -1,0 +1,220 @@
+"""Results that ship with the repository: a compact bundle per run under ``results/<profile>/``.
+
+A profile too long to run while the book builds (``long``: about 4 hours of 2 cores) ships its results
+as reproducible studies ship theirs. :func:`export_results` writes them from the run folders, one
+command (``dystress study export --profile long``):
+
+    results/<profile>/manifest.json   profile, export date, code version and per-file code hashes,
+                                      machine, and which run holds each point of the plan
+    results/<profile>/<run key>.json  one complete run: its point, configuration, code version,
+                                      environment, timings, per-epoch records (with the regime
+                                      histograms) and final metrics; never checkpoints or snapshots
+
+:func:`load_shipped` reads them back as :class:`ShippedResult` (a
+:class:`~dystress.study.runner.RunResult` whose records come from the bundle), so the book's tables,
+comparisons and figures treat them like local runs; :func:`code_changes` names the files of the
+engine that changed since the export (the page says so; it does not hide the results). Bundles are
+JSON, read with checks (a damaged or foreign file is named, never executed); ``dystress study run
+--profile long`` makes the runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dystress import provenance
+from dystress.io import atomic_write_text
+from dystress.study.ablations import plan
+from dystress.study.runner import RunResult, load_results
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "ShippedResult",
+    "code_changes",
+    "code_files",
+    "export_results",
+    "load_manifest",
+    "load_shipped",
+    "results_root",
+]
+
+#: Version of the bundle layout (``format`` in every file).
+BUNDLE_FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+def results_root() -> Path:
+    """``<repo>/results``: where shipped results live, one folder per profile."""
+    return provenance.repo_root() / "results"
+
+
+@dataclass
+class ShippedResult(RunResult):
+    """A run read from its shipped bundle (``run_dir`` is the bundle file): ``records()`` come from
+    the bundle, and it has no snapshots."""
+
+    shipped_records: list[dict[str, Any]] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.shipped_records
+
+    def snapshot_paths(self) -> list[Path]:
+        return []
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _bundle(result: RunResult, code: str) -> dict[str, Any]:
+    """The bundle of one complete run."""
+    info = result.info
+    return {
+        "format": BUNDLE_FORMAT,
+        "key": result.key,
+        "profile": result.profile,
+        "code_version": info.get("code_version", code),
+        "config": info.get("config"),
+        "environment": info.get("environment"),
+        "run": {k: info.get(k) for k in ("started", "finished", "wall_s", "attempts")},
+        "final_metrics": result.final,
+        "records": result.records(),
+    }
+
+
+def export_results(
+    profile: str,
+    runs: str | Path | None = None,
+    out: str | Path | None = None,
+    parallel: int | None = None,
+) -> Path:
+    """Write the bundles of ``profile``'s complete runs (in ``runs``, default the runs root; made
+    ``parallel`` at a time, which names their folders) into ``out`` (default
+    ``results/<profile>``), replacing what was there; returns the folder.
+
+    Raises ``ValueError`` before writing anything when no run of the plan is complete.
+    """
+    results = load_results(profile, runs, parallel)
+    done = [r for r in results if r.status == "complete"]
+    if not done:
+        raise ValueError(
+            f"no complete run of profile {profile} in {Path(runs) if runs else provenance.runs_root()} "
+            f"(with --parallel {parallel or 1}): run `dystress study run --profile {profile}` first"
+        )
+    folder = Path(out) if out is not None else results_root() / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    code = provenance.code_version()
+    keys = sorted({r.key for r in done})
+    for r in {r.key: r for r in done}.values():
+        atomic_write_text(folder / f"{r.key}.json", _dumps(_bundle(r, code)))
+    for stale in folder.glob("*.json"):
+        if stale.name != MANIFEST and stale.stem not in keys:
+            stale.unlink()
+    versions = sorted({r.info.get("code_version", code) for r in done})
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "profile": profile,
+        "exported": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_version": versions[0] if len(versions) == 1 else versions,
+        # the files behind the runs' code version, when it is this code's (else unknown here)
+        "code_files": code_files() if versions == [code] else None,
+        "machine": {"host": platform.node(), "cpus": _cpus(done)},
+        "points": {r.point.id: r.key for r in done},
+        "planned": [p.id for p in plan(profile)],
+    }
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+    return folder
+
+
+def code_files() -> dict[str, str]:
+    """12 hex digits per file that :func:`~dystress.provenance.code_version` hashes (the counted modules'
+    code without comments and docstrings, and the template's code cells), so that a page can name the
+    files changed since an export. Hashed together as there, they give the code version."""
+    template = provenance.template_path()
+    files = [
+        (rel, provenance._code_only(p.read_text(encoding="utf-8"))) for rel, p in provenance.counted_sources()
+    ]
+    cells = provenance._template_cells(template)
+    files.append((f"notebooks/{provenance.TEMPLATE}", "\n\0\n".join(cells).encode()))
+    return {name: hashlib.sha256(code).hexdigest() for name, code in sorted(files)}
+
+
+def _cpus(done: list[RunResult]) -> Any:
+    cpus = sorted({(r.info.get("environment") or {}).get("cpus") for r in done} - {None})
+    return cpus[0] if len(cpus) == 1 else cpus
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A bundle or manifest as a dict, checked for its format; ``ValueError`` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"shipped result {path} cannot be read as JSON ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"shipped result {path} is not a dystress bundle of format {BUNDLE_FORMAT}")
+    return data
+
+
+def load_manifest(profile: str, root: str | Path | None = None) -> dict[str, Any] | None:
+    """The manifest of ``profile``'s shipped results (``root``: default :func:`results_root`), or
+    ``None`` when nothing ships for it."""
+    path = Path(root or results_root()) / profile / MANIFEST
+    return _read(path) if path.is_file() else None
+
+
+def load_shipped(profile: str, root: str | Path | None = None) -> list[ShippedResult]:
+    """Every point of ``profile``'s plan with its shipped run (status ``complete``), or status
+    ``missing`` when none ships; ``[]`` when the profile ships nothing."""
+    manifest = load_manifest(profile, root)
+    if manifest is None:
+        return []
+    folder = Path(root or results_root()) / profile
+    points: dict[str, str] = manifest.get("points") or {}
+    bundles: dict[str, dict[str, Any]] = {}
+    out = []
+    for point in plan(profile):
+        key = points.get(point.id)
+        if key is None:
+            out.append(ShippedResult(point, profile, f"missing:{point.id}", folder, "missing"))
+            continue
+        if key not in bundles:
+            bundles[key] = _read(folder / f"{key}.json")
+        b = bundles[key]
+        info = {
+            "code_version": b.get("code_version"),
+            "environment": b.get("environment"),
+            **b.get("run", {}),
+        }
+        out.append(
+            ShippedResult(
+                point,
+                profile,
+                key,
+                folder / f"{key}.json",
+                "complete",
+                b.get("final_metrics") or {},
+                info,
+                b.get("records") or [],
+            )
+        )
+    return out
+
+
+def code_changes(manifest: dict[str, Any]) -> list[str]:
+    """The files of the engine whose code changed since the export (``name (changed|new|removed)``);
+    ``[]`` when the code version is the same."""
+    if manifest.get("code_version") == provenance.code_version():
+        return []
+    then, now = manifest.get("code_files"), code_files()
+    if not then:
+        return ["the code version differs (the export did not record its files)"]
+    changes = [f"{n} (changed)" for n in sorted(then.keys() & now.keys()) if then[n] != now[n]]
+    changes += [f"{n} (new)" for n in sorted(now.keys() - then.keys())]
+    changes += [f"{n} (removed)" for n in sorted(then.keys() - now.keys())]
+    return changes or ["the code version differs"]
