@@ -20,9 +20,11 @@ __all__ = [
     "config_label",
     "emd_curves",
     "fixed_tau_curve",
+    "gap_vs_steps",
     "glue_figure",
     "glue_text",
     "placeholder",
+    "regime_over_training",
     "metrics_table",
     "negative_weights",
     "run_curves",
@@ -405,6 +407,62 @@ def uniformity_tolerance_plane(table: Any, value: str = "knn_top1", connect: str
     ax.set_xlabel("uniformity (lower: more uniform)")
     ax.set_ylabel("tolerance (mean same-class similarity)")
     fig.colorbar(sc, ax=ax, label=METRIC_LABELS.get(value, value))
+    return fig
+
+
+def regime_over_training(frame: Any, title: str = "") -> Any:
+    """The similarities the loss saw, per method over epochs (mean over seeds; :func:`dystress.study.
+    budget.regime_frame`): the negatives' 5-95 % band with its median and 99 % quantile, the share of
+    negatives at s >= 0.5, and the share to which DySTreSS (0.07, 0.2) gives (or would give) a raised tau."""
+    plt = _plt()
+    if frame is None or len(frame) == 0 or frame["neg_sim_q50"].isna().all():
+        return None
+    means = frame.groupby(["name", "epoch"], sort=False).mean(numeric_only=True).reset_index()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    for i, (name, rows) in enumerate(means.groupby("name", sort=False)):
+        color = f"C{i % 10}"
+        axes[0].fill_between(rows.epoch, rows.neg_sim_q05, rows.neg_sim_q95, color=color, alpha=0.15)
+        axes[0].plot(rows.epoch, rows.neg_sim_q50, color=color, label=name)
+        axes[0].plot(rows.epoch, rows.neg_sim_q99, color=color, ls="--", lw=1)
+        axes[1].plot(rows.epoch, 100 * rows.neg_close_share, color=color, marker="o", ms=3)
+        axes[2].plot(rows.epoch, 100 * rows.dystress_raised_share, color=color, marker="o", ms=3)
+    axes[0].set_ylabel("similarity of negatives\n(5-95 % band, median; dashed: 99 %)", fontsize=9)
+    axes[1].set_ylabel("negatives with s >= 0.5 (%)", fontsize=9)
+    axes[2].set_ylabel("negatives DySTreSS (0.07, 0.2)\nwould raise above tau_min + 10 % (%)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    _legend_below(fig, *_unique_handles(axes))
+    return fig
+
+
+def gap_vs_steps(table: Any) -> Any:
+    """Per training budget (:func:`dystress.study.budget.budget_table`): the paired gap DySTreSS (0.07,
+    0.2) - fixed tau 0.1 with its 95 % interval, and the DySTreSS runs' 95 % / 99 % similarity
+    quantiles of negatives, against optimiser steps (log scale)."""
+    plt = _plt()
+    if table is None or len(table) == 0:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    ci = np.where(np.isfinite(table.ci), table.ci, 0.0)
+    axes[0].errorbar(table.steps, table.gap, yerr=ci, fmt="o-", capsize=4)
+    axes[0].axhline(0, color="grey", lw=0.8, ls="--")
+    for _, row in table.iterrows():
+        axes[0].annotate(
+            row.budget, (row.steps, row.gap), fontsize=8, xytext=(5, 4), textcoords="offset points"
+        )
+    axes[0].set_ylabel(
+        "kNN top-1 gap, DySTreSS (0.07, 0.2)\n- fixed tau 0.1 (points, paired 95 %)", fontsize=9
+    )
+    axes[1].plot(table.steps, table.neg_sim_q95, "o-", label="95 % quantile")
+    axes[1].plot(table.steps, table.neg_sim_q99, "s--", label="99 % quantile")
+    axes[1].axhline(0.5, color="grey", lw=0.8, ls=":", label="s = 0.5 (tau mid-range)")
+    axes[1].set_ylabel("similarity of negatives\n(DySTreSS runs, last epoch)", fontsize=9)
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("optimiser steps")
     return fig
 
 

@@ -1,0 +1,168 @@
+"""The training budget and the temperature regime across profiles: the tables behind the book's
+"Training budget" page.
+
+- :func:`regime_frame`: per run and epoch, the regime entries of the records (:mod:`dystress.regime`):
+  the negatives' and positives' similarity quantiles, the share of negatives at s >= 0.5, the share
+  whose tau was raised, the mean taus, and ``dystress_raised_share``: the share of the run's negatives
+  to which DySTreSS (0.07, 0.2) would give a raised tau (from the histogram, to within a bin), so that
+  fixed-tau runs can be read on the same scale.
+- :func:`method_regime`: the last epoch's regime per method, averaged over seeds.
+- :func:`budget_table`: per budget (profile and epochs), the optimiser steps, the paired gap of
+  DySTreSS (0.07, 0.2) to fixed tau 0.1 and the DySTreSS runs' last-epoch regime.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from dystress.regime import BINS, QUANTILES, raised_threshold
+from dystress.study.findings import Paired, paired
+from dystress.study.runner import RunResult
+from dystress.temperature import CosineTemperature
+
+__all__ = ["MAIN_POINTS", "REFERENCE", "budget_table", "method_regime", "method_name", "regime_frame"]
+
+#: The DySTreSS point every comparison is made to, and the fixed tau it is weighed against.
+REFERENCE = ("dystress_grid", "(0.07, 0.2)")
+FIXED = ("fixed_tau", "0.1")
+#: The methods of the core comparison: (ablation, label) -> name.
+MAIN_POINTS = {
+    ("fixed_tau", "0.1"): "fixed tau 0.1",
+    ("fixed_tau", "0.2"): "SimCLR (fixed tau 0.2)",
+    REFERENCE: "DySTreSS (0.07, 0.2)",
+    ("dystress_grid", "(0.1, 0.2)"): "DySTreSS (0.1, 0.2)",
+    ("baselines", "MACL"): "MACL",
+}
+#: The budget ablation's points of the two compared methods (the long profile's 6-epoch runs).
+_BUDGET = {"fixed tau 0.1, 6 epochs": FIXED, "DySTreSS (0.07, 0.2), 6 epochs": REFERENCE}
+
+_REGIME_KEYS = (
+    *(f"{side}_sim_q{q:02d}" for side in ("neg", "pos") for q in QUANTILES),
+    "neg_close_share",
+    "neg_tau_raised_share",
+    "tau_neg",
+    "tau_pos",
+)
+
+
+def method_name(ablation: str, label: str) -> str:
+    """A readable name of a point: the main methods' names, else ``label`` with its ablation."""
+    return MAIN_POINTS.get((ablation, label), f"{label} ({ablation})")
+
+
+def _reference_raised(hist: Sequence[float]) -> float:
+    """Share of the histogram's negatives to which DySTreSS (0.07, 0.2) gives a raised tau (bin centres)."""
+    total = float(sum(hist))
+    if not total:
+        return math.nan
+    reference = CosineTemperature(0.07, 0.2)
+    centres = torch.linspace(-1 + 1 / BINS, 1 - 1 / BINS, BINS, dtype=torch.float64)
+    raised = (reference(centres) > raised_threshold(reference)).tolist()
+    return sum(c for c, r in zip(hist, raised, strict=True) if r) / total
+
+
+def regime_frame(results: Sequence[RunResult]) -> Any:
+    """One row per complete run (once per run folder, under its first point) and epoch with regime
+    entries: ``id, ablation, label, name, seed, epoch, step``, the regime keys (NaN where absent: runs
+    made before the records had them) and ``dystress_raised_share``."""
+    import pandas as pd
+
+    rows, seen = [], set()
+    for r in results:
+        if r.status != "complete" or r.key in seen:
+            continue
+        seen.add(r.key)
+        for rec in r.records():
+            row = {
+                "id": r.point.id,
+                "ablation": r.point.ablation,
+                "label": r.point.label,
+                "name": method_name(r.point.ablation, r.point.label),
+                "seed": r.point.seed,
+                "epoch": rec.get("epoch"),
+                "step": rec.get("step"),
+            }
+            for key in _REGIME_KEYS:
+                value = rec.get(key)
+                row[key] = math.nan if value is None else float(value)
+            hist = rec.get("neg_sim_hist")
+            row["dystress_raised_share"] = _reference_raised(hist) if hist else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def method_regime(frame: Any) -> Any:
+    """The last epoch of each run, averaged per method (``ablation, label, name``) over its seeds."""
+    if frame is None or len(frame) == 0:
+        return frame
+    last = frame[frame.epoch == frame.groupby("id").epoch.transform("max")]
+    columns = [c for c in (*_REGIME_KEYS, "dystress_raised_share", "step") if c in last]
+    table = last.groupby(["ablation", "label", "name"], sort=False)[columns].mean().reset_index()
+    table["seeds"] = last.groupby(["ablation", "label", "name"], sort=False).seed.count().to_numpy()
+    return table
+
+
+def _final_by_seed(results: Sequence[RunResult], point: tuple[str, str], value: str) -> dict[int, float]:
+    out = {}
+    for r in results:
+        if (r.point.ablation, r.point.label) == point and r.status == "complete":
+            v = r.final.get(value)
+            if v is not None:
+                out[r.point.seed] = float(v)
+    return out
+
+
+def _last_regime(results: Sequence[RunResult], point: tuple[str, str]) -> dict[str, float]:
+    """The mean over seeds of the last epoch's regime of ``point``'s complete runs."""
+    lasts = [
+        r.records()[-1]
+        for r in results
+        if (r.point.ablation, r.point.label) == point and r.status == "complete" and r.records()
+    ]
+    out = {}
+    for key in ("neg_sim_q95", "neg_sim_q99", "neg_close_share", "neg_tau_raised_share", "step"):
+        values = [float(x[key]) for x in lasts if x.get(key) is not None]
+        out[key] = sum(values) / len(values) if values else math.nan
+    return out
+
+
+def budget_table(profiles: Mapping[str, Sequence[RunResult]], value: str = "knn_top1") -> Any:
+    """Per training budget: ``budget`` (a readable name), ``steps`` (optimiser steps of the DySTreSS
+    runs), the paired gap ``gap`` DySTreSS (0.07, 0.2) - fixed tau 0.1 on ``value`` with its 95%
+    half-width ``ci`` and ``seeds``, and the DySTreSS runs' last-epoch ``neg_sim_q95``, ``neg_sim_q99``,
+    ``neg_close_share`` and ``neg_tau_raised_share``. ``profiles``: profile name -> its results (local
+    or shipped); a profile's ``budget`` ablation (6 epochs of the long profile) is a budget of its own.
+    Rows without a DySTreSS run are left out; sorted by steps."""
+    import pandas as pd
+
+    rows = []
+    for profile, results in profiles.items():
+        budgets = [(profile, results, FIXED, REFERENCE)]
+        budget_runs = [r for r in results if r.point.ablation == "budget"]
+        if budget_runs:
+            by_method = {v: ("budget", k) for k, v in _BUDGET.items()}
+            epochs = budget_runs[0].point.parameters.get("epochs")
+            budgets.append((f"{profile}, {epochs} epochs", results, by_method[FIXED], by_method[REFERENCE]))
+        for name, runs, fixed, ours in budgets:
+            regime = _last_regime(runs, ours)
+            if math.isnan(regime["step"]):
+                continue
+            pair: Paired | None = paired(
+                _final_by_seed(runs, ours, value), _final_by_seed(runs, fixed, value)
+            )
+            rows.append(
+                {
+                    "budget": name,
+                    "steps": int(regime.pop("step")),
+                    "gap": pair.diff if pair else math.nan,
+                    "ci": pair.ci if pair else math.nan,
+                    "seeds": pair.n if pair else 0,
+                    **regime,
+                }
+            )
+    table = pd.DataFrame(rows)
+    return table.sort_values("steps").reset_index(drop=True) if len(table) else table

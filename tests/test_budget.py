@@ -1,0 +1,86 @@
+"""The training-budget tables: paired gaps per budget and the regime per method, on hand-made runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from dystress.regime import BINS
+from dystress.study import budget, plots
+from dystress.study.ablations import plan
+from dystress.study.shipped import ShippedResult
+
+
+def _hist(similarity: float) -> list[int]:
+    """A histogram of 100 negatives, all at ``similarity``."""
+    counts = [0] * BINS
+    counts[min(int((similarity + 1) * BINS / 2), BINS - 1)] = 100
+    return counts
+
+
+def _runs(profile: str, knn: dict[tuple[str, str], list[float]], steps: int) -> list[ShippedResult]:
+    out = []
+    for p in plan(profile):
+        method = (p.ablation, p.label)
+        if method not in knn:
+            continue
+        run_steps = steps * 3 // 10 if p.ablation == "budget" else steps  # 6 of 20 epochs
+        records = [
+            {
+                "epoch": e,
+                "step": run_steps * e // 2,
+                "neg_sim_q95": 0.3 + 0.1 * e,
+                "neg_sim_q99": 0.5,
+                "neg_sim_q50": 0.0,
+                "neg_sim_q05": -0.3,
+                "neg_close_share": 0.01,
+                "neg_sim_hist": _hist(0.0 if e == 1 else 0.9),
+            }
+            for e in (1, 2)
+        ]
+        final = {"knn_top1": knn[method][p.seed]}
+        out.append(ShippedResult(p, profile, f"k{p.id}", Path("."), "complete", final, {}, records))
+    return out
+
+
+def test_budget_table_pairs_seeds_per_budget() -> None:
+    long = _runs(
+        "long",
+        {
+            ("fixed_tau", "0.1"): [60.0, 61.0, 62.0],
+            ("dystress_grid", "(0.07, 0.2)"): [59.0, 60.5, 61.0],
+            ("budget", "fixed tau 0.1, 6 epochs"): [55.0, 56.0, 57.0],
+            ("budget", "DySTreSS (0.07, 0.2), 6 epochs"): [54.0, 55.0, 56.5],
+        },
+        3900,
+    )
+    table = budget.budget_table({"long": long})
+    assert list(table.budget) == ["long, 6 epochs", "long"] and list(table.steps) == [1170, 3900]
+    row = table[table.budget == "long"].iloc[0]
+    diffs = [-1.0, -0.5, -1.0]
+    assert row.gap == pytest.approx(sum(diffs) / 3) and row.seeds == 3 and row.ci > 0
+    assert row.steps == 3900 and row.neg_sim_q95 == pytest.approx(0.5)
+
+
+def test_regime_frame_reads_fixed_tau_runs_on_the_dystress_scale() -> None:
+    runs = _runs("long", {("fixed_tau", "0.1"): [60.0, 61.0, 62.0]}, 100)
+    frame = budget.regime_frame(runs)
+    assert len(frame) == 6 and set(frame.name) == {"fixed tau 0.1"}
+    # s = 0 gives tau_min (not raised); s = 0.9 gives nearly tau_max (raised)
+    assert list(frame.dystress_raised_share) == [0.0, 1.0] * 3
+    table = budget.method_regime(frame)
+    assert len(table) == 1 and table.seeds.iloc[0] == 3 and table.dystress_raised_share.iloc[0] == 1.0
+    assert math.isnan(table.neg_tau_raised_share.iloc[0])  # absent from these records
+
+
+def test_figures_draw_and_nothing_gives_none() -> None:
+    runs = _runs(
+        "long", {("fixed_tau", "0.1"): [60.0, 61.0, 62.0], ("dystress_grid", "(0.07, 0.2)"): [1, 2, 3]}, 10
+    )
+    frame = budget.regime_frame(runs)
+    assert plots.regime_over_training(frame) is not None
+    assert plots.gap_vs_steps(budget.budget_table({"long": runs})) is not None
+    assert plots.regime_over_training(budget.regime_frame([])) is None
+    assert plots.gap_vs_steps(budget.budget_table({})) is None
