@@ -76,9 +76,11 @@ def _remove_stale_pages(outdir: Path, pages: set[str]) -> None:
 
 def _fingerprint(profile: str) -> str:
     """Hash of the profile, every package source file (:func:`dystress.provenance.source_version`:
-    the pages' code and the API's docstrings too) and the state of every run of the profile."""
+    the pages' code and the API's docstrings too), the state of every run of the profile and the
+    shipped results (``results/``)."""
     from dystress import study
     from dystress.provenance import source_version
+    from dystress.study.shipped import results_root
 
     digest = hashlib.sha256(f"{profile}\0{source_version()}".encode())
     for r in study.load_results(profile):
@@ -87,6 +89,8 @@ def _fingerprint(profile: str) -> str:
             f = r.run_dir / name
             if f.is_file():
                 digest.update(f.read_bytes())
+    for f in sorted(results_root().glob("*/*.json")):
+        digest.update(f.name.encode() + f.read_bytes())
     return digest.hexdigest()
 
 
