@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -55,12 +56,16 @@ def test_md5_mismatch_names_files_and_match_is_silent(fake_cifar10, monkeypatch)
 
         return hashlib.md5((fake_cifar10.folder / name).read_bytes()).hexdigest()
 
-    class Official(torchvision.datasets.CIFAR10):
-        train_list = [[f"data_batch_{k}", md5(f"data_batch_{k}")] for k in range(1, 6)]
-        test_list = [["test_batch", md5("test_batch")]]
-        meta = {"filename": "batches.meta", "key": "label_names", "md5": md5("batches.meta")}
+    from dystress.data import datasets
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Official)
+    official = dataclasses.replace(
+        datasets.CIFAR_RELEASES["cifar10"],
+        train=tuple((f"data_batch_{k}", md5(f"data_batch_{k}")) for k in range(1, 6)),
+        test=(("test_batch", md5("test_batch")),),
+        meta=("batches.meta", md5("batches.meta")),
+    )
+    monkeypatch.setitem(datasets.CIFAR_RELEASES, "cifar10", official)
+    monkeypatch.setenv("DYSTRESS_NO_DATA_CACHE", "1")  # the md5 check, not the cache's record of it
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = load_dataset("cifar10", fake_cifar10.root, train=True, download=False)

@@ -29,6 +29,7 @@ COUNTED = [
     "dystress.data",
     "dystress.data.augment",
     "dystress.data.datasets",
+    "dystress.data.decoded",
     "dystress.data.image_dataset",
     "dystress.data.imagefolder",
     "dystress.data.loader",

@@ -6,14 +6,16 @@ names anything but containers, strings, numbers and numpy arrays is refused, not
 offline JPEG-decoded copy (`python ../shared/data/make_cifar10.py ROOT`), whose md5 sums differ from the
 official release, loads too: an md5 mismatch is a warning, not an error. A file that is truncated, not a
 pickle, or not a CIFAR batch (keys, dtype, shape, label range) raises `dystress.io.DataFileError` naming
-it. The md5 sums of the official release are read from torchvision's `CIFAR10` / `CIFAR100` classes at
-run time. `ImageDataset` lives in `dystress.data.image_dataset` and is re-exported here.
+it. The file names and md5 sums of the official release are the published ones (`CIFAR_RELEASES`, the
+same as torchvision's `CIFAR10` / `CIFAR100` classes, which only the download imports: torchvision
+takes seconds to import). A split is decoded once per machine (`dystress.data.decoded`). `ImageDataset` lives in `dystress.data.image_dataset` and is re-exported here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from dystress._checks import as_int, is_int, is_real
+from dystress.data.decoded import Decoded, cached_split
 from dystress.data.image_dataset import ImageDataset
 from dystress.data.imagefolder import load_image_folder
 from dystress.data.longtail import longtail_indices
@@ -89,10 +92,50 @@ def load_dataset(
 
 
 def _torchvision_cifar_class(base: str) -> type:
-    """torchvision's dataset class, looked up at call time (it carries the official file list and md5s)."""
+    """torchvision's dataset class (imported only to download the release)."""
     import torchvision.datasets
 
     return torchvision.datasets.CIFAR10 if base == "cifar10" else torchvision.datasets.CIFAR100
+
+
+@dataclass(frozen=True)
+class CifarRelease:
+    """The official python-pickle release of a CIFAR dataset: its folder, URL, split files with their
+    md5 sums, and the meta file (name, md5, key of the class names)."""
+
+    folder: str
+    url: str
+    train: tuple[tuple[str, str], ...]
+    test: tuple[tuple[str, str], ...]
+    meta: tuple[str, str]
+    classes_key: str
+
+
+#: The published releases (https://www.cs.toronto.edu/~kriz/cifar.html), as torchvision lists them.
+CIFAR_RELEASES = {
+    "cifar10": CifarRelease(
+        folder="cifar-10-batches-py",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        train=(
+            ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+            ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+            ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+            ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+            ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+        ),
+        test=(("test_batch", "40351d587109b95175f43aff81a1287e"),),
+        meta=("batches.meta", "5ff9c542aee3614f3951f8cda6e48888"),
+        classes_key="label_names",
+    ),
+    "cifar100": CifarRelease(
+        folder="cifar-100-python",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        train=(("train", "16019d7e3df5f24257cddd939b257f8d"),),
+        test=(("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
+        meta=("meta", "7973b15100ade9c7d40fb424638fde48"),
+        classes_key="fine_label_names",
+    ),
+}
 
 
 def _md5(path: Path) -> str:
@@ -103,12 +146,11 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _release_files(base: str, train: bool) -> tuple[Path, list[tuple[str, str]], Any]:
-    """(folder under the root, [(file, official md5)] of one split plus the meta file, torchvision class)."""
-    spec = _torchvision_cifar_class(base)
-    files = [(name, md5) for name, md5 in (spec.train_list if train else spec.test_list)]
-    files.append((spec.meta["filename"], spec.meta["md5"]))
-    return Path(spec.base_folder), files, spec
+def _release_files(base: str, train: bool) -> tuple[Path, list[tuple[str, str]], CifarRelease]:
+    """(folder under the root, [(file, official md5)] of one split plus the meta file, the release)."""
+    release = CIFAR_RELEASES[base]
+    files = [*(release.train if train else release.test), release.meta]
+    return Path(release.folder), files, release
 
 
 def is_official_release(name: str, root: str | Path) -> bool | None:
@@ -175,36 +217,44 @@ def _read_batch(path: Path, base: str, num_classes: int) -> tuple[np.ndarray, np
 
 
 def _load_cifar(base: str, root: Path, train: bool, download: bool) -> ImageDataset:
-    """Read one CIFAR split from the python-pickle layout, downloading it first if allowed and absent."""
-    relative, files, spec = _release_files(base, train)
+    """Read one CIFAR split from the python-pickle layout, downloading it first if allowed and absent;
+    decoded once per machine (:func:`dystress.data.decoded.cached_split`)."""
+    relative, files, release = _release_files(base, train)
     folder = root / relative
     missing = [name for name, _ in files if not (folder / name).is_file()]
     if missing and download:
         try:
-            spec(root=str(root), train=train, download=True)
+            _torchvision_cifar_class(base)(root=str(root), train=train, download=True)
         except Exception as err:  # no network, refused, corrupt archive: all end the same way
             raise FileNotFoundError(
-                _missing_message(base, folder, missing, spec.url, f" (download failed: {err})")
+                _missing_message(base, folder, missing, release.url, f" (download failed: {err})")
             ) from err
         missing = [name for name, _ in files if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(_missing_message(base, folder, missing, spec.url, ""))
-    mismatched = [name for name, md5 in files if _md5(folder / name) != md5]
-    if mismatched:
+        raise FileNotFoundError(_missing_message(base, folder, missing, release.url, ""))
+
+    def decode() -> Decoded:
+        mismatched = [name for name, md5 in files if _md5(folder / name) != md5]
+        classes = _read_classes(folder / release.meta[0], base, release.classes_key)
+        batches = [_read_batch(folder / name, base, len(classes)) for name, _ in files[:-1]]
+        data = np.concatenate([images for images, _ in batches])
+        labels = np.concatenate([labels for _, labels in batches])
+        images = np.ascontiguousarray(data.reshape(len(data), 3, 32, 32))
+        return images, labels, {"classes": classes, "mismatched": mismatched}
+
+    sources = [folder / name for name, _ in files]
+    images, labels, info = cached_split(folder, "train" if train else "test", sources, decode)
+    if info["mismatched"]:
         warnings.warn(
-            f"{base}: md5 of {', '.join(mismatched)} in {folder} differs from the official release "
+            f"{base}: md5 of {', '.join(info['mismatched'])} in {folder} differs from the official release "
             "(expected for the JPEG-decoded offline copy; its accuracies run 2-3 points lower)",
             stacklevel=3,
         )
-    classes = _read_classes(folder / spec.meta["filename"], base, spec.meta["key"])
-    batches = [_read_batch(folder / name, base, len(classes)) for name, _ in files[:-1]]
-    data = np.concatenate([images for images, _ in batches])
-    labels = np.concatenate([labels for _, labels in batches])
     mean, std = NORMALIZATION[base]
     return ImageDataset(
-        images=torch.from_numpy(data.reshape(len(data), 3, 32, 32).copy()),
+        images=torch.from_numpy(images),
         labels=torch.from_numpy(labels),
-        classes=classes,
+        classes=list(info["classes"]),
         name=base,
         mean=mean,
         std=std,
