@@ -8,6 +8,13 @@ export DYSTRESS_RUNS ?= $(CURDIR)/runs
 # An offline CIFAR-10 copy beside the checkout (development and CI machines); elsewhere the library downloads.
 OFFLINE_CIFAR10 ?= $(CURDIR)/../shared/data/make_cifar10.py
 
+# `make book` runs the study's points side by side: one per CPU core (at most 8), each with one thread
+# (on 2 cores, two quick runs of one thread train 1.10 times faster together than one of two threads:
+# benchmarks/throughput.py --concurrent 1,2); one at a time on a machine with an NVIDIA GPU. Set
+# DYSTRESS_PARALLEL to override (runs made with another count live in other folders: CPU sums depend on
+# the thread count).
+BOOK_PARALLEL := $(shell $(PYTHON) -c "import os; print(1 if os.path.exists('/dev/nvidiactl') else max(1, min(8, os.cpu_count() or 1)))")
+
 .PHONY: setup data book test lint clean-book
 
 setup: $(VENV)/.installed
@@ -29,7 +36,7 @@ data: setup
 	fi
 
 book: data
-	$(VENV)/bin/jupyter-book build book/ -W -n --keep-going
+	DYSTRESS_PARALLEL=$${DYSTRESS_PARALLEL:-$(BOOK_PARALLEL)} $(VENV)/bin/jupyter-book build book/ -W -n --keep-going
 	@echo "Book: $(CURDIR)/_build/html/index.html (profile $(DYSTRESS_PROFILE))"
 
 lint: setup
