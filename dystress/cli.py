@@ -43,7 +43,7 @@ from typing import Any
 
 from dystress.config import FIELD_HELP, PROFILES, PretrainConfig, get_profile, yaml_problem
 from dystress.provenance import run_folder_name, runs_root
-from dystress.runlock import RunFolderBusy, run_folder_lock
+from dystress.runlock import RunFolderBusy, run_folder_lock_or_parents
 
 __all__ = ["build_parser", "default_run_dir", "main", "resolve_config"]
 
@@ -204,6 +204,20 @@ def _add_study_parser(sub: Any) -> None:
             q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
             q.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), help="only these ablations")
             q.add_argument(
+                "--points",
+                nargs="+",
+                metavar="ID",
+                help="only the points whose id starts with one of these (e.g. 'fixed_tau/0.2/'; study list "
+                "shows the ids)",
+            )
+            q.add_argument(
+                "--engine",
+                choices=("notebook", "cli"),
+                default="notebook",
+                help="notebook: each run is the notebook template executed by papermill (default); cli: "
+                "`dystress pretrain` alone, for a machine without the book's tools (e.g. a GPU node)",
+            )
+            q.add_argument(
                 "--template", default=None, help="notebook template (default: notebooks/pretrain_run.ipynb)"
             )
 
@@ -293,7 +307,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     final = run_dir / "final_metrics.json"
     finished = final.stat().st_mtime if final.exists() else None
     # One writer per run folder: rank 0 of a torchrun job holds the lock for every rank of it.
-    lock = run_folder_lock(run_dir, wait=args.wait) if _is_rank_zero() else contextlib.nullcontext()
+    # (the study's runner, which locks a run before it starts this command for it, counts as this one)
+    lock = (
+        run_folder_lock_or_parents(run_dir, wait=args.wait) if _is_rank_zero() else contextlib.nullcontext()
+    )
     _note_older_runs(config, run_dir, args.run_dir)
     try:
         with lock:
@@ -330,7 +347,14 @@ def _study(args: argparse.Namespace) -> int:
     _require_folder(Path(args.runs) if args.runs else runs_root())
     if args.study_command == "run":
         report = run_study(
-            args.profile, args.runs, args.template, args.retry_failed, args.only, parallel=args.parallel
+            args.profile,
+            args.runs,
+            args.template,
+            args.retry_failed,
+            args.only,
+            parallel=args.parallel,
+            points=args.points,
+            engine=args.engine,
         )
         return EXIT_DIVERGED if report.by_status("failed") or report.by_status("invalid") else 0
     if args.study_command == "export":

@@ -94,6 +94,21 @@ def _acquire(f: IO[str], run_dir: Path, wait: bool, tries: int = 5) -> None:
 _HELD: dict[Path, contextlib.ExitStack] = {}
 
 
+@contextlib.contextmanager
+def run_folder_lock_or_parents(run_dir: str | Path, wait: bool = False) -> Iterator[Path]:
+    """:func:`run_folder_lock`, except that a lock held by this process's parent (the study's runner,
+    which starts ``dystress pretrain`` for a run it has locked) counts as held by this process."""
+    run_dir = Path(run_dir)
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(run_folder_lock(run_dir, wait))
+    except RunFolderBusy as busy:
+        if busy.pid is None or busy.pid != os.getppid():
+            raise
+    with stack:
+        yield run_dir
+
+
 def hold_run_folder(run_dir: str | Path) -> None:
     """Hold the lock of ``run_dir`` until this process ends (the run notebook's kernel: its cells
     write the folder one after another). A lock held by this process's parent (the study's runner,

@@ -27,6 +27,7 @@ PAGES = (
     "intro",
     "temperature",
     "ablations",
+    "budget",
     "uniformity_tolerance",
     "feature_structure",
     "reproduction",
@@ -41,6 +42,7 @@ MIN_FIGURES = {
     "ablations": 2,
     "uniformity_tolerance": 2,
     "feature_structure": 5,
+    "budget": 5,
 }
 #: Pages whose numbers come from runs: each says what made them.
 RESULT_PAGES = ("intro", "ablations", "uniformity_tolerance", "feature_structure", "reproduction")
@@ -138,6 +140,23 @@ def test_smoke_book_builds_every_page_with_its_figures(book: dict) -> None:
     for run in runs:
         assert json.loads((run / "run.json").read_text())["status"] == "complete"
         assert (run / "final_metrics.json").is_file() and (run / "run.ipynb").is_file()
+
+
+def test_every_page_reads_offline_in_a_browser(book: dict) -> None:
+    """Headless Chromium without network: every formula rendered (MathJax ships with the book), every
+    image loaded, nothing wider than the page. CI installs Chromium (.ci/run); elsewhere the test is
+    skipped without one."""
+    from browser import check_pages, find_browser, problems
+
+    if find_browser() is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium on a CI machine: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    html = book["root"] / "_build" / "html"
+    pages = [html / f"{page}.html" for page in PAGES]
+    findings = check_pages(pages)
+    assert not problems(findings), problems(findings)
+    assert findings["temperature"]["maths"] > 5  # the page of formulas has them, rendered
 
 
 def test_second_build_runs_nothing_and_a_raising_page_fails_the_build(book: dict) -> None:

@@ -63,3 +63,33 @@ def test_the_parallel_variable_is_checked(monkeypatch: pytest.MonkeyPatch) -> No
     assert runner.default_parallel() == 3
     monkeypatch.delenv("DYSTRESS_PARALLEL")
     assert runner.default_parallel() == 1
+
+
+@pytest.mark.slow
+def test_the_cli_engine_runs_points_without_papermill_and_equals_the_notebook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline_cifar10_root: Path
+) -> None:
+    """The paper headline on a GPU node runs this way: ``--engine cli --points ... --parallel N``, then
+    ``study export``; the same point gives the same numbers as through the notebook."""
+    from dystress.study.shipped import export_results, load_shipped
+
+    monkeypatch.setenv("DYSTRESS_DATA", str(offline_cifar10_root))
+    out = io.StringIO()
+    report = runner.run_study(
+        "smoke", tmp_path / "cli", points=["fixed_tau/0.1/"], parallel=2, engine="cli", stream=out
+    )
+    done = [r for r in report.results if r.status == "complete"]
+    assert [r.point.id for r in done] == ["fixed_tau/0.1/s0"], out.getvalue()
+    run_dir = done[0].run_dir
+    assert (run_dir / "run.log").is_file() and not (run_dir / "run.ipynb").exists()
+    notebook = runner.run_point(
+        done[0].point, "smoke", tmp_path / "nb", num_threads=runner.threads_per_run(2), stream=io.StringIO()
+    )
+    assert _numbers(run_dir) == _numbers(notebook.run_dir)
+    folder = export_results("smoke", tmp_path / "cli", tmp_path / "results" / "smoke", parallel=2)
+    shipped = [r for r in load_shipped("smoke", folder.parent) if r.status == "complete"]
+    assert [r.point.id for r in shipped] == ["fixed_tau/0.1/s0"] and shipped[0].records()
+    with pytest.raises(ValueError, match=r"points \['nothing/'\] match no point of profile smoke"):
+        runner.run_study("smoke", tmp_path / "cli", points=["nothing/"], engine="cli", stream=io.StringIO())
+    with pytest.raises(ValueError, match="engine must be one of"):
+        runner.run_study("smoke", tmp_path / "cli", engine="gpu", stream=io.StringIO())

@@ -38,6 +38,7 @@ from dystress.study.notebook import build_config, default_profile
 from dystress.study.progress import EpochWatcher, format_duration
 
 __all__ = [
+    "ENGINES",
     "LOCAL_PROFILES",
     "RunResult",
     "StudyReport",
@@ -185,9 +186,25 @@ def _run_info(result: RunResult, template: Path, code: str, num_threads: int | N
     }
 
 
-def _execute(result: RunResult, template: Path, info: dict[str, Any], prefix: str, stream: Any) -> None:
-    """Execute the template into ``<run_dir>/run.ipynb`` and record the outcome in ``info`` and
-    ``run.json`` (the caller holds the folder's lock)."""
+#: How a run executes: the notebook template under papermill (the book's appendix shows it), or the
+#: ``dystress pretrain`` command alone (a machine without the book's tools, e.g. a GPU node).
+ENGINES = ("notebook", "cli")
+
+
+def _execute(
+    result: RunResult,
+    template: Path,
+    info: dict[str, Any],
+    prefix: str,
+    stream: Any,
+    engine: str = "notebook",
+) -> None:
+    """Execute the run (``engine``: the template into ``<run_dir>/run.ipynb``, or ``dystress pretrain``
+    with its output in ``<run_dir>/run.log``) and record the outcome in ``info`` and ``run.json`` (the
+    caller holds the folder's lock)."""
+    if engine == "cli":
+        _execute_cli(result, info, prefix, stream)
+        return
     import papermill
 
     run_dir = result.run_dir
@@ -222,6 +239,38 @@ def _execute(result: RunResult, template: Path, info: dict[str, Any], prefix: st
         atomic_write_json(run_dir / "run.json", info)
 
 
+def _execute_cli(result: RunResult, info: dict[str, Any], prefix: str, stream: Any) -> None:
+    """Run ``dystress pretrain`` on the run's configuration (``<run_dir>/pretrain_config.json``) in a
+    process of its own, output in ``<run_dir>/run.log``; record the outcome as :func:`_execute` does."""
+    import subprocess
+
+    run_dir = result.run_dir
+    config_file = run_dir / "pretrain_config.json"
+    atomic_write_json(config_file, info["config"])
+    command = [sys.executable, "-m", "dystress.cli", "pretrain", "--config", str(config_file)]
+    command += ["--run-dir", str(run_dir), "--no-progress"]
+    watcher = EpochWatcher(run_dir / "records.jsonl", prefix, info["config"]["epochs"], stream)
+    watcher.start()
+    start = time.perf_counter()
+    try:
+        with open(run_dir / "run.log", "w", encoding="utf-8") as log:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        if code == 0:
+            info.update(status="complete", error=None, traceback=None)
+        else:
+            tail = (run_dir / "run.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            info.update(status="failed", error=f"dystress pretrain exited {code}: {tail[-1] if tail else ''}")
+            info.update(traceback="\n".join(tail[-40:]))
+    except KeyboardInterrupt:
+        info.update(status="interrupted", error="KeyboardInterrupt")
+        raise
+    finally:
+        watcher.stop.set()
+        watcher.join()
+        info.update(finished=_now(), wall_s=round(time.perf_counter() - start, 2))
+        atomic_write_json(run_dir / "run.json", info)
+
+
 def run_point(
     point: Point,
     profile: str,
@@ -231,8 +280,10 @@ def run_point(
     prefix: str = "",
     stream: Any = None,
     num_threads: int | None = None,
+    engine: str = "notebook",
 ) -> RunResult:
-    """Run one point with papermill unless it is complete (or failed, unless ``retry_failed``).
+    """Run one point with papermill (``engine = "cli"``: with ``dystress pretrain`` alone, see
+    :data:`ENGINES`) unless it is complete (or failed, unless ``retry_failed``).
 
     ``num_threads``: the run's CPU threads (``None``: torch's default, every core); a field that
     does not change the run's folder (:data:`dystress.config.NON_IDENTITY_FIELDS`), recorded in
@@ -258,7 +309,7 @@ def run_point(
         with run_folder_lock(result.run_dir):
             info = _run_info(result, template.resolve(), code, num_threads)
             atomic_write_json(result.run_dir / "run.json", info)
-            _execute(result, template, info, prefix, stream)
+            _execute(result, template, info, prefix, stream, engine)
     except RunFolderBusy:
         print(busy, file=stream, flush=True)
         result.status = "running"
@@ -293,16 +344,34 @@ def _unique_runs(results: Sequence[RunResult]) -> list[RunResult]:
 
 
 def _to_run(
-    profile: str, runs: str | Path | None, only: Sequence[str] | None, retry_failed: bool, parallel: int
+    profile: str,
+    runs: str | Path | None,
+    only: Sequence[str] | None,
+    retry_failed: bool,
+    parallel: int,
+    points: Sequence[str] | None = None,
 ) -> tuple[int, list[RunResult]]:
-    """(number of distinct runs selected, those to run now) of ``profile``, ``only`` these ablations."""
+    """(number of distinct runs selected, those to run now) of ``profile``, ``only`` these ablations
+    and, with ``points``, only the points whose id starts with one of them."""
     if only:
         unknown = sorted(set(only) - set(ABLATIONS))
         if unknown:
             raise ValueError(f"unknown ablations {unknown}; known: {sorted(ABLATIONS)}")
     results = load_results(profile, runs, parallel)
+    if points:
+        unmatched = [p for p in points if not any(r.point.id.startswith(p) for r in results)]
+        if unmatched:
+            raise ValueError(
+                f"points {unmatched} match no point of profile {profile} (ids such as "
+                f"{results[0].point.id!r}; `dystress study list` shows them)"
+            )
+    wanted = [
+        r
+        for r in results
+        if (not only or r.point.ablation in only) and (not points or r.point.id.startswith(tuple(points)))
+    ]
     # Filter before de-duplicating: a run shared with an earlier ablation still belongs to ``only``.
-    selected = _unique_runs([r for r in results if not only or r.point.ablation in only])
+    selected = _unique_runs(wanted)
     todo = [
         r
         for r in selected
@@ -319,6 +388,8 @@ def run_study(
     only: Sequence[str] | None = None,
     stream: Any = None,
     parallel: int | None = None,
+    points: Sequence[str] | None = None,
+    engine: str = "notebook",
 ) -> StudyReport:
     """Run every missing or interrupted run of ``profile`` (each configuration once), ``parallel`` at a
     time (default :func:`default_parallel`); with several at once each run gets its share of the CPU
@@ -327,12 +398,16 @@ def run_study(
 
     A run failing with ``FileNotFoundError`` (its dataset is missing and cannot be downloaded) makes
     the later runs of the same dataset be skipped (left missing). ``only``: restrict to these ablation
-    names. Prints ``[i/n]`` progress with the time spent and an estimate of what is left to ``stream``
+    names; ``points``: to the points whose id starts with one of these (e.g. ``fixed_tau/0.2/``);
+    ``engine``: ``notebook`` (papermill) or ``cli`` (``dystress pretrain`` alone, :data:`ENGINES`).
+    Prints ``[i/n]`` progress with the time spent and an estimate of what is left to ``stream``
     (stderr), and a summary that says how to run failed runs again. Raises ``ValueError`` for an
     unknown ablation or a ``template`` that is not a file, before any run.
     """
     stream = sys.stderr if stream is None else stream
     profile = profile or default_profile()
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     if template is not None and not Path(template).is_file():
         default = provenance.template_path()
         raise ValueError(f"template {template} is not a notebook file (default: {default})")
@@ -340,14 +415,15 @@ def run_study(
     runs = Path(runs).resolve() if runs else provenance.runs_root()  # once: workers may start elsewhere
     template = Path(template).resolve() if template else provenance.template_path()
     threads = threads_per_run(parallel)
-    total, todo = _to_run(profile, runs, only, retry_failed, parallel)
+    total, todo = _to_run(profile, runs, only, retry_failed, parallel, points)
     at_once = f", {parallel} at a time with {threads} thread(s) each" if parallel > 1 else ""
     print(
         f"[study] profile {profile}: {total} runs, {total - len(todo)} done, {len(todo)} to run{at_once}",
         file=stream,
         flush=True,
     )
-    ran, skipped = _run_each(todo, _Job(profile, runs, template, retry_failed, stream, threads), parallel)
+    job = _Job(profile, runs, template, retry_failed, stream, threads, engine)
+    ran, skipped = _run_each(todo, job, parallel)
     final = load_results(profile, runs, parallel)
     _print_summary(profile, final, len(ran), skipped, stream)
     return StudyReport(profile, final, ran)
@@ -394,6 +470,7 @@ class _Job:
     retry_failed: bool
     stream: Any
     threads: int | None
+    engine: str = "notebook"
 
 
 @dataclass
@@ -472,7 +549,15 @@ def _run_one(r: RunResult, job: _Job, progress: _Progress, run: Callable[..., Ru
     start = time.perf_counter()
     worker_stream = stream if run is run_point else None  # a worker process writes to its own stderr
     new = run(
-        r.point, job.profile, job.runs, job.template, job.retry_failed, prefix, worker_stream, job.threads
+        r.point,
+        job.profile,
+        job.runs,
+        job.template,
+        job.retry_failed,
+        prefix,
+        worker_stream,
+        job.threads,
+        job.engine,
     )
     with progress.lock:
         progress.durations.append(time.perf_counter() - start)
