@@ -3,7 +3,8 @@
 :func:`check_pages` opens each HTML page (``file://``, no network), waits for MathJax to typeset, and
 reports per page: the math elements left untypeset (raw LaTeX), the images that did not load, and
 whether anything is wider than the page (the document scrolls sideways, or an element of the article
-reaches past the viewport outside a scrolling container). Used by ``tests/test_book.py``; by hand::
+reaches past the viewport outside a container that scrolls: clipped by one that hides its overflow, it
+is cut off). Used by ``tests/test_book.py``; by hand::
 
     python tests/browser.py _build/html
 """
@@ -38,7 +39,7 @@ _PROBE = """
   const width = document.documentElement.clientWidth;
   const scrolls = e => { for (let a = e.parentElement; a; a = a.parentElement) {
       const o = getComputedStyle(a).overflowX;
-      if (o === 'auto' || o === 'scroll' || o === 'hidden') return true; }
+      if (o === 'auto' || o === 'scroll') return true; }
     return false; };
   const article = document.querySelector('main') || document.body;
   const wide = [...article.querySelectorAll('*')].filter(e => {
