@@ -232,7 +232,7 @@ def test_a_read_only_runs_folder(
     def refuse(run_dir: Path, wait: bool = False):  # noqa: ANN202
         raise PermissionError(errno.EACCES, "Permission denied", str(run_dir))
 
-    monkeypatch.setattr(cli, "run_folder_lock", refuse)
+    monkeypatch.setattr(cli, "run_folder_lock_or_parents", refuse)
     outcome = run(capsys, "pretrain", "--profile", "smoke", "--run-dir", str(tmp_path / "ro"))
     assert outcome.code == 4
     outcome.one_line(str(tmp_path / "ro"), "Permission denied", "choose a folder you may write")

@@ -163,7 +163,12 @@ def test_study_command_parses_its_options(
     monkeypatch.setattr(runner, "run_study", fake_run_study)
     argv = ["study", "run", "--profile", "quick", "--retry-failed", "--only", "fixed_tau", "shifted"]
     code, _, _ = _run(capsys, *argv, "--parallel", "2")
-    assert calls == [(("quick", None, None, True, ["fixed_tau", "shifted"]), {"parallel": 2})]
+    assert calls == [
+        (
+            ("quick", None, None, True, ["fixed_tau", "shifted"]),
+            {"parallel": 2, "points": None, "engine": "notebook"},
+        )
+    ]
     assert code == 1  # a failed run
     for bad in (["study", "run", "--set", "lr=1"], ["study", "list", "--profile", "huge"], ["study"]):
         with pytest.raises(SystemExit) as info:

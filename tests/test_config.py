@@ -231,7 +231,13 @@ def test_saved_configs_without_later_fields_mean_their_old_values() -> None:
     import hashlib
 
     forwards = {name: get_profile(name).view_forward for name in PROFILES}
-    assert forwards == {"smoke": "separate", "quick": "separate", "paper": "separate", "imagenet100": "joint"}
+    assert forwards == {
+        "smoke": "separate",
+        "quick": "separate",
+        "long": "separate",
+        "paper": "separate",
+        "imagenet100": "joint",
+    }
     assert PretrainConfig().view_forward == "separate"
     old = get_profile("quick").to_dict()
     del old["view_forward"], old["jitter_strength"]

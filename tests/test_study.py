@@ -593,7 +593,7 @@ def test_notebook_runs_the_imagenet100_profile_on_a_given_folder(env: Path, tmp_
     assert config.temperature_params == {"tau_min": 0.05, "tau_max": 0.2}
     assert run_dir == env.resolve() / "imagenet100" / provenance.run_folder_name(config)
     with pytest.raises(
-        ValueError, match=r"profile must be one of \['smoke', 'quick', 'paper', 'imagenet100'\]"
+        ValueError, match=r"profile must be one of \['smoke', 'quick', 'long', 'paper', 'imagenet100'\]"
     ):
         study.build_config("huge", {})
 
