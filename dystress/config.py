@@ -120,7 +120,11 @@ PARTS = ("run", "data", "model", "loss", "optim", "execution", "augment", "eval"
 
 #: Identity fields added after run ids were first published, with the value every earlier run had:
 #: left out of :meth:`PretrainConfig.run_id` at that value, so earlier run folders keep their ids.
-LATER_FIELD_DEFAULTS: dict[str, Any] = {"jitter_strength": 0.5, "view_forward": "joint"}
+LATER_FIELD_DEFAULTS: dict[str, Any] = {
+    "jitter_strength": 0.5,
+    "view_forward": "joint",
+    "temperature_lr": None,
+}
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
@@ -263,6 +267,13 @@ class PretrainConfig:
         _choice(OPTIMIZERS),
     )
     lr: float = _field(0.2, "optim", "peak learning rate (not scaled with the batch size)", _POSITIVE)
+    temperature_lr: float | None = _field(
+        None,
+        "optim",
+        "peak learning rate of a learned temperature (temperature: learned; null: lr), on the same "
+        "warm-up and cosine schedule, never with weight decay",
+        _Rule("null or a finite number > 0", lambda v: v is None or (is_real(v) and v > 0)),
+    )
     momentum: float = _field(
         0.0,
         "optim",
@@ -645,7 +656,7 @@ def _check_eval(c: PretrainConfig) -> None:
 def _check_loss(c: PretrainConfig) -> None:
     """The temperature function builds with its parameters, and the loss can take it
     (:func:`dystress.losses.build_loss` is the one place that pairs losses with temperatures)."""
-    build_loss(c.loss, c.build_temperature())
+    build_loss(c.loss, c.build_temperature(), num_samples=2)  # any size: this checks the pairing
 
 
 #: The checks across fields, one per part, in the order :meth:`PretrainConfig.validate` runs them

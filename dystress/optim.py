@@ -14,7 +14,7 @@ from torch import nn
 
 from dystress.config import PretrainConfig
 
-__all__ = ["LARS", "build_optimizer", "lr_at"]
+__all__ = ["LARS", "build_optimizer", "lr_at", "set_lr"]
 
 
 class LARS(torch.optim.Optimizer):
@@ -80,20 +80,50 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, config: PretrainConfig, loss: nn.Module | None = None
+) -> torch.optim.Optimizer:
     """SGD (nesterov off; weight decay on every parameter, as in the authors' CIFAR script) or LARS
     (biases and normalisation parameters, i.e. tensors with ndim <= 1, excluded from adaptation and
-    weight decay, as in SimCLR / solo-learn)."""
+    weight decay, as in SimCLR / solo-learn).
+
+    The ``loss``'s parameters (a :class:`~dystress.temperature.LearnedTemperature`) form a group of their
+    own: learning rate ``config.temperature_lr`` (default ``lr``; each group's ``lr_scale`` is its ratio
+    to ``lr``, which the schedule keeps), no weight decay, no LARS adaptation, and the temperature is
+    clamped back into its range after every step (``clamp_``), as CLIP's training code does.
+    """
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    else:
+        adapted = [p for p in model.parameters() if p.ndim > 1]
+        excluded = [p for p in model.parameters() if p.ndim <= 1]
+        groups = [{"params": adapted}, {"params": excluded, "lars_exclude": True, "weight_decay": 0.0}]
+    learned = [] if loss is None else [p for p in loss.parameters() if p.requires_grad]
+    if learned:
+        scale = (config.temperature_lr or config.lr) / config.lr
+        groups.append({"params": learned, "weight_decay": 0.0, "lars_exclude": True, "lr_scale": scale})
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-    adapted = [p for p in model.parameters() if p.ndim > 1]
-    excluded = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": adapted}, {"params": excluded, "lars_exclude": True, "weight_decay": 0.0}]
-    return LARS(
-        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, eta=config.lars_eta
-    )
+    else:
+        optimizer = LARS(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            eta=config.lars_eta,
+        )
+    clamps = [m.clamp_ for m in ([] if loss is None else loss.modules()) if hasattr(m, "clamp_")]
+    if clamps:
+        optimizer.register_step_post_hook(lambda *_: [clamp() for clamp in clamps])
+    return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate to ``lr`` times its ``lr_scale`` (1 when it has none)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dystress.temperature import GlobalTemperature, TemperatureFunction
+from dystress.temperature import TemperatureFunction
 
 __all__ = [
     "BINS",
@@ -57,8 +57,9 @@ CLOSE_SIMILARITY = 0.5
 
 def raised_threshold(temperature: TemperatureFunction) -> float | None:
     """tau_min + :data:`RAISED_FRACTION` (tau_max - tau_min) for a pairwise function with a range;
-    ``None`` for a global temperature (one tau per batch) or a function without tau_min/tau_max."""
-    if isinstance(temperature, GlobalTemperature):
+    ``None`` for a global temperature (one tau per batch), a per-sample one (iSogCLR) or a function
+    without tau_min/tau_max."""
+    if not temperature.varies_per_pair:
         return None
     params = temperature.params()
     if "tau_min" not in params or "tau_max" not in params:

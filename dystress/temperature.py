@@ -31,10 +31,10 @@ import math
 import numbers
 import operator
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dystress._checks import as_int, as_real
 
@@ -45,7 +45,10 @@ __all__ = [
     "CosineScheduleTemperature",
     "CosineTemperature",
     "ExponentialTemperature",
+    "FreeTemperature",
     "GlobalTemperature",
+    "ISogCLRTemperature",
+    "LearnedTemperature",
     "LinearTemperature",
     "LogLinearTemperature",
     "MACLTemperature",
@@ -98,6 +101,9 @@ class TemperatureFunction(ABC):
     One that is not a :class:`GlobalTemperature` is *pairwise*: the losses evaluate it on every pair.
     """
 
+    #: Whether tau is a function of each pair's similarity (the regime's raised-tau share applies).
+    varies_per_pair: ClassVar[bool] = True
+
     #: Hooks of the earlier contract that the losses no longer call (a subclass defining one would
     #: silently change meaning): where each concern lives now.
     _RETIRED = {
@@ -148,6 +154,8 @@ class GlobalTemperature(TemperatureFunction):
     similarity matrix. A constant and the TS schedule ignore ``s`` (their value is fixed, or set by
     :meth:`set_epoch`); MACL's :class:`MACLTemperature` maps one batch statistic to tau.
     """
+
+    varies_per_pair = False
 
 
 class ConstantTemperature(GlobalTemperature):
@@ -350,6 +358,148 @@ class MACLTemperature(GlobalTemperature):
         return {"tau_0": self.tau_0, "alpha": self.alpha, "a_0": self.a_0}
 
 
+class LearnedTemperature(GlobalTemperature, nn.Module):
+    """One temperature learned with the network, as CLIP learns its logit scale (Radford et al. 2021).
+
+    tau = exp(-t) with t = log(1 / tau) a trained parameter (``log_inverse_tau``, 0-dim), started at
+    log(1 / tau_init) and kept in [log(1 / tau_max), log(1 / tau_min)]: the forward pass clamps it, and
+    the optimiser (:func:`dystress.optim.build_optimizer`) clamps the parameter itself after every step,
+    as CLIP's training code does, so it can leave a bound again. Its learning rate is the config's
+    ``temperature_lr`` (default: the model's), without weight decay. Being a module, it lives inside the
+    loss that uses it: ``.to(device)``, ``parameters()`` and the checkpoint's ``state_dict`` include it.
+
+    Example:
+        >>> tau = LearnedTemperature(tau_init=0.1, tau_min=0.01, tau_max=1.0)
+        >>> round(float(tau.value), 4), [name for name, _ in tau.named_parameters()]
+        (0.1, ['log_inverse_tau'])
+    """
+
+    def __init__(self, tau_init: float = 0.1, tau_min: float = 0.01, tau_max: float = 1.0) -> None:
+        nn.Module.__init__(self)
+        self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
+        self.tau_init = as_real("tau_init", tau_init, positive=True)
+        if not self.tau_min <= self.tau_init <= self.tau_max:
+            raise ValueError(
+                f"tau_init must be in [tau_min, tau_max] = [{self.tau_min}, {self.tau_max}], got {tau_init}"
+            )
+        self.log_inverse_tau = nn.Parameter(torch.tensor(-math.log(self.tau_init)))
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The range of the parameter t: (log(1 / tau_max), log(1 / tau_min))."""
+        return -math.log(self.tau_max), -math.log(self.tau_min)
+
+    @property
+    def value(self) -> Tensor:
+        """The current tau (0-dim, detached)."""
+        return torch.exp(-self.log_inverse_tau.detach().clamp(*self.bounds))
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Put the parameter back into its range (after an optimiser step)."""
+        self.log_inverse_tau.clamp_(*self.bounds)
+
+    def _tau(self, s: Tensor) -> Tensor:
+        tau = torch.exp(-self.log_inverse_tau.clamp(*self.bounds))
+        return tau.to(device=s.device, dtype=torch.promote_types(s.dtype, tau.dtype)).expand(s.shape)
+
+    def params(self) -> dict[str, float]:
+        return {"tau_init": self.tau_init, "tau_min": self.tau_min, "tau_max": self.tau_max}
+
+    __call__ = TemperatureFunction.__call__  # not nn.Module's (hooks): tau(s) as every function
+    __repr__ = TemperatureFunction.__repr__
+
+
+class FreeTemperature(TemperatureFunction):
+    """The temperature-free logit of Kim & Kim (arXiv 2501.17683), seen as a per-pair temperature.
+
+    Their loss replaces s / tau by the log-odds of p = (1 + s) / 2, l(s) = log((1 + s) / (1 - s))
+    = 2 artanh(s), with s clamped to [-1 + eps, 1 - eps]. Written as s / tau(s), that is the pairwise
+    temperature tau(s) = s / (2 artanh s): 1/2 at s = 0, falling to 0 as |s| -> 1, the opposite shape to
+    DySTreSS's. This function gives that tau (for the book's plots and the regime diagnostics);
+    :class:`~dystress.losses.TemperatureFreeLoss` computes the loss from l(s) directly, with the gradient
+    through the mapping (dl/ds = 2 / (1 - s^2)), and the config's ``temperature: free`` builds it.
+    """
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        self.eps = as_real("eps", eps, positive=True)
+        if self.eps >= 0.5:
+            raise ValueError(f"eps must be in (0, 0.5), got {eps}")
+
+    def logit(self, s: Tensor) -> Tensor:
+        """l(s) = 2 artanh(clamp(s, -1 + eps, 1 - eps)), same shape as ``s``."""
+        return torch.atanh(s.clamp(-1.0 + self.eps, 1.0 - self.eps)).mul_(2.0)
+
+    def _tau(self, s: Tensor) -> Tensor:
+        s = s.clamp(-1.0 + self.eps, 1.0 - self.eps)
+        series = 0.5 - s * s / 6.0  # s / (2 artanh s) = 1/2 - s^2 / 6 + O(s^4): no 0 / 0 near s = 0
+        return torch.where(s.abs() < 1e-3, series, s / (2.0 * torch.atanh(s)))
+
+    def params(self) -> dict[str, float]:
+        return {"eps": self.eps}
+
+
+class ISogCLRTemperature(TemperatureFunction):
+    """iSogCLR's settings (Qiu et al., ICML 2023, arXiv 2305.11965): a temperature per training sample.
+
+    Each training image i has its own tau_i, learned by iSogCLR's distributionally robust objective
+    (moving-average estimates u_i, per-sample momentum; see :class:`~dystress.losses.ISogCLRLoss`,
+    which keeps that state and is what the config's ``temperature: isogclr`` builds). This class only
+    holds and checks the settings; tau depends on the sample, not on a similarity, so calling it raises.
+
+    Args:
+        tau_init: every tau_i at the start (0.1).
+        tau_min, tau_max: the range tau_i is clamped to (0.05, 1.0 in the reference code).
+        rho: the DRO radius, > 0 (0.4: the reference's CIFAR command).
+        gamma: the moving average's weight of the new batch estimate, in (0, 1] (0.8).
+        beta: the temperature gradient's momentum weight, in (0, 1] (0.5).
+        eta: the temperature's step size, > 0 (0.03).
+        grad_clip: the temperature gradient is clipped to [-grad_clip, grad_clip], > 0 (3.0).
+    """
+
+    varies_per_pair = False
+
+    def __init__(
+        self,
+        tau_init: float = 0.1,
+        tau_min: float = 0.05,
+        tau_max: float = 1.0,
+        rho: float = 0.4,
+        gamma: float = 0.8,
+        beta: float = 0.5,
+        eta: float = 0.03,
+        grad_clip: float = 3.0,
+    ) -> None:
+        self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
+        self.tau_init = as_real("tau_init", tau_init, positive=True)
+        if not self.tau_min <= self.tau_init <= self.tau_max:
+            raise ValueError(
+                f"tau_init must be in [tau_min, tau_max] = [{self.tau_min}, {self.tau_max}], got {tau_init}"
+            )
+        self.rho = as_real("rho", rho, positive=True)
+        for name, value in (("gamma", gamma), ("beta", beta)):
+            if not (as_real(name, value) > 0.0 and value <= 1.0):
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        self.gamma, self.beta = float(gamma), float(beta)
+        self.eta = as_real("eta", eta, positive=True)
+        self.grad_clip = as_real("grad_clip", grad_clip, positive=True)
+
+    def _tau(self, s: Tensor) -> Tensor:
+        raise ValueError("iSogCLR's temperature is per training sample, not a function of s: use ISogCLRLoss")
+
+    def params(self) -> dict[str, float]:
+        return {
+            "tau_init": self.tau_init,
+            "tau_min": self.tau_min,
+            "tau_max": self.tau_max,
+            "rho": self.rho,
+            "gamma": self.gamma,
+            "beta": self.beta,
+            "eta": self.eta,
+            "grad_clip": self.grad_clip,
+        }
+
+
 #: Registry used by :func:`build_temperature` (and configs).
 TEMPERATURES: dict[str, type[TemperatureFunction]] = {
     "constant": ConstantTemperature,
@@ -361,6 +511,9 @@ TEMPERATURES: dict[str, type[TemperatureFunction]] = {
     "one_sided_cosine": OneSidedCosineTemperature,
     "ts_schedule": CosineScheduleTemperature,
     "macl": MACLTemperature,
+    "learned": LearnedTemperature,
+    "isogclr": ISogCLRTemperature,
+    "free": FreeTemperature,
 }
 
 

@@ -75,7 +75,7 @@ from dystress.io import append_jsonl, atomic_write_json, atomic_write_text, read
 from dystress.losses import build_loss
 from dystress.models import ContrastiveModel
 from dystress.monitor import Monitor, make_monitor
-from dystress.optim import build_optimizer, lr_at
+from dystress.optim import build_optimizer, lr_at, set_lr
 from dystress.process_group import Ranks
 from dystress.regime import RegimeTracker
 from dystress.runtime import (
@@ -315,8 +315,8 @@ def _set_up(
     channels_last = config.channels_last and (bf16 or device.type == "cuda")
     raw_model = _seeded_model(config, device, ranks.world_size, channels_last)
     temperature = config.build_temperature()
-    loss_fn = build_loss(config.loss, temperature).to(device)
-    optimizer = build_optimizer(raw_model, config)
+    loss_fn = build_loss(config.loss, temperature, num_samples=len(data.train.labels)).to(device)
+    optimizer = build_optimizer(raw_model, config, loss_fn)
     model = _wrap_model(raw_model, config, device, ranks)
     return _Training(
         config=config,
@@ -480,13 +480,21 @@ def _train_steps(run: _Training, sums: Tensor, first_bad: Tensor, bar: Any) -> t
     place); returns ``first_bad`` lowered to the first step whose loss is not finite, and the last lr."""
     lr = run.config.lr
     separate_views = run.config.view_forward == "separate"
-    for i, (images, _, _) in enumerate(run.loader):
+    index_of = run.loss_fn.needs_index  # iSogCLR: the images' training-set indices go to the loss
+    for i, (images, _, index) in enumerate(run.loader):
         lr = lr_at(run.step, run.total_steps, run.warmup_steps, run.config.lr)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(run.optimizer, lr)
         v0, v1 = run.aug.two_views(images, run.aug_generator)
         loss = train_step(
-            run.model, run.loss_fn, run.optimizer, v0, v1, run.bf16, run.channels_last, separate_views
+            run.model,
+            run.loss_fn,
+            run.optimizer,
+            v0,
+            v1,
+            run.bf16,
+            run.channels_last,
+            separate_views,
+            index if index_of else None,
         )
         d = run.loss_fn.diagnostics
         sums += torch.stack([loss] + [d[k].float() for k in _DIAGNOSTICS])
@@ -506,12 +514,14 @@ def train_step(
     bf16: bool,
     channels_last: bool,
     separate_views: bool = True,
+    index: Tensor | None = None,
 ) -> Tensor:
     """One optimizer step on two views [B, 3, H, W]; returns the detached float32 loss (0-dim).
 
     separate_views: each view passes through the network on its own (BatchNorm statistics per view;
     ``view_forward = separate``), else both in one batch (``joint``). Either way one call of ``model``,
-    so DistributedDataParallel sees one forward per backward.
+    so DistributedDataParallel sees one forward per backward. ``index`` [B]: the images' training-set
+    indices, passed to a loss that keeps per-sample state (``loss_fn.needs_index``).
     """
     x = torch.cat([v0, v1])
     if channels_last:
@@ -519,7 +529,7 @@ def train_step(
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
         _, z = model(x, views=2 if separate_views else 1)
     z0, z1 = z.float().chunk(2)
-    loss = loss_fn(z0, z1)
+    loss = loss_fn(z0, z1) if index is None else loss_fn(z0, z1, index)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -574,6 +584,7 @@ def _end_epoch(run: _Training, epoch: int, record: dict[str, Any]) -> None:
         if epoch in run.config.snapshot_epochs:
             with _timed(run, "snapshots"):
                 run.monitor.write_snapshot(run.run_dir, epoch, feats)
+    record.update(run.loss_fn.record(run.data.train.labels))  # a learned tau's value, iSogCLR's taus
     append_jsonl(run.run_dir / "records.jsonl", record)
     run.phase_seconds["train"] = run.phase_seconds.get("train", 0.0) + record["epoch_seconds"]
     if epoch % run.config.checkpoint_every == 0 or epoch == run.config.epochs:

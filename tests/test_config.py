@@ -203,13 +203,13 @@ def test_later_fields_at_their_old_value_keep_earlier_run_ids() -> None:
 
     config = get_profile("quick")
     assert config.jitter_strength == LATER_FIELD_DEFAULTS["jitter_strength"] == 0.5
-    left_out = {*NON_IDENTITY_FIELDS, "jitter_strength"}
+    left_out = {*NON_IDENTITY_FIELDS, "jitter_strength", "temperature_lr"}
     without = {k: v for k, v in config.to_dict().items() if k not in left_out}
     canonical = json.dumps(without, sort_keys=True, separators=(",", ":"))
     assert config.run_id() == hashlib.sha256(canonical.encode()).hexdigest()[:12]
     # a config saved before the field existed loads with the old value and the same id
     old = config.to_dict()
-    del old["jitter_strength"]
+    del old["jitter_strength"], old["temperature_lr"]
     assert PretrainConfig.from_dict(old).run_id() == config.run_id()
     stronger = config.with_overrides(["jitter_strength=1.0"])
     assert stronger.identity()["jitter_strength"] == 1.0
@@ -240,7 +240,7 @@ def test_saved_configs_without_later_fields_mean_their_old_values() -> None:
     }
     assert PretrainConfig().view_forward == "separate"
     old = get_profile("quick").to_dict()
-    del old["view_forward"], old["jitter_strength"]
+    del old["view_forward"], old["jitter_strength"], old["temperature_lr"]
     saved = PretrainConfig.from_saved(old)
     assert (saved.view_forward, saved.jitter_strength) == ("joint", 0.5)
     assert PretrainConfig.from_dict(old).view_forward == "separate"  # a new partial config: today's default
@@ -471,6 +471,13 @@ def test_temperature_parameter_names_come_from_the_registry() -> None:
         "tau_0",
         "alpha",
         "a_0",
+        "tau_init",
+        "rho",
+        "gamma",
+        "beta",
+        "eta",
+        "grad_clip",
+        "eps",
     }
     assert not set(names) & {f.name for f in dataclasses.fields(PretrainConfig)}  # never ambiguous
 

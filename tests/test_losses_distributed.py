@@ -13,8 +13,15 @@ from gloo_group import free_port, gloo_group
 from torch import nn
 
 from dystress.distributed import gather_with_grad, rank, world_size
-from dystress.losses import DCLLoss, InfoNCELoss, MACLLoss, QueueInfoNCELoss
-from dystress.temperature import CosineTemperature, ShiftedCosineTemperature
+from dystress.losses import (
+    DCLLoss,
+    InfoNCELoss,
+    ISogCLRLoss,
+    MACLLoss,
+    QueueInfoNCELoss,
+    TemperatureFreeLoss,
+)
+from dystress.temperature import CosineTemperature, LearnedTemperature, ShiftedCosineTemperature
 
 WORLD, N, D = 2, 3, 5  # per-rank batch N; the whole batch is WORLD * N
 
@@ -25,7 +32,30 @@ CASES: dict[str, Callable[[], nn.Module]] = {
     "macl": lambda: MACLLoss(0.1, 0.5, 0.0),
     "dcl-shifted": lambda: DCLLoss(ShiftedCosineTemperature(0.1, 0.2, -0.4, 0.7)),
     "dclw-cosine": lambda: DCLLoss(CosineTemperature(0.1, 0.2), weighted=True, sigma=0.3),
+    "free": lambda: TemperatureFreeLoss(),
+    "learned": lambda: InfoNCELoss(LearnedTemperature(0.15)).double(),
 }
+
+#: iSogCLR's images: the whole batch holds training images ISOG_INDEX (rank r has slice r).
+ISOG_INDEX = torch.tensor([9, 2, 5, 0, 7, 3])
+
+
+def new_isogclr() -> ISogCLRLoss:
+    return ISogCLRLoss(num_samples=10, rho=0.3, eta=0.05).double()
+
+
+def run_isogclr(
+    criterion: ISogCLRLoss, z0: torch.Tensor, z1: torch.Tensor, index: torch.Tensor
+) -> list[dict]:
+    """Two steps (the second sees the first's state) on the same images; results and state after each."""
+    out = []
+    for step in range(2):
+        a, b = (z0 * (1 + step)).clone().requires_grad_(), z1.clone().requires_grad_()
+        loss = criterion(a, b, index)
+        loss.backward()
+        state = {k: v.clone() for k, v in criterion.state_dict().items()}
+        out.append({"loss": loss.detach(), "g0": a.grad, "g1": b.grad, "state": state})
+    return out
 
 
 def full_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +91,7 @@ def worker(rank_: int, port: int, out: str) -> None:
         queue = new_queue()
         results["queue"] = [run(queue, z0[local], z1[local]) for _ in range(2)]
         results["queue-state"] = queue.state_dict()
+        results["isogclr"] = run_isogclr(new_isogclr(), z0[local], z1[local], ISOG_INDEX[local])
         # gather_with_grad alone: rank r's loss sum(y * c_r); x_r's gradient is sum_q c_q[slice r]
         x = rank_input(rank_).requires_grad_()
         y = gather_with_grad(x)
@@ -119,6 +150,25 @@ def test_queue_matches_one_process(ranks: list[dict]) -> None:
     for result in ranks:  # every rank enqueued the keys of all ranks, in rank order
         torch.testing.assert_close(result["queue-state"]["queue"], queue.queue)
         assert result["queue-state"]["queue_ptr"].item() == queue.queue_ptr.item() == (2 * WORLD * N) % 8
+
+
+def test_isogclr_matches_one_process_and_keeps_one_state_on_every_rank(ranks: list[dict]) -> None:
+    """Each rank updates its own images; every rank writes all of them: the state equals the one
+    process's on the whole batch, on every rank, after each step."""
+    z0, z1 = full_batch()
+    single = run_isogclr(new_isogclr(), z0, z1, ISOG_INDEX)
+    for step in range(2):
+        mean = sum(r["isogclr"][step]["loss"] for r in ranks) / WORLD
+        assert mean.item() == pytest.approx(single[step]["loss"].item(), rel=1e-12)
+        for r, result in enumerate(ranks):
+            local = slice(r * N, (r + 1) * N)
+            mine = result["isogclr"][step]
+            torch.testing.assert_close(mine["g0"] / WORLD, single[step]["g0"][local], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(mine["g1"] / WORLD, single[step]["g1"][local], rtol=1e-10, atol=1e-12)
+            for key, value in single[step]["state"].items():
+                torch.testing.assert_close(mine["state"][key], value, rtol=1e-12, atol=0)
+    touched = single[1]["state"]["tau"][ISOG_INDEX]
+    assert (touched != single[1]["state"]["tau"][1]).all()  # images 1, 4, 6, 8 were never in a batch
 
 
 def test_gather_with_grad_routes_every_slice(ranks: list[dict]) -> None:

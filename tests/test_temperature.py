@@ -229,6 +229,9 @@ def test_registry_names() -> None:
         "one_sided_cosine",
         "ts_schedule",
         "macl",
+        "learned",
+        "isogclr",
+        "free",
     }
     pairwise = [not isinstance(f, GlobalTemperature) for f in ALL]
     assert pairwise == [False, True, True, True, True, True, True, False, False]
@@ -239,13 +242,20 @@ def test_parameter_names_are_every_registered_functions_parameters() -> None:
     assert TEMPERATURE_PARAMETER_NAMES == (
         "a_0",
         "alpha",
+        "beta",
+        "eps",
+        "eta",
+        "gamma",
+        "grad_clip",
         "knee",
         "offset",
         "period",
         "rate",
+        "rho",
         "scale",
         "tau",
         "tau_0",
+        "tau_init",
         "tau_max",
         "tau_min",
         "tau_minus",

@@ -649,8 +649,16 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-def test_kill_and_resume_is_bit_identical(cifar_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "method",
+    [[], ["temperature=isogclr", "temperature_params={}"], ["temperature=learned", "temperature_params={}"]],
+    ids=["dystress", "isogclr", "learned-tau"],
+)
+def test_kill_and_resume_is_bit_identical(cifar_root: Path, tmp_path: Path, method: list[str]) -> None:
+    """Killed after a checkpoint and resumed: the same weights, optimiser and loss state (iSogCLR's
+    per-sample taus, a learned tau), records, final metrics and snapshots as an uninterrupted run."""
     overrides = ["epochs=3", "train_subset=256", "monitor_size=64", "num_threads=1", "snapshot_epochs=[0, 3]"]
+    overrides += method
     config = smoke_config(cifar_root, *overrides)
     killed = tmp_path / "killed"
     cmd = [
@@ -693,11 +701,16 @@ def test_kill_and_resume_is_bit_identical(cifar_root: Path, tmp_path: Path) -> N
     _assert_same_state(a["model"], b["model"])
     for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         _assert_same_state(pa, pb)
+    _assert_same_state(a["loss"], b["loss"])
+    assert bool(a["loss"]) == bool(method)  # the loss state exists where the method has one
     ra, rb = read_jsonl(killed / "records.jsonl"), read_jsonl(tmp_path / "uninterrupted" / "records.jsonl")
     assert [r["epoch"] for r in ra] == [1, 2, 3]
     for x, y in zip(ra, rb, strict=True):
         for key in ("loss", "tau_pos", "tau_neg", "sim_pos", "sim_neg", "lr", "monitor_knn_top1"):
             assert x[key] == y[key], key
+        assert {k: v for k, v in x.items() if k.startswith("tau_")} == {
+            k: v for k, v in y.items() if k.startswith("tau_")
+        }
     resumed = json.loads((killed / "final_metrics.json").read_text())
     assert resumed["knn_top1"] == reference["knn_top1"]
     for epoch in (0, 3):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,28 @@ from torch import Tensor, nn
 from dystress import regime
 from dystress.distributed import gather_with_grad, rank, world_size
 from dystress.temperature import (
+    FreeTemperature,
     GlobalTemperature,
+    ISogCLRTemperature,
+    LearnedTemperature,
     MACLTemperature,
     TemperatureFunction,
     _as_epoch,
     as_temperature,
 )
+
+#: Temperatures that only a loss of their own can use: that loss, and what the others lack.
+_OWN_LOSS: dict[type[TemperatureFunction], tuple[str, str]] = {
+    MACLTemperature: (
+        "MACLLoss",
+        "needs P(positive) and the batch's positive pairs, which {loss} does not give it",
+    ),
+    ISogCLRTemperature: ("ISogCLRLoss", "is per training image and learned, which {loss} does not keep"),
+    FreeTemperature: (
+        "TemperatureFreeLoss",
+        "is differentiated through the mapping 2 artanh(s), which {loss} does not",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -57,19 +74,20 @@ class TwoViewBatch:
 
 
 def loss_temperature(temperature: float | TemperatureFunction, loss: str) -> TemperatureFunction:
-    """``temperature`` as a TemperatureFunction for ``loss``; ValueError for MACL's (use MACLLoss).
+    """``temperature`` as a TemperatureFunction for ``loss``; ValueError for one that needs its own loss.
 
-    MACL's tau comes from the batch's positive pairs and its anchor weights from P(positive): only
-    :class:`~dystress.losses.MACLLoss` computes them (``build_loss("infonce", MACLTemperature())``
-    returns one).
+    MACL's tau comes from the batch's positive pairs and its anchor weights from P(positive)
+    (:class:`~dystress.losses.MACLLoss`); iSogCLR's taus are per training sample
+    (:class:`~dystress.losses.ISogCLRLoss`); the temperature-free logit has its gradient through the
+    mapping (:class:`~dystress.losses.TemperatureFreeLoss`). ``build_loss("infonce", t)`` returns the
+    right loss for each.
     """
     temperature = as_temperature(temperature)
-    if isinstance(temperature, MACLTemperature):
+    own = _OWN_LOSS.get(type(temperature))
+    if own is not None:
         params = ", ".join(f"{k}={v:g}" for k, v in temperature.params().items())
-        raise ValueError(
-            f"temperature {temperature!r} needs P(positive) and the batch's positive pairs, which {loss} "
-            f"does not give it; use MACLLoss({params})"
-        )
+        lacks = own[1].format(loss=loss)
+        raise ValueError(f"temperature {temperature!r} {lacks}; use {own[0]}({params})")
     return temperature
 
 
@@ -159,17 +177,52 @@ def contrastive_terms(
     else:
         tau = temperature(sim.detach() if detach_temperature else sim)
         tau_pos = temperature(s_pos_d if detach_temperature else positive_similarity)
-    logits = sim / tau
+    return _terms(
+        anchors, candidates, sim, sim / tau, positive_similarity / tau_pos, tau, tau_pos, excluded, s_pos_d
+    )
+
+
+def logit_terms(
+    anchors: Tensor,
+    candidates: Tensor,
+    positive_similarity: Tensor,
+    logit: FreeTemperature,
+    *,
+    excluded: Tensor | None = None,
+) -> ContrastiveTerms:
+    """:func:`contrastive_terms` with l_ij = ``logit.logit(s_ij)`` in place of s_ij / tau(s_ij) (the
+    temperature-free loss), differentiable through the mapping; the diagnostics' taus are the
+    equivalent temperatures s / l(s) (:class:`~dystress.temperature.FreeTemperature`)."""
+    sim = anchors @ candidates.T  # [A, C]
+    s_pos_d = positive_similarity.detach()
+    with torch.no_grad():
+        tau, tau_pos = logit(sim), logit(s_pos_d)
+    logits, positive = logit.logit(sim), logit.logit(positive_similarity)
+    return _terms(anchors, candidates, sim, logits, positive, tau, tau_pos, excluded, s_pos_d)
+
+
+def _terms(
+    anchors: Tensor,
+    candidates: Tensor,
+    sim: Tensor,
+    logits: Tensor,
+    positive: Tensor,
+    tau: Tensor,
+    tau_pos: Tensor,
+    excluded: Tensor | None,
+    s_pos: Tensor,
+) -> ContrastiveTerms:
+    """Mask the excluded columns of ``logits`` [A, C], reduce them by log-sum-exp, report to the regime
+    tracker and compute the diagnostics."""
     if excluded is not None:
         logits.scatter_(1, excluded, torch.finfo(logits.dtype).min)  # finite: no NaN when a row is empty
     negative_lse = torch.logsumexp(logits, dim=1)
-    positive = positive_similarity / tau_pos
-    regime.observe(sim.detach(), s_pos_d, excluded, tau.detach())  # a no-op unless a run tracks it
-    diagnostics = _diagnostics(anchors, candidates, sim, tau, tau_pos, s_pos_d, excluded)
+    regime.observe(sim.detach(), s_pos, excluded, tau.detach())  # a no-op unless a run tracks it
+    diagnostics = pair_diagnostics(anchors, candidates, sim, tau, tau_pos, s_pos, excluded)
     return ContrastiveTerms(positive, negative_lse, diagnostics)
 
 
-def _diagnostics(
+def pair_diagnostics(
     anchors: Tensor,
     candidates: Tensor,
     sim: Tensor,
@@ -249,9 +302,20 @@ def infonce_nll(terms: ContrastiveTerms) -> Tensor:
 
 
 class TemperatureLoss(nn.Module):
-    """Base of the loss modules: a ``temperature`` (:class:`TemperatureFunction`) and its epoch step."""
+    """Base of the loss modules: a ``temperature`` (:class:`TemperatureFunction`), its epoch step and
+    what the epoch's record says of it."""
 
     temperature: TemperatureFunction
+    #: Whether ``forward`` takes the images' training-set indices as a third argument (iSogCLR).
+    needs_index = False
+
+    def record(self, labels: Tensor | None = None) -> dict[str, Any]:
+        """Entries for the epoch's record: ``tau_learned`` for a
+        :class:`~dystress.temperature.LearnedTemperature`, nothing for the others (``labels``: the
+        training set's, for losses that report per class)."""
+        if isinstance(self.temperature, LearnedTemperature):
+            return {"tau_learned": float(self.temperature.value)}
+        return {}
 
     def set_epoch(self, epoch: int) -> None:
         """Give the temperature the epoch number (TS schedule; a no-op for the others). ``pretrain``

@@ -2,7 +2,9 @@
 
 :class:`~dystress.losses.InfoNCELoss`, :class:`~dystress.losses.DCLLoss` and
 :class:`~dystress.losses.MACLLoss` are thin ``nn.Module`` wrappers over :func:`infonce`, :func:`dcl`
-and :func:`macl` (one implementation; :func:`macl` lives with MACL in :mod:`dystress.losses.macl`).
+and :func:`macl` (one implementation; :func:`macl`, :func:`isogclr` and :func:`free_infonce` live with
+their losses in :mod:`dystress.losses.macl`, :mod:`~dystress.losses.isogclr` and
+:mod:`~dystress.losses.free`).
 ``temperature`` is a fixed tau > 0 or a :class:`~dystress.temperature.TemperatureFunction` other than
 MACL's; a TS schedule is stepped by the caller with ``temperature.set_epoch(epoch)``. The diagnostics
 are detached 0-dim tensors ``tau_pos``, ``tau_neg``, ``sim_pos``, ``sim_neg`` (means over the local
@@ -29,10 +31,12 @@ from dystress.losses._logits import (
     loss_temperature,
     two_view_batch,
 )
+from dystress.losses.free import free_infonce
+from dystress.losses.isogclr import isogclr
 from dystress.losses.macl import macl
 from dystress.temperature import TemperatureFunction
 
-__all__ = ["dcl", "infonce", "macl"]
+__all__ = ["dcl", "free_infonce", "infonce", "isogclr", "macl"]
 
 
 def infonce(
