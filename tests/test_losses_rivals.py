@@ -186,11 +186,12 @@ def isogclr_reference(
     u: list[float | None],
     m: list[float],
     s: ISogCLRTemperature,
-) -> tuple[torch.Tensor, list[float], list[float], list[float]]:
+) -> tuple[torch.Tensor, list[float], list[float], list[float], list[float]]:
     """One iSogCLR step written from the paper's algorithm, anchor by anchor, u in linear scale
-    (None: not visited). Returns the loss and each image's next tau, u and momentum."""
+    (None: not visited). Returns the loss and each image's next tau, u and momentum, and its mean
+    similarity to its negatives."""
     z, n = unit_rows(z0, z1), z0.shape[0]
-    surrogate, u_rows, g_rows = [], [], []
+    surrogate, u_rows, g_rows, mean_rows = [], [], [], []
     for i in range(2 * n):
         j, p = i % n, positive_of(i, n)
         sims = [z[i] @ z[k] for k in range(2 * n) if k not in (i, p)]
@@ -200,18 +201,21 @@ def isogclr_reference(
         w = [ek / u_i for ek in e]
         surrogate.append(sum(wk * x for wk, x in zip(w, sims, strict=True)) / len(sims) - z[i] @ z[p])
         u_rows.append(u_i)
+        mean_rows.append(sum(x.item() for x in sims) / len(sims))
         g_rows.append(
             math.log(u_i)
             + s.rho
             - sum(wk * x.item() / tau[j] for wk, x in zip(w, sims, strict=True)) / len(sims)
         )
     new_tau, new_u, new_m = [], [], []
+
     for j in range(n):
         grad = min(max((g_rows[j] + g_rows[j + n]) / 2, -s.grad_clip), s.grad_clip)
         new_m.append((1 - s.beta) * m[j] + s.beta * grad)
         new_tau.append(min(max(tau[j] - s.eta * new_m[-1], s.tau_min), s.tau_max))
         new_u.append((u_rows[j] + u_rows[j + n]) / 2)
-    return torch.stack(surrogate).mean(), new_tau, new_u, new_m
+    mean_similarity = [(mean_rows[j] + mean_rows[j + n]) / 2 for j in range(n)]
+    return torch.stack(surrogate).mean(), new_tau, new_u, new_m, mean_similarity
 
 
 def test_isogclr_two_steps_equal_the_loop() -> None:
@@ -223,7 +227,7 @@ def test_isogclr_two_steps_equal_the_loop() -> None:
         z0, z1 = (z.requires_grad_() for z in pair(10 + step))
         loss = criterion(z0, z1, index)
         g0, g1 = torch.autograd.grad(loss, (z0, z1))
-        ref, tau, u, m = isogclr_reference(z0, z1, tau, u, m, settings)
+        ref, tau, u, m, similarity = isogclr_reference(z0, z1, tau, u, m, settings)
         r0, r1 = torch.autograd.grad(ref, (z0, z1))
         assert loss.item() == pytest.approx(ref.item(), rel=1e-10, abs=1e-12), step
         torch.testing.assert_close(g0, r0, rtol=1e-9, atol=1e-12)
@@ -291,7 +295,7 @@ def test_isogclr_state_is_in_the_state_dict_and_survives_a_reload() -> None:
     a(z0, z1, torch.tensor([0, 1, 2, 3]))
     b = ISogCLRLoss(num_samples=6)
     b.load_state_dict(a.state_dict())
-    assert sorted(a.state_dict()) == ["log_u", "tau", "tau_momentum"]
+    assert sorted(a.state_dict()) == ["log_u", "mean_similarity", "tau", "tau_momentum"]
     for x in (a, b):
         loss = x(z1, z0, torch.tensor([2, 3, 4, 5]))
         assert loss.isfinite()
@@ -303,8 +307,13 @@ def test_isogclr_record_gives_quantiles_and_class_means_of_visited_images() -> N
     with torch.no_grad():
         criterion.tau.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.9, 0.9]))
         criterion.log_u[:4] = 0.0  # images 4 and 5 not visited
+        criterion.mean_similarity.copy_(torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0, 0.0]))
     record = criterion.record(torch.tensor([0, 0, 1, 1, 2, 2]))
     assert record["tau_sample_q50"] == pytest.approx(0.25)
+    # 4 visited images in 10 equal-count bins: one image a bin, by rising similarity
+    assert record["tau_by_similarity"] == [
+        [pytest.approx(s), pytest.approx(t), 1] for s, t in ((0.1, 0.4), (0.2, 0.3), (0.3, 0.2), (0.4, 0.1))
+    ]
     assert record["tau_sample_class_mean"] == [pytest.approx(0.15), pytest.approx(0.35), None]
 
 

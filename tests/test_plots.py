@@ -304,3 +304,17 @@ def test_similarities_with_temperature_overlays_each_runs_tau_at_the_bin_centres
     ]
     assert torch.is_tensor(cosine(torch.zeros(1)))  # the function itself is left as it was
     matplotlib.pyplot.close(fig)
+
+
+def test_isogclr_temperatures_draws_class_means_and_similarity_bins() -> None:
+    record = {
+        "tau_sample_class_mean": [0.3, None, 0.1],
+        "tau_by_similarity": [[-0.1, 0.2, 5], [0.0, 0.25, 5], [0.2, 0.4, 4]],
+    }
+    fig = plots.isogclr_temperatures([("iSogCLR, seed 0", record), ("no taus", {"tau_sample_q50": 0.1})])
+    left, right = fig.axes[:2]
+    assert len(left.lines) == len(right.lines) == 1  # the run without per-image taus is not drawn
+    np.testing.assert_allclose(np.asarray(left.lines[0].get_ydata(), dtype=float), [0.3, math.nan, 0.1])
+    np.testing.assert_allclose(np.asarray(right.lines[0].get_xdata(), dtype=float), [-0.1, 0.0, 0.2])
+    np.testing.assert_allclose(np.asarray(right.lines[0].get_ydata(), dtype=float), [0.2, 0.25, 0.4])
+    assert plots.isogclr_temperatures([("none", {})]) is None

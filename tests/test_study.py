@@ -106,11 +106,11 @@ def test_cpu_profiles_are_subsets_of_the_paper_plan(profile: str) -> None:
 
 
 def test_quick_profile_stays_within_its_cpu_budget(env: Path) -> None:
-    # About 25 training runs of about 1.5 minutes fit the 40-minute budget of the quick book; the
+    # 29 training runs of about 1.5 minutes (the rival temperatures added four to 25); the
     # functional-forms point "cosine" is the grid's (0.07, 0.2) run, so it adds no run.
     keys = {r.key for r in study.load_results("quick") if r.point.ablation != "random_init"}
-    assert len(keys) == 25
-    assert len(ablations.plan("quick")) == 27
+    assert len(keys) == 29
+    assert len(ablations.plan("quick")) == 31
 
 
 # The CPU profiles' plans, written out: a new ablation must not lengthen the CPU books.
@@ -144,6 +144,10 @@ CPU_PLANS = {
         "baselines/MACL/s0",
         "baselines/MACL/s1",
         "baselines/MACL/s2",
+        "rivals/learned tau/s0",
+        "rivals/iSogCLR/s0",
+        "rivals/temperature-free/s0",
+        "rivals/iSogCLR, CIFAR-10-LT/s0",
         "cifar10_lt/SimCLR (tau 0.2)/s0",
         "cifar10_lt/SimCLR (tau 0.2)/s1",
         "cifar10_lt/SimCLR (tau 0.2)/s2",
@@ -218,6 +222,11 @@ OTHER_DATASETS = {
         "temperature": "cosine",
         "tau_min": 0.1,
         "tau_max": 0.2,
+    },
+    ("rivals", "iSogCLR, CIFAR-10-LT"): {
+        "dataset": "cifar10_lt",
+        "imbalance_ratio": 0.01,
+        "temperature": "isogclr",
     },
     # the paper's long-tailed comparisons: with SimCLR at 200 epochs, with TS at 2000 (five periods of 400)
     **{

@@ -48,17 +48,23 @@ from dystress.losses._logits import (
 )
 from dystress.temperature import ISogCLRTemperature
 
-__all__ = ["ISogCLRLoss", "SampleState", "isogclr"]
+__all__ = ["SIMILARITY_BINS", "ISogCLRLoss", "SampleState", "isogclr"]
+
+#: Equal-count bins of the images' mean similarity in the record's ``tau_by_similarity``.
+SIMILARITY_BINS = 10
 
 
 @dataclass(frozen=True)
 class SampleState:
     """iSogCLR's per-sample state for a set of samples: ``tau``, ``log_u`` (log of the moving average
-    u; -inf: not visited yet) and ``momentum`` (of the temperature gradient), each [n]."""
+    u; -inf: not visited yet) and ``momentum`` (of the temperature gradient), each [n]; and, for
+    analysis only (the method does not read it), ``mean_similarity`` [n]: each image's mean similarity
+    to its negatives at its last visit (its two views' mean), or None."""
 
     tau: Tensor
     log_u: Tensor
     momentum: Tensor
+    mean_similarity: Tensor | None = None
 
 
 def isogclr(
@@ -111,7 +117,10 @@ def isogclr(
             weights = torch.exp(scaled - log_u[:, None])  # p_ik [2n, C], 0 on the excluded columns
             grad_tau = log_u + settings.rho - (weights * scaled).sum(dim=1) / num_negatives
         loss = ((weights * sim).sum(dim=1) / num_negatives - batch.positive_similarity).mean()
-        new_state = _next_state(state, log_u, grad_tau, settings)
+        with torch.no_grad():
+            masked = sim.detach().scatter(1, batch.excluded, 0.0)
+            mean_similarity = masked.sum(dim=1) / num_negatives  # [2n]
+        new_state = _next_state(state, log_u, grad_tau, mean_similarity, settings)
         s_pos = batch.positive_similarity.detach()
         regime.observe(sim.detach(), s_pos, batch.excluded, None)
         diagnostics = pair_diagnostics(
@@ -143,7 +152,11 @@ def _moving_average(log_u_old: Tensor, log_g: Tensor, gamma: float) -> Tensor:
 
 
 def _next_state(
-    state: SampleState, log_u_rows: Tensor, grad_rows: Tensor, settings: ISogCLRTemperature
+    state: SampleState,
+    log_u_rows: Tensor,
+    grad_rows: Tensor,
+    similarity_rows: Tensor,
+    settings: ISogCLRTemperature,
 ) -> SampleState:
     """The two views' rows [2n] averaged per image; the momentum step on tau, clamped."""
     n = state.tau.shape[0]
@@ -152,7 +165,8 @@ def _next_state(
     grad = ((grad_rows[:n] + grad_rows[n:]) / 2).clamp(-settings.grad_clip, settings.grad_clip).to(dtype)
     momentum = state.momentum * (1.0 - settings.beta) + grad * settings.beta
     tau = (state.tau - settings.eta * momentum).clamp(settings.tau_min, settings.tau_max)
-    return SampleState(tau, log_u, momentum)
+    mean_similarity = ((similarity_rows[:n] + similarity_rows[n:]) / 2).to(dtype)
+    return SampleState(tau, log_u, momentum, mean_similarity)
 
 
 class ISogCLRLoss(TemperatureLoss):
@@ -210,6 +224,7 @@ class ISogCLRLoss(TemperatureLoss):
         self.register_buffer("tau", torch.full((self.num_samples,), float(tau_init)))
         self.register_buffer("log_u", torch.full((self.num_samples,), -math.inf))
         self.register_buffer("tau_momentum", torch.zeros(self.num_samples))
+        self.register_buffer("mean_similarity", torch.full((self.num_samples,), math.nan))  # analysis only
         self.diagnostics: dict[str, Tensor] = {}
 
     def forward(self, z0: Tensor, z1: Tensor, index: Tensor) -> Tensor:
@@ -233,21 +248,35 @@ class ISogCLRLoss(TemperatureLoss):
     @torch.no_grad()
     def _write(self, index: Tensor, new: SampleState) -> None:
         """Store the batch's next state; every rank's, when gathering across ranks."""
-        values = torch.stack([new.tau, new.log_u, new.momentum], dim=1)  # [n, 3]
+        values = torch.stack([new.tau, new.log_u, new.momentum, new.mean_similarity], dim=1)  # [n, 4]
         if self.gather_distributed:
             index, values = all_gather_no_grad(index), all_gather_no_grad(values)
-        for buffer, column in zip((self.tau, self.log_u, self.tau_momentum), values.unbind(1), strict=True):
+        buffers = (self.tau, self.log_u, self.tau_momentum, self.mean_similarity)
+        for buffer, column in zip(buffers, values.unbind(1), strict=True):
             buffer.index_copy_(0, index, column.to(buffer.dtype))
 
     def record(self, labels: Tensor | None = None) -> dict[str, Any]:
         """The per-sample taus of the images visited so far, for the epoch's record: quantiles 5/50/95 %
-        (``tau_sample_q05`` ...) and, given the training labels [num_samples], each class's mean
+        (``tau_sample_q05`` ...); ``tau_by_similarity``: the visited images in :data:`SIMILARITY_BINS`
+        equal-count bins of their mean similarity to their negatives, as ``[mean similarity, mean tau,
+        images]`` per bin; and, given the training labels [num_samples], each class's mean tau
         (``tau_sample_class_mean``, a list; None for a class with no visited image)."""
         visited = ~torch.isneginf(self.log_u)
         taus = self.tau[visited].double()
         out: dict[str, Any] = {}
         for q in (5, 50, 95):
             out[f"tau_sample_q{q:02d}"] = float(torch.quantile(taus, q / 100)) if taus.numel() else None
+        order = self.mean_similarity[visited].double().argsort()
+        similarity = self.mean_similarity[visited].double()[order]
+        out["tau_by_similarity"] = [
+            [float(s.mean()), float(t.mean()), int(t.numel())]
+            for s, t in zip(
+                similarity.tensor_split(SIMILARITY_BINS),
+                taus[order].tensor_split(SIMILARITY_BINS),
+                strict=True,
+            )
+            if t.numel()
+        ]
         if labels is not None:
             labels = labels.to(self.tau.device)
             classes = int(labels.max()) + 1 if labels.numel() else 0

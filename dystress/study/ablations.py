@@ -120,6 +120,29 @@ def _baseline(name: str, seed: int = 0) -> Point:
     return _point("baselines", "MACL", seed, temperature="macl", tau_0=0.1, alpha=0.5, a_0=0.0)
 
 
+def _rival(name: str, seed: int = 0) -> Point:
+    """The other answers to "which temperature?" at their papers' settings: a learned global tau
+    (CLIP's parametrisation, from 0.1, in [0.01, 1], at the model's learning rate), iSogCLR's learned
+    tau per image (the reference code's CIFAR settings) and the temperature-free loss."""
+    params: dict[str, Any] = {
+        "learned tau": {"temperature": "learned", "tau_init": 0.1, "tau_min": 0.01, "tau_max": 1.0},
+        "iSogCLR": {"temperature": "isogclr"},
+        "temperature-free": {"temperature": "free"},
+    }[name]
+    return _point("rivals", name, seed, **params)
+
+
+def _isogclr_long_tailed() -> tuple[Point, ...]:
+    """iSogCLR on CIFAR-10-LT (every seed), where class frequency is known: its per-image taus per class
+    test the paper's claim that frequent semantics get a larger tau."""
+    lt = {"imbalance_ratio": LT_IMBALANCE_RATIO}
+    return _on_dataset("cifar10_lt", ISOGCLR_LT_LABEL, _rival("iSogCLR"), "rivals", **lt)
+
+
+#: Label of iSogCLR's CIFAR-10-LT point (ablation ``rivals``).
+ISOGCLR_LT_LABEL = "iSogCLR, CIFAR-10-LT"
+
+
 #: Epochs of the budget ablation's shorter runs (the ``long`` profile trains 20).
 BUDGET_EPOCHS = 6
 
@@ -149,6 +172,9 @@ SEEDED_IDS = frozenset(
         _shifted(-0.4, 0.7),
         _baseline("TS"),
         _baseline("MACL"),
+        _rival("learned tau"),
+        _rival("iSogCLR"),
+        _rival("temperature-free"),
     )
 )
 
@@ -273,6 +299,16 @@ ABLATIONS: dict[str, Ablation] = {
             _with_seeds((_baseline("TS"), _baseline("MACL"))),
         ),
         Ablation(
+            "rivals",
+            "Learned and temperature-free",
+            "a learned global tau (CLIP's tau = exp(-t), from 0.1, in [0.01, 1]), iSogCLR's learned tau per "
+            "image (rho 0.4, gamma 0.8, beta 0.5, eta 0.03, tau in [0.05, 1]) and the temperature-free "
+            "loss (logits 2 artanh(s))" + _SEEDS_NOTE + "; iSogCLR also on CIFAR-10-LT, where its claim "
+            "that frequent semantics get a larger tau is testable",
+            _with_seeds(_rival(name) for name in ("learned tau", "iSogCLR", "temperature-free"))
+            + _isogclr_long_tailed(),
+        ),
+        Ablation(
             "budget",
             "Training budget",
             f"fixed tau 0.1 and DySTreSS {REFERENCE_RANGE} trained {BUDGET_EPOCHS} epochs instead of the "
@@ -342,6 +378,11 @@ SUBSETS: dict[str, frozenset[str]] = {
             _form("cosine"),
             _baseline("TS"),
             *(_baseline("MACL", s) for s in SEEDS),
+            # the rival temperatures, one seed each, and iSogCLR's per-image taus on CIFAR-10-LT
+            _rival("learned tau"),
+            _rival("iSogCLR"),
+            _rival("temperature-free"),
+            _isogclr_long_tailed()[0],
             # the paper's long-tailed comparison with SimCLR, on CIFAR-10-LT (12,406 images: about the
             # size of the quick subset, so about one quick run each); CIFAR-10 is all the CPU books need
             *_long_tailed("cifar10_lt"),

@@ -466,6 +466,31 @@ def gap_vs_steps(table: Any) -> Any:
     return fig
 
 
+def isogclr_temperatures(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> Any:
+    """iSogCLR's learned per-image taus from each run's last record (``(label, record)``, one line per
+    run): left, each class's mean tau (``tau_sample_class_mean``) against the class index (on
+    CIFAR-10-LT the classes run from the most to the least frequent); right, the mean tau in
+    equal-count bins of the images' mean similarity to their negatives (``tau_by_similarity``)."""
+    plt = _plt()
+    usable = [
+        (label, r) for label, r in runs if r.get("tau_sample_class_mean") and r.get("tau_by_similarity")
+    ]
+    if not usable:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for i, (label, record) in enumerate(usable):
+        means = [math.nan if m is None else m for m in record["tau_sample_class_mean"]]
+        axes[0].plot(range(len(means)), means, "o-", color=f"C{i % 10}", label=label)
+        bins = np.asarray(record["tau_by_similarity"], dtype=float)
+        axes[1].plot(bins[:, 0], bins[:, 1], "o-", color=f"C{i % 10}")
+    axes[0].set_xlabel("class (CIFAR-10-LT: from the most to the least frequent)")
+    axes[0].set_ylabel("mean learned tau of the class's images", fontsize=9)
+    axes[1].set_xlabel("image's mean similarity to its negatives (equal-count bins)")
+    axes[1].set_ylabel("mean learned tau", fontsize=9)
+    _legend_below(fig, *_unique_handles(axes))
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------- page 5
 def _run_snapshot_grid(
     series: Mapping[str, Sequence[Any]], panel: tuple[float, float]
