@@ -1,4 +1,5 @@
-"""Forward + backward time of the contrastive losses: fixed tau vs DySTreSS and the other temperatures.
+"""Forward + backward time of the contrastive losses: fixed tau vs DySTreSS and the other temperatures
+(the learned ones and the temperature-free loss included; iSogCLR with its state update).
 
     python benchmarks/loss_bench.py                 # N = 256, 512, 1024, 4096, D = 128
     python benchmarks/loss_bench.py --quick         # N = 256, 1024
@@ -18,16 +19,29 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from dystress.losses import DCLLoss, InfoNCELoss, MACLLoss
+from dystress.losses import DCLLoss, InfoNCELoss, ISogCLRLoss, MACLLoss, TemperatureFreeLoss
 from dystress.runtime import device_name
 from dystress.temperature import (
     CosineScheduleTemperature,
     CosineTemperature,
     ExponentialTemperature,
+    LearnedTemperature,
     LinearTemperature,
     OneSidedCosineTemperature,
     ShiftedCosineTemperature,
 )
+
+
+class _WithIndex(nn.Module):
+    """A loss with per-image state (iSogCLR) called on images 0..n-1 of a 50,000-image training set."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        return self.loss(z0, z1, torch.arange(z0.shape[0], device=z0.device))
+
 
 CASES: dict[str, Callable[[], nn.Module]] = {
     "InfoNCE, fixed tau 0.1": lambda: InfoNCELoss(0.1),
@@ -38,6 +52,9 @@ CASES: dict[str, Callable[[], nn.Module]] = {
     "exponential": lambda: InfoNCELoss(ExponentialTemperature(0.1, 0.2)),
     "TS schedule": lambda: InfoNCELoss(CosineScheduleTemperature()),
     "MACL": lambda: MACLLoss(),
+    "learned global tau": lambda: InfoNCELoss(LearnedTemperature(0.1)),
+    "iSogCLR (per-image tau)": lambda: _WithIndex(ISogCLRLoss(num_samples=50_000)),
+    "temperature-free": lambda: TemperatureFreeLoss(),
     "DCL, fixed tau 0.1": lambda: DCLLoss(0.1),
     "DCLW, cosine 0.1-0.2": lambda: DCLLoss(CosineTemperature(0.1, 0.2), weighted=True),
 }

@@ -26,3 +26,15 @@ def test_throughput_side_by_side_dry_run_on_the_cpu(tmp_path: Path) -> None:
         mean, total = (float(x.replace(",", "")) for x in (mean, total))
         assert total == pytest.approx(int(n) * mean, abs=int(n))  # rounding of the printed numbers
     assert rows[0][4] == "1.00"
+
+
+def test_loss_benchmark_times_every_case_with_its_ratio_to_fixed_tau() -> None:
+    """Every loss of the benchmark (iSogCLR with its indices and state update) runs; the table gives
+    each case's ratio to the first (fixed-tau InfoNCE) at the same N."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_bench.py"), "--sizes", "16", "--dim", "8"]
+    cmd += ["--warmup", "0", "--repeats", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
+    new = ("learned global tau", "iSogCLR (per-image tau)", "temperature-free")
+    for case in ("InfoNCE, fixed tau 0.1", *new):
+        assert re.search(rf"^\| {re.escape(case)} \|", out, flags=re.M), out
+    assert re.search(r"^\| InfoNCE, fixed tau 0.1 \| [\d.]+ ms \(1.00x\) \|$", out, flags=re.M), out
