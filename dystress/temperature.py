@@ -70,6 +70,14 @@ def _check_range(
     return tau_min, tau_max
 
 
+def _check_start(tau_init: Any, tau_min: float, tau_max: float) -> float:
+    """``tau_init`` as a float in [tau_min, tau_max] (a learned temperature's starting value)."""
+    value = as_real("tau_init", tau_init, positive=True)
+    if not tau_min <= value <= tau_max:
+        raise ValueError(f"tau_init must be in [tau_min, tau_max] = [{tau_min}, {tau_max}], got {tau_init}")
+    return value
+
+
 def _as_epoch(epoch: Any) -> int:
     """``epoch`` as a Python ``int`` >= 0: an int, a NumPy integer or a 0-dim integer tensor, not a bool.
 
@@ -377,11 +385,7 @@ class LearnedTemperature(GlobalTemperature, nn.Module):
     def __init__(self, tau_init: float = 0.1, tau_min: float = 0.01, tau_max: float = 1.0) -> None:
         nn.Module.__init__(self)
         self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
-        self.tau_init = as_real("tau_init", tau_init, positive=True)
-        if not self.tau_min <= self.tau_init <= self.tau_max:
-            raise ValueError(
-                f"tau_init must be in [tau_min, tau_max] = [{self.tau_min}, {self.tau_max}], got {tau_init}"
-            )
+        self.tau_init = _check_start(tau_init, self.tau_min, self.tau_max)
         self.log_inverse_tau = nn.Parameter(torch.tensor(-math.log(self.tau_init)))
 
     @property
@@ -471,11 +475,7 @@ class ISogCLRTemperature(TemperatureFunction):
         grad_clip: float = 3.0,
     ) -> None:
         self.tau_min, self.tau_max = _check_range(tau_min, tau_max)
-        self.tau_init = as_real("tau_init", tau_init, positive=True)
-        if not self.tau_min <= self.tau_init <= self.tau_max:
-            raise ValueError(
-                f"tau_init must be in [tau_min, tau_max] = [{self.tau_min}, {self.tau_max}], got {tau_init}"
-            )
+        self.tau_init = _check_start(tau_init, self.tau_min, self.tau_max)
         self.rho = as_real("rho", rho, positive=True)
         for name, value in (("gamma", gamma), ("beta", beta)):
             if not (as_real(name, value) > 0.0 and value <= 1.0):
