@@ -93,3 +93,22 @@ def test_the_cli_engine_runs_points_without_papermill_and_equals_the_notebook(
         runner.run_study("smoke", tmp_path / "cli", points=["nothing/"], engine="cli", stream=io.StringIO())
     with pytest.raises(ValueError, match="engine must be one of"):
         runner.run_study("smoke", tmp_path / "cli", engine="gpu", stream=io.StringIO())
+
+
+def test_a_failing_pretrain_command_is_recorded_with_the_end_of_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cli engine records a failed ``dystress pretrain`` as the notebook engine records a failed
+    notebook: status, the error's last line, the log's end as the traceback; the study goes on."""
+    monkeypatch.setenv("DYSTRESS_DATA", str(tmp_path / "no-data"))  # nothing to train on
+    monkeypatch.setenv("DYSTRESS_NO_DATA_CACHE", "1")
+    point = next(p for p in ablations.plan("smoke") if p.id == "fixed_tau/0.1/s0")
+    result = runner.run_point(point, "smoke", tmp_path / "runs", engine="cli", stream=io.StringIO())
+    assert result.status == "failed"
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and info["error"].startswith(
+        "dystress pretrain exited 2: dystress pretrain: error: cifar10: "
+    )
+    log = (result.run_dir / "run.log").read_text()
+    assert info["traceback"].splitlines()[-1] == log.strip().splitlines()[-1]
+    assert "no-data" in log and info["wall_s"] > 0

@@ -191,6 +191,14 @@ def _run_info(result: RunResult, template: Path, code: str, num_threads: int | N
 ENGINES = ("notebook", "cli")
 
 
+class _PretrainFailed(Exception):
+    """``dystress pretrain`` exited with an error: the message, and the log's last lines as ``log_tail``."""
+
+    def __init__(self, message: str, log_tail: str) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
 def _execute(
     result: RunResult,
     template: Path,
@@ -200,36 +208,23 @@ def _execute(
     engine: str = "notebook",
 ) -> None:
     """Execute the run (``engine``: the template into ``<run_dir>/run.ipynb``, or ``dystress pretrain``
-    with its output in ``<run_dir>/run.log``) and record the outcome in ``info`` and ``run.json`` (the
-    caller holds the folder's lock)."""
-    if engine == "cli":
-        _execute_cli(result, info, prefix, stream)
-        return
-    import papermill
-
+    with its output in ``<run_dir>/run.log``), with its epochs shown as they end, and record the outcome
+    in ``info`` and ``run.json`` (the caller holds the folder's lock)."""
     run_dir = result.run_dir
-    parameters = {
-        **result.point.parameters,
-        "profile": result.profile,
-        "run_dir": str(run_dir),
-        "progress": False,
-        "num_threads": info["config"]["num_threads"],
-    }
     watcher = EpochWatcher(run_dir / "records.jsonl", prefix, info["config"]["epochs"], stream)
     watcher.start()
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(template),
-            str(run_dir / "run.ipynb"),
-            parameters=parameters,
-            kernel_name="python3",
-            progress_bar=False,  # no cwd: papermill would chdir the whole process, runs side by side too
-        )
+        if engine == "cli":
+            _run_pretrain_command(run_dir, info)
+        else:
+            _run_notebook(result, template, info)
         info.update(status="complete", error=None, traceback=None)
     except KeyboardInterrupt:
         info.update(status="interrupted", error="KeyboardInterrupt")
         raise
+    except _PretrainFailed as err:
+        info.update(status="failed", error=str(err), traceback=err.log_tail)
     except Exception as err:  # noqa: BLE001 (recorded; the study goes on)
         info.update(status="failed", error=_error_text(err), traceback=traceback.format_exc())
     finally:
@@ -239,36 +234,41 @@ def _execute(
         atomic_write_json(run_dir / "run.json", info)
 
 
-def _execute_cli(result: RunResult, info: dict[str, Any], prefix: str, stream: Any) -> None:
-    """Run ``dystress pretrain`` on the run's configuration (``<run_dir>/pretrain_config.json``) in a
-    process of its own, output in ``<run_dir>/run.log``; record the outcome as :func:`_execute` does."""
+def _run_notebook(result: RunResult, template: Path, info: dict[str, Any]) -> None:
+    """papermill executes the run notebook ``template`` into ``<run_dir>/run.ipynb``."""
+    import papermill
+
+    parameters = {
+        **result.point.parameters,
+        "profile": result.profile,
+        "run_dir": str(result.run_dir),
+        "progress": False,
+        "num_threads": info["config"]["num_threads"],
+    }
+    papermill.execute_notebook(
+        str(template),
+        str(result.run_dir / "run.ipynb"),
+        parameters=parameters,
+        kernel_name="python3",
+        progress_bar=False,  # no cwd: papermill would chdir the whole process, runs side by side too
+    )
+
+
+def _run_pretrain_command(run_dir: Path, info: dict[str, Any]) -> None:
+    """``dystress pretrain`` on the run's configuration (``<run_dir>/pretrain_config.json``) in a
+    process of its own, output in ``<run_dir>/run.log``; :class:`_PretrainFailed` when it fails."""
     import subprocess
 
-    run_dir = result.run_dir
     config_file = run_dir / "pretrain_config.json"
     atomic_write_json(config_file, info["config"])
     command = [sys.executable, "-m", "dystress.cli", "pretrain", "--config", str(config_file)]
     command += ["--run-dir", str(run_dir), "--no-progress"]
-    watcher = EpochWatcher(run_dir / "records.jsonl", prefix, info["config"]["epochs"], stream)
-    watcher.start()
-    start = time.perf_counter()
-    try:
-        with open(run_dir / "run.log", "w", encoding="utf-8") as log:
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-        if code == 0:
-            info.update(status="complete", error=None, traceback=None)
-        else:
-            tail = (run_dir / "run.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            info.update(status="failed", error=f"dystress pretrain exited {code}: {tail[-1] if tail else ''}")
-            info.update(traceback="\n".join(tail[-40:]))
-    except KeyboardInterrupt:
-        info.update(status="interrupted", error="KeyboardInterrupt")
-        raise
-    finally:
-        watcher.stop.set()
-        watcher.join()
-        info.update(finished=_now(), wall_s=round(time.perf_counter() - start, 2))
-        atomic_write_json(run_dir / "run.json", info)
+    with open(run_dir / "run.log", "w", encoding="utf-8") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    if code != 0:
+        tail = (run_dir / "run.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        message = f"dystress pretrain exited {code}: {tail[-1] if tail else ''}"
+        raise _PretrainFailed(message, "\n".join(tail[-40:]))
 
 
 def run_point(
