@@ -125,14 +125,15 @@ def check_pages(pages: list[Path], browser: str | None = None, timeout: float = 
         )
         try:
             ws_url = None
-            for _ in range(100):
+            deadline = time.monotonic() + 90  # a loaded 2-core machine can take long to start it
+            while ws_url is None and time.monotonic() < deadline and proc.poll() is None:
                 try:
                     ws_url = _page_target(port)
-                    break
                 except (OSError, StopIteration, ValueError):
                     time.sleep(0.2)
             if ws_url is None:
-                raise RuntimeError(f"{browser} did not open its DevTools port {port}")
+                state = "it exited" if proc.poll() is not None else "after 90 s"
+                raise RuntimeError(f"{browser} did not open its DevTools port {port} ({state})")
             return {
                 page.stem: asyncio.run(_evaluate(ws_url, page.resolve().as_uri(), timeout)) for page in pages
             }
