@@ -293,10 +293,16 @@ def code_version(template: Path | None = None) -> str:
     :func:`template_path`): editing documentation does not make the study's runs stale, editing code
     a training process can import does. The package version is in ``dystress/__init__.py``, which
     counts (the parent of every module)."""
+    return _hash_files(code_files(template))[:12]
+
+
+def code_files(template: Path | None = None) -> list[tuple[str, bytes]]:
+    """What :func:`code_version` hashes, as (name, code) per file: each counted module's path relative
+    to the package with its :func:`_code_only` text, and ``notebooks/<template>`` with its code cells."""
     path = template_path() if template is None else template
     files = [(rel, _code_only(p.read_text(encoding="utf-8"))) for rel, p in counted_sources(path)]
     files.append((f"notebooks/{TEMPLATE}", "\n\0\n".join(_template_cells(path)).encode()))
-    return _hash_files(files)[:12]
+    return files
 
 
 def analysis_version() -> str:

@@ -435,9 +435,14 @@ class FreeTemperature(TemperatureFunction):
         return torch.atanh(s.clamp(-1.0 + self.eps, 1.0 - self.eps)).mul_(2.0)
 
     def _tau(self, s: Tensor) -> Tensor:
+        return self.tau_from_logit(s, self.logit(s))
+
+    def tau_from_logit(self, s: Tensor, logit: Tensor) -> Tensor:
+        """The equivalent tau s / l(s), given ``logit`` = :meth:`logit` of ``s`` (same shape): what the
+        loss reports without a second artanh over its [A, C] matrix."""
         s = s.clamp(-1.0 + self.eps, 1.0 - self.eps)
         series = 0.5 - s * s / 6.0  # s / (2 artanh s) = 1/2 - s^2 / 6 + O(s^4): no 0 / 0 near s = 0
-        return torch.where(s.abs() < 1e-3, series, s / (2.0 * torch.atanh(s)))
+        return torch.where(s.abs() < 1e-3, series, s / logit)
 
     def params(self) -> dict[str, float]:
         return {"eps": self.eps}

@@ -17,13 +17,14 @@ import inspect
 from torch import nn
 
 from dystress.losses import functional
+from dystress.losses._logits import OWN_LOSS
 from dystress.losses.dcl import DCLLoss
 from dystress.losses.free import TemperatureFreeLoss
 from dystress.losses.infonce import InfoNCELoss
 from dystress.losses.isogclr import ISogCLRLoss
 from dystress.losses.macl import MACLLoss
 from dystress.losses.queue_infonce import QueueInfoNCELoss
-from dystress.temperature import FreeTemperature, ISogCLRTemperature, MACLTemperature, TemperatureFunction
+from dystress.temperature import TEMPERATURES, TemperatureFunction
 
 __all__ = [
     "LOSSES",
@@ -37,20 +38,9 @@ __all__ = [
     "functional",
 ]
 
-#: Temperatures whose method is a loss of its own (built from ``loss: infonce``): the config's name,
-#: the loss, and why DCL cannot take it.
-_OWN_LOSS: dict[type[TemperatureFunction], tuple[str, type[nn.Module], str]] = {
-    MACLTemperature: (
-        "macl",
-        MACLLoss,
-        "it sets tau from the positive pairs' probability, which DCL removes from the denominator",
-    ),
-    ISogCLRTemperature: ("isogclr", ISogCLRLoss, "iSogCLR's objective is InfoNCE's, with a tau per image"),
-    FreeTemperature: (
-        "free",
-        TemperatureFreeLoss,
-        "the temperature-free loss is InfoNCE with log-odds logits",
-    ),
+#: The losses that own a temperature (:data:`~dystress.losses._logits.OWN_LOSS`), by class name.
+_OWN_LOSSES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (MACLLoss, ISogCLRLoss, TemperatureFreeLoss)
 }
 
 #: Names accepted by :func:`build_loss` (a config's ``loss``).
@@ -93,8 +83,11 @@ def build_loss(
             f"build_loss takes no 'weighted' keyword (got weighted={kwargs['weighted']!r}): "
             "use name 'dclw' for DCLW and 'dcl' for DCL"
         )
-    config_name, own, why = _OWN_LOSS.get(type(temperature), (None, None, None))
+    own_name, lacks = OWN_LOSS.get(type(temperature), (None, ""))
+    own = _OWN_LOSSES[own_name] if own_name else None
+    config_name = next((k for k, cls in TEMPERATURES.items() if cls is type(temperature)), None)
     if own is not None and name != "infonce":
+        why = "its tau " + lacks.format(loss="DCL")
         raise ValueError(f"loss must be infonce with temperature {config_name} ({why}), got {name!r}")
     cls = own or (InfoNCELoss if name == "infonce" else DCLLoss)
     allowed = set(inspect.signature(cls.__init__).parameters) - {

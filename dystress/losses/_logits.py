@@ -32,8 +32,9 @@ from dystress.temperature import (
     as_temperature,
 )
 
-#: Temperatures that only a loss of their own can use: that loss, and what the others lack.
-_OWN_LOSS: dict[type[TemperatureFunction], tuple[str, str]] = {
+#: Temperatures that only a loss of their own can use: that loss's class name, and what the others lack.
+#: The one table of that pairing: :func:`dystress.losses.build_loss` reads it too.
+OWN_LOSS: dict[type[TemperatureFunction], tuple[str, str]] = {
     MACLTemperature: (
         "MACLLoss",
         "needs P(positive) and the batch's positive pairs, which {loss} does not give it",
@@ -83,7 +84,7 @@ def loss_temperature(temperature: float | TemperatureFunction, loss: str) -> Tem
     right loss for each.
     """
     temperature = as_temperature(temperature)
-    own = _OWN_LOSS.get(type(temperature))
+    own = OWN_LOSS.get(type(temperature))
     if own is not None:
         params = ", ".join(f"{k}={v:g}" for k, v in temperature.params().items())
         lacks = own[1].format(loss=loss)
@@ -195,9 +196,9 @@ def logit_terms(
     equivalent temperatures s / l(s) (:class:`~dystress.temperature.FreeTemperature`)."""
     sim = anchors @ candidates.T  # [A, C]
     s_pos_d = positive_similarity.detach()
-    with torch.no_grad():
-        tau, tau_pos = logit(sim), logit(s_pos_d)
     logits, positive = logit.logit(sim), logit.logit(positive_similarity)
+    with torch.no_grad():
+        tau, tau_pos = logit.tau_from_logit(sim, logits), logit.tau_from_logit(s_pos_d, positive)
     return _terms(anchors, candidates, sim, logits, positive, tau, tau_pos, excluded, s_pos_d)
 
 

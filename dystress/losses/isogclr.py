@@ -266,8 +266,7 @@ class ISogCLRLoss(TemperatureLoss):
         out: dict[str, Any] = {}
         for q in (5, 50, 95):
             out[f"tau_sample_q{q:02d}"] = float(torch.quantile(taus, q / 100)) if taus.numel() else None
-        order = self.mean_similarity[visited].double().argsort()
-        similarity = self.mean_similarity[visited].double()[order]
+        similarity, order = self.mean_similarity[visited].double().sort()
         out["tau_by_similarity"] = [
             [float(s.mean()), float(t.mean()), int(t.numel())]
             for s, t in zip(

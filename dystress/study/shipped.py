@@ -133,16 +133,10 @@ def export_results(
 
 
 def code_files() -> dict[str, str]:
-    """12 hex digits per file that :func:`~dystress.provenance.code_version` hashes (the counted modules'
-    code without comments and docstrings, and the template's code cells), so that a page can name the
-    files changed since an export. Hashed together as there, they give the code version."""
-    template = provenance.template_path()
-    files = [
-        (rel, provenance._code_only(p.read_text(encoding="utf-8"))) for rel, p in provenance.counted_sources()
-    ]
-    cells = provenance._template_cells(template)
-    files.append((f"notebooks/{provenance.TEMPLATE}", "\n\0\n".join(cells).encode()))
-    return {name: hashlib.sha256(code).hexdigest() for name, code in sorted(files)}
+    """The sha256 (hex) of each file that :func:`~dystress.provenance.code_version` hashes
+    (:func:`~dystress.provenance.code_files`), so that a page can name the files changed since an
+    export. Hashed together as there, they give the code version."""
+    return {name: hashlib.sha256(code).hexdigest() for name, code in sorted(provenance.code_files())}
 
 
 def _cpus(done: list[RunResult]) -> Any:
