@@ -342,7 +342,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     """``dystress study run|list|export``."""
     from dystress.provenance import code_version
-    from dystress.study.runner import load_results, older_results, run_study
+    from dystress.study.runner import check_parallel, load_results, older_results, run_study
 
     _require_folder(Path(args.runs) if args.runs else runs_root())
     if args.study_command == "run":
@@ -359,7 +359,6 @@ def _study(args: argparse.Namespace) -> int:
         return EXIT_DIVERGED if report.by_status("failed") or report.by_status("invalid") else 0
     if args.study_command == "export":
         from dystress.study.notebook import default_profile
-        from dystress.study.runner import check_parallel
         from dystress.study.shipped import export_results
 
         profile = args.profile or default_profile()

@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -556,6 +557,10 @@ def test_cli_list_and_bad_arguments(env: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "missing" in out and "fixed_tau/0.1/s0" in out
     assert f"code version {provenance.code_version()}" in out and "results of other code" not in out
+    # --parallel N lists the folders that N runs at once would use (their thread count in the name)
+    assert main(["study", "list", "--profile", "smoke", "--parallel", "2"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "fixed_tau/0.1/s0" in x)
+    assert re.search(r"_t\d+-[0-9a-f]{12}$", line), line
     # a complete run of the same point under older code is pointed out (its folder has another key)
     point = next(p for p in ablations.plan("smoke") if p.id == "fixed_tau/0.1/s0")
     key = provenance.run_folder_name(study.build_config("smoke", point.parameters))
