@@ -81,6 +81,14 @@ def test_figures_draw_and_nothing_gives_none() -> None:
     )
     frame = budget.regime_frame(runs)
     assert plots.regime_over_training(frame) is not None
-    assert plots.gap_vs_steps(budget.budget_table({"long": runs})) is not None
+    quick = _runs(
+        "quick", {("fixed_tau", "0.1"): [5, 6, 7], ("dystress_grid", "(0.07, 0.2)"): [4, 6, 6]}, 200
+    )
+    table = budget.budget_table({"long": runs, "quick": quick})
+    assert len(table) == 2
+    figure = plots.gap_vs_steps(table)
+    for ax in figure.axes:  # labelled at the budgets' own steps only
+        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{int(x):,}" for x in sorted(table.steps)]
+        assert len(ax.get_xticks(minor=True)) == 0
     assert plots.regime_over_training(budget.regime_frame([])) is None
     assert plots.gap_vs_steps(budget.budget_table({})) is None

@@ -460,8 +460,11 @@ def gap_vs_steps(table: Any) -> Any:
     axes[1].axhline(0.5, color="grey", lw=0.8, ls=":", label="s = 0.5 (tau mid-range)")
     axes[1].set_ylabel("similarity of negatives\n(DySTreSS runs, last epoch)", fontsize=9)
     axes[1].legend(fontsize=8)
+    steps = sorted(set(int(x) for x in table.steps))
     for ax in axes:
         ax.set_xscale("log")
+        ax.set_xticks(steps, [f"{x:,}" for x in steps])  # the budgets' own steps, no overlapping labels
+        ax.minorticks_off()
         ax.set_xlabel("optimiser steps")
     return fig
 
