@@ -191,6 +191,25 @@ def test_uniformity_tolerance_plane_connects_fixed_tau_runs_by_tau() -> None:
     matplotlib.pyplot.close(fig)
 
 
+def test_uniformity_tolerance_plane_by_group_names_groups_in_a_legend() -> None:
+    table = pd.DataFrame(
+        {
+            "uniformity": [-2.0, -3.2, -3.5, -3.0],
+            "tolerance": [0.6, 0.45, 0.3, 0.4],
+            "knn_top1": [40.0, 45.5, 46.0, 45.0],
+            "method": ["fixed", "dystress", "fixed", "dystress"],
+        }
+    )
+    fig = plots.uniformity_tolerance_plane(table, by="method")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fixed", "dystress"]
+    assert not ax.texts  # no label per run
+    collections = {c.get_label(): c for c in ax.collections}
+    np.testing.assert_allclose(collections["fixed"].get_offsets(), [[-2.0, 0.6], [-3.5, 0.3]])
+    assert collections["fixed"].norm.vmin == 40.0 and collections["dystress"].norm.vmax == 46.0  # one scale
+    matplotlib.pyplot.close(fig)
+
+
 def test_run_curves_one_panel_per_quantity_with_readable_labels() -> None:
     records = [
         {

@@ -6,6 +6,7 @@ figure and returns it (``None`` when there is nothing to draw); captions are the
 
 from __future__ import annotations
 
+import itertools
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -365,11 +366,18 @@ def trajectories(
     return fig
 
 
-def uniformity_tolerance_plane(table: Any, value: str = "knn_top1", connect: str | None = None) -> Any:
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def uniformity_tolerance_plane(
+    table: Any, value: str = "knn_top1", connect: str | None = None, by: str | None = None
+) -> Any:
     """Final uniformity (x) vs tolerance (y) of each run, coloured by ``value``, labelled by run.
 
     ``connect``: an ``ablation`` value (e.g. ``"fixed_tau"``) whose runs are joined by a thin grey line
     in order of their ``tau`` (the mean point per tau when several seeds share one).
+    ``by``: a column grouping the runs (e.g. the method, for several seeds each): one marker per group,
+    named in a legend, instead of a label per run.
     """
     plt = _plt()
     if table is None or len(table) == 0:
@@ -387,23 +395,34 @@ def uniformity_tolerance_plane(table: Any, value: str = "knn_top1", connect: str
             mean_t = [float(ts[taus[finite] == t].mean()) for t in levels]
             ax.plot(mean_u, mean_t, color="grey", lw=0.8, zorder=1, label="fixed tau sweep")
             ax.legend(fontsize=8, loc="best")
-    sc = ax.scatter(
-        table["uniformity"],
-        table["tolerance"],
-        c=table[value],
-        cmap="viridis",
-        s=60,
-        edgecolor="black",
-        zorder=2,
-    )
-    for _, row in table.iterrows():
-        ax.annotate(
-            row["name"],
-            (row["uniformity"], row["tolerance"]),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
+    groups = [(None, table)] if by is None else list(table.groupby(by, sort=False))
+    norm = plt.Normalize(float(np.nanmin(table[value])), float(np.nanmax(table[value])))
+    for marker, (group, rows) in zip(itertools.cycle(_MARKERS), groups):
+        sc = ax.scatter(
+            rows["uniformity"],
+            rows["tolerance"],
+            c=rows[value],
+            cmap="viridis",
+            norm=norm,
+            s=60,
+            marker=marker,
+            edgecolor="black",
+            zorder=2,
+            label=group,
         )
+    if by is None:
+        for _, row in table.iterrows():
+            ax.annotate(
+                row["name"],
+                (row["uniformity"], row["tolerance"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    else:
+        legend = ax.legend(fontsize=8, loc="best")
+        for handle in legend.legend_handles:  # the marker's shape names the group, not its colour
+            handle.set_facecolor("white")
     ax.set_xlabel("uniformity (lower: more uniform)")
     ax.set_ylabel("tolerance (mean same-class similarity)")
     fig.colorbar(sc, ax=ax, label=METRIC_LABELS.get(value, value))
