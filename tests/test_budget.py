@@ -92,3 +92,35 @@ def test_figures_draw_and_nothing_gives_none() -> None:
         assert len(ax.get_xticks(minor=True)) == 0
     assert plots.regime_over_training(budget.regime_frame([])) is None
     assert plots.gap_vs_steps(budget.budget_table({})) is None
+
+
+def _budgets(*rows: tuple[str, int, float, float]) -> object:
+    import pandas as pd
+
+    return pd.DataFrame([{"budget": b, "steps": s, "gap": g, "ci": c} for b, s, g, c in rows])
+
+
+def test_gap_state_reads_the_paired_interval() -> None:
+    assert budget.gap_state(-2.0, 1.0) == "fixed" and budget.gap_state(0.5, 0.4) == "dystress"
+    assert budget.gap_state(-0.3, 0.5) == "tie" and budget.gap_state(-0.5, 0.5) == "tie"  # 0 on the edge
+    assert budget.gap_state(1.0, math.nan) == "tie"  # one seed: no interval, nothing resolved
+
+
+def test_ordering_answer_says_how_the_gap_moves_with_the_budget() -> None:
+    quick, long = ("quick", 234, -2.12, 0.96), ("long", 3900, -0.35, 0.47)
+    assert budget.ordering_answer(_budgets(quick)).startswith("Only one budget")
+    assert budget.ordering_answer(_budgets(quick, long)) == (
+        "Its direction does not change, its size does: fixed tau 0.1 is ahead at quick (234 steps); "
+        "at long (3,900 steps) the paired interval includes 0, with fixed tau 0.1 still ahead in the "
+        "point estimate."
+    )
+    flipped = budget.ordering_answer(_budgets(quick, ("long", 3900, 0.2, 0.47)))
+    assert flipped.endswith("and its point estimate changes sign at long.")
+    reversed_ = budget.ordering_answer(_budgets(quick, ("long", 3900, 0.9, 0.47)))
+    assert reversed_ == (
+        "Yes, it reverses: fixed tau 0.1 is ahead at quick (234 steps), DySTreSS at long (3,900 steps)."
+    )
+    assert budget.ordering_answer(_budgets(quick, ("long", 3900, -1.5, 0.47))).startswith(
+        "No: fixed tau 0.1 is ahead at every budget"
+    )
+    assert budget.ordering_answer(_budgets(("quick", 234, 0.1, 0.5), long)).startswith("No budget shown")

@@ -8,7 +8,8 @@
   fixed-tau runs can be read on the same scale.
 - :func:`method_regime`: the last epoch's regime per method, averaged over seeds.
 - :func:`budget_table`: per budget (profile and epochs), the optimiser steps, the paired gap of
-  DySTreSS (0.07, 0.2) to fixed tau 0.1 and the DySTreSS runs' last-epoch regime.
+  DySTreSS (0.07, 0.2) to fixed tau 0.1 and the DySTreSS runs' last-epoch regime;
+  :func:`ordering_answer` reads from it whether the ordering changes with the budget.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from dystress.study.findings import Paired, paired
 from dystress.study.runner import RunResult
 from dystress.temperature import CosineTemperature
 
-__all__ = ["MAIN_POINTS", "REFERENCE", "budget_table", "method_regime", "method_name", "regime_frame"]
+__all__ = [
+    "MAIN_POINTS",
+    "REFERENCE",
+    "budget_table",
+    "gap_state",
+    "method_name",
+    "method_regime",
+    "ordering_answer",
+    "regime_frame",
+]
 
 #: The DySTreSS point every comparison is made to, and the fixed tau it is weighed against.
 REFERENCE = ("dystress_grid", "(0.07, 0.2)")
@@ -173,3 +183,51 @@ def budget_table(profiles: Mapping[str, Sequence[RunResult]], value: str = "knn_
             )
     table = pd.DataFrame(rows)
     return table.sort_values("steps").reset_index(drop=True) if len(table) else table
+
+
+def gap_state(gap: float, ci: float) -> str:
+    """``"fixed"`` or ``"dystress"`` when the paired interval ``gap`` ± ``ci`` (DySTreSS - fixed tau)
+    excludes 0, the method ahead; ``"tie"`` when it includes 0 or there is no interval (NaN)."""
+    if math.isnan(gap) or math.isnan(ci) or abs(gap) <= ci:
+        return "tie"
+    return "dystress" if gap > 0 else "fixed"
+
+
+_AHEAD = {"fixed": "fixed tau 0.1", "dystress": "DySTreSS (0.07, 0.2)"}
+
+
+def ordering_answer(table: Any) -> str:
+    """The answer to "does the ordering change with the training budget?" from :func:`budget_table`'s
+    rows: whether a resolved gap reverses, persists, or is resolved at some budgets only (then whether
+    the unresolved budgets' point estimates keep its sign)."""
+    rows = list(table.itertuples()) if table is not None else []
+    if len(rows) < 2:
+        return "Only one budget has both methods in this checkout: the question stays open here."
+    states = [gap_state(r.gap, r.ci) for r in rows]
+
+    def where(state: str) -> str:
+        return ", ".join(
+            f"{r.budget} ({r.steps:,} steps)" for r, s in zip(rows, states, strict=True) if s == state
+        )
+
+    resolved = sorted(set(states) - {"tie"})
+    if resolved == ["dystress", "fixed"]:
+        return (
+            f"Yes, it reverses: fixed tau 0.1 is ahead at {where('fixed')}, DySTreSS at {where('dystress')}."
+        )
+    if not resolved:
+        return "No budget shown resolves the two methods: every paired interval includes 0."
+    (leader,) = resolved
+    if "tie" not in states:
+        return f"No: {_AHEAD[leader]} is ahead at every budget shown."
+    sign = 1.0 if leader == "dystress" else -1.0
+    flipped = [r for r, s in zip(rows, states, strict=True) if s == "tie" and r.gap * sign < 0]
+    rest = (
+        f", and its point estimate changes sign at {', '.join(r.budget for r in flipped)}"
+        if flipped
+        else f", with {_AHEAD[leader]} still ahead in the point estimate"
+    )
+    return (
+        f"Its direction does not change, its size does: {_AHEAD[leader]} is ahead at {where(leader)}; "
+        f"at {where('tie')} the paired interval includes 0{rest}."
+    )
