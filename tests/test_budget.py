@@ -124,3 +124,39 @@ def test_ordering_answer_says_how_the_gap_moves_with_the_budget() -> None:
         "No: fixed tau 0.1 is ahead at every budget"
     )
     assert budget.ordering_answer(_budgets(("quick", 234, 0.1, 0.5), long)).startswith("No budget shown")
+
+
+def test_comparison_lines_pair_dystress_with_each_method_seed_by_seed() -> None:
+    runs = _runs(
+        "long",
+        {
+            ("fixed_tau", "0.1"): [60.0, 61.0, 62.0],
+            ("dystress_grid", "(0.07, 0.2)"): [59.0, 60.5, 61.0],
+            ("baselines", "MACL"): [59.0, 60.5, 61.0],
+        },
+        100,
+    )
+    lines = budget.comparison_lines(runs)
+    assert len(lines) == 2  # the methods without runs are left out
+    assert lines[0].startswith(
+        "Seed by seed (seeds 0, 1, 2), DySTreSS (0.07, 0.2) is 0.83 points below fixed tau 0.1"
+    )
+    assert lines[1].startswith(
+        "Seed by seed (seeds 0, 1, 2), DySTreSS (0.07, 0.2) equals MACL to 0.01 points"
+    )
+
+
+def test_regime_sentence_reads_the_last_epoch_of_the_dystress_runs() -> None:
+    runs = _runs(
+        "long", {("dystress_grid", "(0.07, 0.2)"): [1.0, 2.0, 3.0], ("fixed_tau", "0.1"): [1, 2, 3]}, 100
+    )
+    for r in runs:
+        for rec in r.records():
+            rec.update(tau_neg=0.07 + 0.01 * rec["epoch"], neg_tau_raised_share=0.1 * rec["epoch"])
+    sentence = budget.regime_sentence(runs)
+    assert sentence == (
+        "at its last epoch (100 steps), DySTreSS (0.07, 0.2)'s negatives reach q99 = 0.50, with 1.00 % of "
+        "them at s >= 0.5 and 20.0 % given a tau more than 10 % of its range above tau_min; the mean tau on "
+        "negatives is 0.090 (tau_min = 0.07)"
+    )
+    assert budget.regime_sentence([r for r in runs if r.point.ablation == "fixed_tau"]) is None

@@ -10,6 +10,8 @@
 - :func:`budget_table`: per budget (profile and epochs), the optimiser steps, the paired gap of
   DySTreSS (0.07, 0.2) to fixed tau 0.1 and the DySTreSS runs' last-epoch regime;
   :func:`ordering_answer` reads from it whether the ordering changes with the budget.
+- :func:`comparison_lines`, :func:`regime_sentence`: a profile's core comparison and its DySTreSS
+  regime in words (the introduction's summary of the shipped results).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import torch
 
 from dystress.regime import BINS, QUANTILES, raised_threshold
-from dystress.study.findings import Paired, paired
+from dystress.study.findings import Paired, compare_paired, paired
 from dystress.study.runner import RunResult
 from dystress.temperature import CosineTemperature
 
@@ -29,11 +31,13 @@ __all__ = [
     "MAIN_POINTS",
     "REFERENCE",
     "budget_table",
+    "comparison_lines",
     "gap_state",
     "method_name",
     "method_regime",
     "ordering_answer",
     "regime_frame",
+    "regime_sentence",
 ]
 
 #: The DySTreSS point every comparison is made to, and the fixed tau it is weighed against.
@@ -230,4 +234,33 @@ def ordering_answer(table: Any) -> str:
     return (
         f"Its direction does not change, its size does: {_AHEAD[leader]} is ahead at {where(leader)}; "
         f"at {where('tie')} the paired interval includes 0{rest}."
+    )
+
+
+def comparison_lines(results: Sequence[RunResult], value: str = "knn_top1") -> list[str]:
+    """DySTreSS (0.07, 0.2) against every other method of :data:`MAIN_POINTS` that has runs in
+    ``results``, seed by seed: one :func:`~dystress.study.findings.compare_paired` sentence each."""
+    ours = _final_by_seed(results, REFERENCE, value)
+    lines = []
+    for point, name in MAIN_POINTS.items():
+        other = _final_by_seed(results, point, value)
+        if point != REFERENCE and other:
+            lines.append(compare_paired(MAIN_POINTS[REFERENCE], name, paired(ours, other)))
+    return lines
+
+
+def regime_sentence(results: Sequence[RunResult]) -> str | None:
+    """How far DySTreSS (0.07, 0.2)'s temperature varied over its negatives at the last epoch of its
+    runs in ``results`` (the mean over seeds), or None without such a run."""
+    table = method_regime(
+        regime_frame([r for r in results if (r.point.ablation, r.point.label) == REFERENCE])
+    )
+    if table is None or len(table) == 0:
+        return None
+    row = table.iloc[0]
+    return (
+        f"at its last epoch ({int(row.step):,} steps), DySTreSS (0.07, 0.2)'s negatives reach "
+        f"q99 = {row.neg_sim_q99:.2f}, with {100 * row.neg_close_share:.2f} % of them at s >= 0.5 and "
+        f"{100 * row.neg_tau_raised_share:.1f} % given a tau more than 10 % of its range above tau_min; "
+        f"the mean tau on negatives is {row.tau_neg:.3f} (tau_min = 0.07)"
     )
