@@ -103,27 +103,45 @@ def _budgets(*rows: tuple[str, int, float, float]) -> object:
 def test_gap_state_reads_the_paired_interval() -> None:
     assert budget.gap_state(-2.0, 1.0) == "fixed" and budget.gap_state(0.5, 0.4) == "dystress"
     assert budget.gap_state(-0.3, 0.5) == "tie" and budget.gap_state(-0.5, 0.5) == "tie"  # 0 on the edge
-    assert budget.gap_state(1.0, math.nan) == "tie"  # one seed: no interval, nothing resolved
+    assert budget.gap_state(1.0, math.nan) == "none"  # one seed: no interval
+    assert budget.gap_state(math.nan, math.nan) == "none"  # no fixed-tau run to pair with
 
 
 def test_ordering_answer_says_how_the_gap_moves_with_the_budget() -> None:
     quick, long = ("quick", 234, -2.12, 0.96), ("long", 3900, -0.35, 0.47)
-    assert budget.ordering_answer(_budgets(quick)).startswith("Only one budget")
+    moved = (
+        "From quick (234 steps) to long (3,900 steps) the gap moved by +1.77 points (margin of the two "
+        "intervals ±1.07): resolved."
+    )
+    assert budget.ordering_answer(_budgets(quick)).startswith("Fewer than two budgets")
     assert budget.ordering_answer(_budgets(quick, long)) == (
-        "Its direction does not change, its size does: fixed tau 0.1 is ahead at quick (234 steps); "
-        "at long (3,900 steps) the paired interval includes 0, with fixed tau 0.1 still ahead in the "
-        "point estimate."
+        "No resolved reversal: fixed tau 0.1 is ahead at quick (234 steps); at long (3,900 steps) the "
+        "paired interval includes 0, with the point estimate on the same side. " + moved
     )
     flipped = budget.ordering_answer(_budgets(quick, ("long", 3900, 0.2, 0.47)))
-    assert flipped.endswith("and its point estimate changes sign at long.")
+    assert "includes 0, and the point estimate changes side. From quick" in flipped
     reversed_ = budget.ordering_answer(_budgets(quick, ("long", 3900, 0.9, 0.47)))
-    assert reversed_ == (
+    assert reversed_.startswith(
         "Yes, it reverses: fixed tau 0.1 is ahead at quick (234 steps), DySTreSS at long (3,900 steps)."
     )
-    assert budget.ordering_answer(_budgets(quick, ("long", 3900, -1.5, 0.47))).startswith(
-        "No: fixed tau 0.1 is ahead at every budget"
+    same = budget.ordering_answer(_budgets(quick, ("long", 3900, -1.5, 0.47)))
+    assert same.startswith("No: fixed tau 0.1 is ahead at every budget") and same.endswith(
+        "moved by +0.62 points (margin of the two intervals ±1.07): not resolved."
     )
     assert budget.ordering_answer(_budgets(("quick", 234, 0.1, 0.5), long)).startswith("No budget shown")
+    # budgets without a paired interval are set aside and named, never read as "includes 0"
+    one_seed = budget.ordering_answer(_budgets(quick, ("long", 3900, -0.35, math.nan)))
+    assert one_seed == (
+        "Fewer than two budgets have a paired interval in this checkout: the question stays open here. "
+        "(long: no paired interval, set aside.)"
+    )
+    # the long profile's shorter budget: only the steps differ, so its move is given as well
+    three = budget.ordering_answer(_budgets(quick, ("long, 6 epochs", 1170, -0.8, 0.3), long))
+    assert three.endswith(
+        "From long, 6 epochs (1,170 steps) to long (3,900 steps) the gap moved by +0.45 points (margin of "
+        "the two intervals ±0.56): not resolved."
+    )
+    assert moved in three
 
 
 def test_comparison_lines_pair_dystress_with_each_method_seed_by_seed() -> None:
@@ -144,6 +162,7 @@ def test_comparison_lines_pair_dystress_with_each_method_seed_by_seed() -> None:
     assert lines[1].startswith(
         "Seed by seed (seeds 0, 1, 2), DySTreSS (0.07, 0.2) equals MACL to 0.01 points"
     )
+    assert budget.comparison_lines([r for r in runs if r.point.ablation != "dystress_grid"]) == []
 
 
 def test_regime_sentence_reads_the_last_epoch_of_the_dystress_runs() -> None:
@@ -160,3 +179,7 @@ def test_regime_sentence_reads_the_last_epoch_of_the_dystress_runs() -> None:
         "negatives is 0.090 (tau_min = 0.07)"
     )
     assert budget.regime_sentence([r for r in runs if r.point.ablation == "fixed_tau"]) is None
+    for r in runs:  # runs made before the records had the regime entries: nothing to say
+        for rec in r.records():
+            del rec["neg_sim_q99"]
+    assert budget.regime_sentence(runs) is None

@@ -112,7 +112,7 @@ def test_build_loss_gives_macl_loss_for_infonce_with_macl(params: tuple[float, f
 @pytest.mark.parametrize("loss", ["dcl", "dclw"])
 def test_build_loss_refuses_dcl_with_macl_naming_loss(loss: str) -> None:
     message = (
-        "loss must be infonce with temperature macl (its tau needs P(positive) and the batch's positive "
+        "loss must be infonce with temperature macl (it needs P(positive) and the batch's positive "
         f"pairs, which DCL does not give it), got '{loss}'"
     )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):

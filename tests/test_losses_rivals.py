@@ -95,7 +95,11 @@ def test_free_loss_diagnostics_give_the_equivalent_temperatures() -> None:
     s_pos = torch.stack([z[i] @ z[positive_of(i, n)] for i in range(2 * n)])
     tau_pos = (s_pos / (2 * torch.atanh(s_pos))).mean()
     assert criterion.diagnostics["tau_pos"].item() == pytest.approx(tau_pos.item(), rel=1e-9)
-    assert 0 < criterion.diagnostics["tau_neg"].item() <= 0.5
+    s_neg = torch.stack(
+        [z[i] @ z[k] for i in range(2 * n) for k in range(2 * n) if k not in (i, positive_of(i, n))]
+    )
+    tau_neg = (s_neg / (2 * torch.atanh(s_neg))).mean()
+    assert criterion.diagnostics["tau_neg"].item() == pytest.approx(tau_neg.item(), rel=1e-9)
 
 
 # ---------------------------------------------------------------------------------- learned global tau
@@ -383,7 +387,10 @@ def test_build_loss_gives_each_method_its_loss_and_refuses_the_wrong_pairings() 
         build_loss("dclw", build_temperature("isogclr"), num_samples=10)
     with pytest.raises(
         ValueError,
-        match=re.escape("2 artanh(s), which InfoNCE does not; use TemperatureFreeLoss(eps=1e-06)"),
+        match=re.escape(
+            "replaces s / tau by the logit 2 artanh(s), differentiated through the mapping, which InfoNCE "
+            "does not; use TemperatureFreeLoss(eps=1e-06)"
+        ),
     ):
         InfoNCELoss(FreeTemperature())
 

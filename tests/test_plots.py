@@ -208,6 +208,14 @@ def test_uniformity_tolerance_plane_by_group_names_groups_in_a_legend() -> None:
     np.testing.assert_allclose(collections["fixed"].get_offsets(), [[-2.0, 0.6], [-3.5, 0.3]])
     assert collections["fixed"].norm.vmin == 40.0 and collections["dystress"].norm.vmax == 46.0  # one scale
     matplotlib.pyplot.close(fig)
+    # with the fixed-tau line in the legend too, and a run without a group (kept, not dropped)
+    table["ablation"], table["tau"] = ["fixed_tau", "x", "fixed_tau", "x"], [0.1, math.nan, 0.2, math.nan]
+    table.loc[3, "method"] = None
+    fig = plots.uniformity_tolerance_plane(table, connect="fixed_tau", by="method")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[0] == "fixed tau sweep" and len(labels) == 4
+    assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 4
+    matplotlib.pyplot.close(fig)
 
 
 def test_run_curves_one_panel_per_quantity_with_readable_labels() -> None:

@@ -87,7 +87,7 @@ def build_loss(
     own = _OWN_LOSSES[own_name] if own_name else None
     config_name = next((k for k, cls in TEMPERATURES.items() if cls is type(temperature)), None)
     if own is not None and name != "infonce":
-        why = "its tau " + lacks.format(loss="DCL")
+        why = "it " + lacks.format(loss="DCL")
         raise ValueError(f"loss must be infonce with temperature {config_name} ({why}), got {name!r}")
     cls = own or (InfoNCELoss if name == "infonce" else DCLLoss)
     allowed = set(inspect.signature(cls.__init__).parameters) - {

@@ -42,7 +42,8 @@ OWN_LOSS: dict[type[TemperatureFunction], tuple[str, str]] = {
     ISogCLRTemperature: ("ISogCLRLoss", "is per training image and learned, which {loss} does not keep"),
     FreeTemperature: (
         "TemperatureFreeLoss",
-        "is differentiated through the mapping 2 artanh(s), which {loss} does not",
+        "replaces s / tau by the logit 2 artanh(s), differentiated through the mapping, "
+        "which {loss} does not",
     ),
 }
 

@@ -191,8 +191,11 @@ def budget_table(profiles: Mapping[str, Sequence[RunResult]], value: str = "knn_
 
 def gap_state(gap: float, ci: float) -> str:
     """``"fixed"`` or ``"dystress"`` when the paired interval ``gap`` ± ``ci`` (DySTreSS - fixed tau)
-    excludes 0, the method ahead; ``"tie"`` when it includes 0 or there is no interval (NaN)."""
-    if math.isnan(gap) or math.isnan(ci) or abs(gap) <= ci:
+    excludes 0, the method ahead; ``"tie"`` when it includes 0; ``"none"`` without an interval (one
+    paired seed, or no pair: NaN)."""
+    if math.isnan(gap) or math.isnan(ci):
+        return "none"
+    if abs(gap) <= ci:
         return "tie"
     return "dystress" if gap > 0 else "fixed"
 
@@ -202,45 +205,73 @@ _AHEAD = {"fixed": "fixed tau 0.1", "dystress": "DySTreSS (0.07, 0.2)"}
 
 def ordering_answer(table: Any) -> str:
     """The answer to "does the ordering change with the training budget?" from :func:`budget_table`'s
-    rows: whether a resolved gap reverses, persists, or is resolved at some budgets only (then whether
-    the unresolved budgets' point estimates keep its sign)."""
+    rows (sorted by steps): whether a resolved gap reverses, holds, or is resolved at some budgets
+    only, and whether the gap moved between the smallest and the largest budget by more than the
+    margin of their two intervals (independent runs). Budgets without a paired interval are named and
+    set aside."""
     rows = list(table.itertuples()) if table is not None else []
-    if len(rows) < 2:
-        return "Only one budget has both methods in this checkout: the question stays open here."
     states = [gap_state(r.gap, r.ci) for r in rows]
+    scored = [(r, s) for r, s in zip(rows, states, strict=True) if s != "none"]
+    unscored = [r for r, s in zip(rows, states, strict=True) if s == "none"]
+    aside = f" ({', '.join(r.budget for r in unscored)}: no paired interval, set aside.)" if unscored else ""
+    if len(scored) < 2:
+        return (
+            "Fewer than two budgets have a paired interval in this checkout: the question stays open here."
+            + aside
+        )
 
     def where(state: str) -> str:
-        return ", ".join(
-            f"{r.budget} ({r.steps:,} steps)" for r, s in zip(rows, states, strict=True) if s == state
-        )
+        return ", ".join(f"{r.budget} ({r.steps:,} steps)" for r, s in scored if s == state)
 
-    resolved = sorted(set(states) - {"tie"})
+    resolved = sorted({s for _, s in scored} - {"tie"})
     if resolved == ["dystress", "fixed"]:
-        return (
+        head = (
             f"Yes, it reverses: fixed tau 0.1 is ahead at {where('fixed')}, DySTreSS at {where('dystress')}."
         )
-    if not resolved:
-        return "No budget shown resolves the two methods: every paired interval includes 0."
-    (leader,) = resolved
-    if "tie" not in states:
-        return f"No: {_AHEAD[leader]} is ahead at every budget shown."
-    sign = 1.0 if leader == "dystress" else -1.0
-    flipped = [r for r, s in zip(rows, states, strict=True) if s == "tie" and r.gap * sign < 0]
-    rest = (
-        f", and its point estimate changes sign at {', '.join(r.budget for r in flipped)}"
-        if flipped
-        else f", with {_AHEAD[leader]} still ahead in the point estimate"
-    )
+    elif not resolved:
+        head = "No budget shown resolves the two methods: every paired interval includes 0."
+    elif all(s != "tie" for _, s in scored):
+        head = f"No: {_AHEAD[resolved[0]]} is ahead at every budget shown."
+    else:
+        leader = resolved[0]
+        sign = 1.0 if leader == "dystress" else -1.0
+        ties = [r for r, s in scored if s == "tie"]
+        same = all(r.gap * sign > 0 for r in ties)
+        head = (
+            f"No resolved reversal: {_AHEAD[leader]} is ahead at {where(leader)}; "
+            f"at {where('tie')} the paired interval includes 0, "
+            + (
+                "with the point estimate on the same side."
+                if same
+                else "and the point estimate changes side."
+            )
+        )
+    first, last = scored[0][0], scored[-1][0]
+    moves = [_moved(first, last)]
+    # a shorter budget of the same profile (the long profile's 6 epochs): only the steps differ
+    same_data = [r for r, _ in scored if r.budget.startswith(f"{last.budget}, ")]
+    if same_data and same_data[0] is not first:
+        moves.append(_moved(same_data[0], last))
+    return head + "".join(f" {m}" for m in moves) + aside
+
+
+def _moved(a: Any, b: Any) -> str:
+    """How the gap moved from budget row ``a`` to ``b``, against the margin of their two intervals."""
+    moved, margin = b.gap - a.gap, math.hypot(a.ci, b.ci)
+    verdict = "resolved" if abs(moved) > margin else "not resolved"
     return (
-        f"Its direction does not change, its size does: {_AHEAD[leader]} is ahead at {where(leader)}; "
-        f"at {where('tie')} the paired interval includes 0{rest}."
+        f"From {a.budget} ({a.steps:,} steps) to {b.budget} ({b.steps:,} steps) the gap moved by "
+        f"{moved:+.2f} points (margin of the two intervals ±{margin:.2f}): {verdict}."
     )
 
 
 def comparison_lines(results: Sequence[RunResult], value: str = "knn_top1") -> list[str]:
     """DySTreSS (0.07, 0.2) against every other method of :data:`MAIN_POINTS` that has runs in
-    ``results``, seed by seed: one :func:`~dystress.study.findings.compare_paired` sentence each."""
+    ``results``, seed by seed: one :func:`~dystress.study.findings.compare_paired` sentence each
+    (none without a complete DySTreSS run)."""
     ours = _final_by_seed(results, REFERENCE, value)
+    if not ours:
+        return []
     lines = []
     for point, name in MAIN_POINTS.items():
         other = _final_by_seed(results, point, value)
@@ -258,6 +289,8 @@ def regime_sentence(results: Sequence[RunResult]) -> str | None:
     if table is None or len(table) == 0:
         return None
     row = table.iloc[0]
+    if math.isnan(row.neg_sim_q99):  # runs made before the records had the regime entries
+        return None
     return (
         f"at its last epoch ({int(row.step):,} steps), DySTreSS (0.07, 0.2)'s negatives reach "
         f"q99 = {row.neg_sim_q99:.2f}, with {100 * row.neg_close_share:.2f} % of them at s >= 0.5 and "

@@ -395,7 +395,9 @@ def uniformity_tolerance_plane(
             mean_t = [float(ts[taus[finite] == t].mean()) for t in levels]
             ax.plot(mean_u, mean_t, color="grey", lw=0.8, zorder=1, label="fixed tau sweep")
             ax.legend(fontsize=8, loc="best")
-    groups = [(None, table)] if by is None else list(table.groupby(by, sort=False))
+    groups = (
+        [(None, table)] if by is None else list(table.groupby(by, sort=False, dropna=False, observed=True))
+    )
     norm = plt.Normalize(float(np.nanmin(table[value])), float(np.nanmax(table[value])))
     for marker, (group, rows) in zip(itertools.cycle(_MARKERS), groups):
         sc = ax.scatter(
@@ -422,7 +424,8 @@ def uniformity_tolerance_plane(
     else:
         legend = ax.legend(fontsize=8, loc="best")
         for handle in legend.legend_handles:  # the marker's shape names the group, not its colour
-            handle.set_facecolor("white")
+            if hasattr(handle, "set_facecolor"):  # the groups' markers, not the fixed-tau line
+                handle.set_facecolor("white")
     ax.set_xlabel("uniformity (lower: more uniform)")
     ax.set_ylabel("tolerance (mean same-class similarity)")
     fig.colorbar(sc, ax=ax, label=METRIC_LABELS.get(value, value))
