@@ -40,8 +40,10 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   Sized by measurement on the 2-core development VM (AMD EPYC, torch 2.14, bf16 autocast): the quick
   configuration on the full set trains at about 1,300 two-view pairs per second with 2 threads and 6
   epochs took about 4.5 minutes a run (fixed tau 0.1: 55.7 %, DySTreSS (0.07, 0.2): 55.1 % weighted
-  200-NN); 20 epochs are about 14 minutes a run, and the profile's 21 runs about 4 hours of the
-  machine (a little less two at a time, ``--parallel 2``). Its results ship with the repository under
+  200-NN); 20 epochs were estimated at about 14 minutes a run and the profile at about 4 hours.
+  Measured on the same VM, two runs side by side at 1 thread each (``--parallel 2``): an epoch takes
+  80-100 s (with the monitor), a 20-epoch run 29-33 minutes with its evaluation, and the profile's
+  21 runs (15 of 20 epochs, 6 of 6) about 4.5 hours of the machine when nothing else runs on it. Its results ship with the repository under
   ``results/long/`` (``dystress study export --profile long``); ``dystress study run --profile long``
   makes them again.
 - ``paper``: the CIFAR-10 setup of Manna et al. (arXiv 2308.01140) as in the authors' CIFAR script:

@@ -1,6 +1,6 @@
 """Results that ship with the repository: a compact bundle per run under ``results/<profile>/``.
 
-A profile too long to run while the book builds (``long``: about 4 hours of 2 cores) ships its results
+A profile too long to run while the book builds (``long``: about 4.5 hours of 2 cores) ships its results
 as reproducible studies ship theirs. :func:`export_results` writes them from the run folders, one
 command (``dystress study export --profile long``):
 
