@@ -165,6 +165,11 @@ def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
     print("| ---: | ---: | ---: | ---: | ---: |")
     for n, threads, mean, total in rows:
         print(f"| {n} | {threads} | {mean:,.0f} | {total:,.0f} | {total / base:.2f}x |")
+    if args.rows_json:
+        keys = ("runs", "threads_each", "pairs_per_s_per_run", "aggregate_pairs_per_s")
+        Path(args.rows_json).write_text(
+            json.dumps([dict(zip(keys, row, strict=True)) for row in rows]) + "\n"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         metavar="N,N,...",
         help="run N engine processes side by side for each N and report their aggregate pairs/s",
+    )
+    p.add_argument(
+        "--rows-json", metavar="FILE", default=None, help="with --concurrent: the rows as JSON too"
     )
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one JSON line (for --concurrent)
     p.add_argument("--barrier", default=None, help=argparse.SUPPRESS)  # folder the side-by-side runs meet in

@@ -200,6 +200,13 @@ def _add_study_parser(sub: Any) -> None:
         )
         if name == "export":
             q.add_argument("--out", default=None, help="bundle folder (default: results/<profile>)")
+            q.add_argument(
+                "--merge",
+                nargs="+",
+                metavar="DIR",
+                default=None,
+                help="instead: merge these exports (made on several machines or calls, one code version)",
+            )
         if name == "run":
             q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
             q.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), help="only these ablations")
@@ -359,12 +366,18 @@ def _study(args: argparse.Namespace) -> int:
         return EXIT_DIVERGED if report.by_status("failed") or report.by_status("invalid") else 0
     if args.study_command == "export":
         from dystress.study.notebook import default_profile
-        from dystress.study.shipped import export_results
+        from dystress.study.shipped import export_results, merge_exports
 
         profile = args.profile or default_profile()
         parallel = None if args.parallel is None else check_parallel(args.parallel, sys.stderr)
         if args.out:
             _require_folder(Path(args.out))
+        if args.merge:
+            folder = merge_exports(profile, args.merge, args.out)
+            print(
+                f"dystress study export: {len(args.merge)} exports of profile {profile} merged into {folder}"
+            )
+            return 0
         folder = export_results(profile, args.runs, args.out, parallel)
         print(f"dystress study export: the complete runs of profile {profile} are in {folder}")
         return 0

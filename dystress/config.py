@@ -43,9 +43,11 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   200-NN); 20 epochs were estimated at about 14 minutes a run and the profile at about 4 hours.
   Measured on the same VM, two runs side by side at 1 thread each (``--parallel 2``): an epoch takes
   80-100 s (with the monitor), a 20-epoch run 29-33 minutes with its evaluation, and the profile's
-  21 runs (15 of 20 epochs, 6 of 6) about 4.5 hours of the machine when nothing else runs on it. Its results ship with the repository under
-  ``results/long/`` (``dystress study export --profile long``); ``dystress study run --profile long``
-  makes them again.
+  21 runs (15 of 20 epochs, 6 of 6) about 4.5 hours of the machine when nothing else runs on it.
+  Its results ship with the repository under ``results/long/`` (``dystress study export --profile
+  long``); ``dystress study run --profile long`` makes them again. The shipped ones were made on one
+  NVIDIA H200 (``--engine cli --parallel 6``): a 20-epoch run took 105 s beside five others (about
+  90 s of training), 222 s beside five others and the six ResNet-18 headline runs.
 - ``paper``: the CIFAR-10 setup of Manna et al. (arXiv 2308.01140) as in the authors' CIFAR script:
   ResNet-18 with the CIFAR stem, 512-512-128 projector, SGD lr 0.2, no momentum, weight decay 5e-4,
   cosine schedule, 200 epochs, batch 128 (the script's value; the paper does not state its batch),

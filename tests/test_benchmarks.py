@@ -38,3 +38,54 @@ def test_loss_benchmark_times_every_case_with_its_ratio_to_fixed_tau() -> None:
     for case in ("InfoNCE, fixed tau 0.1", *new):
         assert re.search(rf"^\| {re.escape(case)} \|", out, flags=re.M), out
     assert re.search(r"^\| InfoNCE, fixed tau 0.1 \| [\d.]+ ms \(1.00x\) \|$", out, flags=re.M), out
+
+
+def test_headline_epochs_fit_the_minutes_at_the_measured_rate() -> None:
+    """Six runs of 50,000 pairs an epoch at 30,000 pairs/s together: 6 minutes hold 36 epochs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from headline import epochs_to_fit
+
+    assert epochs_to_fit(6, 30_000, 6) == 36
+    assert epochs_to_fit(6, 30_000, 6, per_epoch=10_000) == 180
+    assert epochs_to_fit(0.01, 100, 6) == 1  # at least one epoch
+    with pytest.raises(ValueError, match="must be positive"):
+        epochs_to_fit(6, 0, 6)
+
+
+@pytest.mark.slow
+def test_gpu_study_dry_run_on_the_cpu(tmp_path: Path) -> None:
+    """``benchmarks/gpu_study.sh`` end to end on the CPU (smoke profile, one headline seed, epochs sized
+    from the measured rate): the throughput rows, the headline summary with both methods' final
+    metrics, and the long profile's export as one archive; run folders stay out of ``$OUT``."""
+    import json
+    import os
+    import tarfile
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "WORK": str(work),
+        "PYTHON": sys.executable,
+        "DEADLINE_S": "400",
+        "LONG_PROFILE": "smoke",
+        "LONG_PARALLEL": "2",
+        "COUNTS": "1,2",
+        "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 2 --warmup 1",
+        "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
+        "--set test_subset=200 --set monitor_size=64 --set linear_probe=false",
+    }
+    subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_study.sh")], cwd=ROOT, env=env, check=True)
+    expected = "headline.json headline.log long.log long.tar.gz steps.log throughput.json throughput.md"
+    assert sorted(p.name for p in out.iterdir()) == expected.split()
+    rows = json.loads((out / "throughput.json").read_text())
+    assert [r["runs"] for r in rows] == [1, 2]
+    assert rows[1]["aggregate_pairs_per_s"] == pytest.approx(2 * rows[1]["pairs_per_s_per_run"])
+    headline = json.loads((out / "headline.json").read_text())
+    assert [r["point"] for r in headline["runs"]] == ["fixed_tau/0.2/s0", "dystress_grid/(0.07, 0.2)/s0"]
+    for run in headline["runs"]:
+        assert run["exit_status"] == 0 and run["final_metrics"]["knn_top1"] > 0
+        assert len(run["records"]) == run["config"]["epochs"] == headline["epochs"] >= 1
+    with tarfile.open(out / "long.tar.gz") as archive:
+        names = archive.getnames()
+    assert "results/smoke/manifest.json" in names and len(names) > 3

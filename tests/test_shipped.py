@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,63 @@ def test_the_repository_ships_at_most_20_mb() -> None:
     assert size < 20 * 2**20
     for manifest in root.glob("*/manifest.json"):  # every shipped profile reads back
         assert all(r.status in ("complete", "missing") for r in shipped.load_shipped(manifest.parent.name))
+
+
+def test_exports_of_several_machines_merge_into_one(tmp_path: Path) -> None:
+    """Two exports of disjoint points (two machines) merge into one folder that reads back as every
+    point; the same point as two different runs, another profile or another code version is refused
+    before anything is written."""
+    results = _fake_runs(tmp_path / "runs")
+    both = shipped.export_results("smoke", tmp_path / "runs", tmp_path / "all" / "smoke")
+    halves = []
+    for i, part in enumerate((results[:2], results[2:-1])):
+        folder = tmp_path / f"half{i}"
+        folder.mkdir()
+        manifest = json.loads((both / "manifest.json").read_text())
+        manifest["points"] = {r.point.id: r.key for r in part}
+        manifest["machine"] = {"cpus": 2, "host": f"machine{i}"}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        for r in part:
+            (folder / f"{r.key}.json").write_text((both / f"{r.key}.json").read_text())
+        halves.append(folder)
+    out = tmp_path / "merged" / "smoke"
+    (out).mkdir(parents=True)
+    (out / "stale.json").write_text("{}")
+    assert shipped.merge_exports("smoke", halves, out) == out
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in both.iterdir())
+    merged = shipped.load_shipped("smoke", tmp_path / "merged")
+    assert [(r.point.id, r.status, r.final) for r in merged] == [
+        (r.point.id, r.status, r.final) for r in shipped.load_shipped("smoke", tmp_path / "all")
+    ]
+    manifest = shipped.load_manifest("smoke", tmp_path / "merged")
+    assert len(manifest["machine"]) == 2 and len(manifest["merged_from"]) == 2
+    clash = json.loads((halves[1] / "manifest.json").read_text())
+    clash["points"][results[0].point.id] = "another-run"
+    (halves[1] / "manifest.json").write_text(json.dumps(clash))
+    with pytest.raises(ValueError, match=f"point {re.escape(results[0].point.id)} ships as"):
+        shipped.merge_exports("smoke", halves, tmp_path / "never")
+    with pytest.raises(ValueError, match="not 'quick'"):
+        shipped.merge_exports("quick", halves[:1], tmp_path / "never")
+    clash["points"].pop(results[0].point.id)
+    clash["code_version"] = "0" * 12
+    (halves[1] / "manifest.json").write_text(json.dumps(clash))
+    with pytest.raises(ValueError, match="different code versions"):
+        shipped.merge_exports("smoke", halves, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_made_on_names_the_device_cores_torch_and_data(tmp_path: Path) -> None:
+    results = _fake_runs(tmp_path / "runs")
+    folder = shipped.export_results("smoke", tmp_path / "runs", tmp_path / "results" / "smoke")
+    manifest = shipped.load_manifest("smoke", tmp_path / "results")
+    assert manifest["data"] == {}  # the fake runs' configs name no dataset
+    loaded = shipped.load_shipped("smoke", folder.parent)
+    assert shipped.made_on(loaded, manifest) == "CPU (2 CPU cores, torch ?); data: not recorded by the export"
+    manifest["data"] = {"cifar10": "official release"}
+    for r in loaded:
+        r.info["environment"] = {"device": "NVIDIA H200", "cpus": 16, "torch": "2.11"}
+    assert (
+        shipped.made_on(loaded, manifest)
+        == "NVIDIA H200 (16 CPU cores, torch 2.11); data: cifar10 official release"
+    )
+    assert shipped.made_on(results[-1:], manifest) == "no complete run"

@@ -86,15 +86,15 @@ def _reference_raised(hist: Sequence[float]) -> float:
     return sum(c * f for c, f in zip(hist, fraction, strict=True)) / total
 
 
-def regime_frame(results: Sequence[RunResult]) -> Any:
-    """One row per complete run (once per run folder, under its first point) and epoch with regime
-    entries: ``id, ablation, label, name, seed, epoch, step``, the regime keys (NaN where absent: runs
-    made before the records had them) and ``dystress_raised_share``."""
+def regime_frame(results: Sequence[RunResult], statuses: tuple[str, ...] = ("complete",)) -> Any:
+    """One row per run of one of ``statuses`` (once per run folder, under its first point) and epoch
+    with regime entries: ``id, ablation, label, name, seed, epoch, step``, the regime keys (NaN where
+    absent: runs made before the records had them) and ``dystress_raised_share``."""
     import pandas as pd
 
     rows, seen = [], set()
     for r in results:
-        if r.status != "complete" or r.key in seen:
+        if r.status not in statuses or r.key in seen:
             continue
         seen.add(r.key)
         for rec in r.records():
@@ -280,11 +280,11 @@ def comparison_lines(results: Sequence[RunResult], value: str = "knn_top1") -> l
     return lines
 
 
-def regime_sentence(results: Sequence[RunResult]) -> str | None:
+def regime_sentence(results: Sequence[RunResult], statuses: tuple[str, ...] = ("complete",)) -> str | None:
     """How far DySTreSS (0.07, 0.2)'s temperature varied over its negatives at the last epoch of its
-    runs in ``results`` (the mean over seeds), or None without such a run."""
+    runs in ``results`` of one of ``statuses`` (the mean over seeds), or None without such a run."""
     table = method_regime(
-        regime_frame([r for r in results if (r.point.ablation, r.point.label) == REFERENCE])
+        regime_frame([r for r in results if (r.point.ablation, r.point.label) == REFERENCE], statuses)
     )
     if table is None or len(table) == 0:
         return None

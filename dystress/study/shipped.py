@@ -41,6 +41,8 @@ __all__ = [
     "export_results",
     "load_manifest",
     "load_shipped",
+    "made_on",
+    "merge_exports",
     "results_root",
 ]
 
@@ -125,8 +127,50 @@ def export_results(
         # the files behind the runs' code version, when it is this code's (else unknown here)
         "code_files": code_files() if versions == [code] else None,
         "machine": {"host": platform.node(), "cpus": _cpus(done)},
+        "data": _data_origin(done),
         "points": {r.point.id: r.key for r in done},
         "planned": [p.id for p in plan(profile)],
+    }
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+    return folder
+
+
+def merge_exports(profile: str, sources: list[str | Path], out: str | Path | None = None) -> Path:
+    """Merge exports of ``profile`` made on several machines or calls (each folder an ``export``'s
+    output) into ``out`` (default ``results/<profile>``), replacing what was there; returns it.
+
+    Every source must be an export of ``profile`` at one code version; a point shipped by two sources
+    must be the same run (key). Raises ``ValueError`` naming the folder or point before writing.
+    """
+    manifests, bundles = [], {}
+    for source in map(Path, sources):
+        manifest = _read(source / MANIFEST)
+        if manifest.get("profile") != profile:
+            raise ValueError(
+                f"{source} holds an export of profile {manifest.get('profile')!r}, not {profile!r}"
+            )
+        manifests.append(manifest)
+        for point, key in (manifest.get("points") or {}).items():
+            if bundles.setdefault(point, (key, source))[0] != key:
+                raise ValueError(f"point {point} ships as {bundles[point][0]} and as {key} ({source})")
+    versions = {json.dumps(m.get("code_version")) for m in manifests}
+    if len(versions) != 1:
+        raise ValueError(f"the exports hold different code versions ({sorted(versions)}): export them again")
+    folder = Path(out) if out is not None else results_root() / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = {key for key, _ in bundles.values()}
+    for key, source in dict(bundles.values()).items():
+        atomic_write_text(folder / f"{key}.json", _dumps(_read(source / f"{key}.json")))
+    for stale in folder.glob("*.json"):
+        if stale.name != MANIFEST and stale.stem not in keys:
+            stale.unlink()
+    machines = [m["machine"] for m in manifests if m.get("machine")]
+    manifest = {
+        **manifests[0],
+        "exported": max(m.get("exported", "") for m in manifests),
+        "machine": machines[0] if all(m == machines[0] for m in machines) else machines,
+        "points": {point: key for point, (key, _) in sorted(bundles.items())},
+        "merged_from": [m.get("exported") for m in manifests],
     }
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
     return folder
@@ -137,6 +181,45 @@ def code_files() -> dict[str, str]:
     (:func:`~dystress.provenance.code_files`), so that a page can name the files changed since an
     export. Hashed together as there, they give the code version."""
     return {name: hashlib.sha256(code).hexdigest() for name, code in sorted(provenance.code_files())}
+
+
+def _data_origin(done: list[RunResult]) -> dict[str, str]:
+    """Per CIFAR dataset of the runs: whether the files they trained on are the official release (read
+    at export, on the machine that made them)."""
+    from dystress.data.datasets import is_official_release
+
+    kind = {True: "official release", False: "a copy whose files differ from the official release"}
+    origin = {}
+    for r in done:
+        config = r.info.get("config") or {}
+        name, root = config.get("dataset"), config.get("data_root")
+        if name and name != "imagefolder" and root and name not in origin:
+            origin[name] = kind.get(is_official_release(name, root), "files not found at export")
+    return origin
+
+
+def made_on(results: list[RunResult], manifest: dict[str, Any]) -> str:
+    """Where shipped ``results`` were made, from their bundles and manifest: devices, CPU cores, torch,
+    and the data's origin when the export recorded it (e.g. ``one NVIDIA H200 (16 CPU cores, torch
+    2.11.0+cu130); data: cifar10 a copy ...``)."""
+    envs = [
+        r.info.get("environment") or {}
+        for r in {r.key: r for r in results}.values()
+        if r.status == "complete"
+    ]
+    if not envs:
+        return "no complete run"
+    devices = sorted({str(e.get("device") or "CPU") for e in envs})
+    cores = sorted({int(e["cpus"]) for e in envs if e.get("cpus")})
+    torch = sorted({str(e["torch"]) for e in envs if e.get("torch")})
+    where = " and ".join(f"{d} ({'/'.join(map(str, cores)) or '?'} CPU cores" for d in devices)
+    text = f"{where}, torch {', '.join(torch) or '?'})"
+    data = manifest.get("data")
+    if data:
+        text += "; data: " + "; ".join(f"{name} {origin}" for name, origin in sorted(data.items()))
+    else:
+        text += "; data: not recorded by the export"
+    return text
 
 
 def _cpus(done: list[RunResult]) -> Any:

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The study's GPU work in one command on one CUDA machine, ending by a deadline (DEADLINE_S, default
+# 480 s), with every result written to $OUT as it comes (seven files, the log steps.log):
+#
+#   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128), then 1, 2, 4
+#                   and 8 engine processes side by side: aggregate pairs/s  -> throughput.md, .json
+#   2. long         the `long` profile's 21 runs (`study run --engine cli`, $LONG_PARALLEL at a time) and
+#                   their compact bundles (`study export`)                 -> long.tar.gz (results/long/)
+#   3. headline     SimCLR (tau 0.2) vs DySTreSS (0.07, 0.2), three seeds, the paper configuration side
+#                   by side beside the long runs; its epochs (HEADLINE_EPOCHS, default: sized from step
+#                   1 to end before the deadline) -> headline.json (benchmarks/headline.py)
+#
+#     OUT=gpu_out bash benchmarks/gpu_study.sh
+#
+# Data: CIFAR-10 in $DYSTRESS_DATA (default data/); when missing, $OFFLINE_CIFAR10 (a script writing the
+# official layout into the folder it is given) writes it, else the runs download it. Needs torch,
+# torchvision, numpy, scipy, scikit-learn, pandas and pyyaml ($PYTHON, default python3); not the book's
+# tools. CPU dry run (seconds): LONG_PROFILE=smoke THROUGHPUT_ARGS="--device cpu --backbone small_cnn
+# --steps 2 --warmup 1" COUNTS=1,2 HEADLINE_EPOCHS=1 HEADLINE_EXTRA="--seeds 0 --set device=cpu --set
+# backbone=small_cnn --set train_subset=512 --set test_subset=500 --set monitor_size=200" (tests/test_benchmarks.py).
+set -uo pipefail
+OUT=${OUT:-gpu_out}
+DATA=${DYSTRESS_DATA:-data}
+PY=${PYTHON:-python3}
+DEADLINE=${DEADLINE_S:-480}
+LONG_PROFILE=${LONG_PROFILE:-long}
+LONG_PARALLEL=${LONG_PARALLEL:-6}
+COUNTS=${COUNTS:-1,2,4,8}
+THROUGHPUT_ARGS=${THROUGHPUT_ARGS:---device cuda --backbone resnet18 --steps 30 --warmup 10}
+WORK=${WORK:-$(mktemp -d)}  # run folders (checkpoints, snapshots): never under $OUT
+mkdir -p "$OUT" "$WORK"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 DYSTRESS_DATA="$DATA"
+log() { echo "[gpu_study ${SECONDS}s] $*" | tee -a "$OUT/steps.log"; }
+left() { echo $((DEADLINE - SECONDS)); }
+
+if [ -n "${OFFLINE_CIFAR10:-}" ] && [ ! -d "$DATA/cifar-10-batches-py" ]; then "$PY" "$OFFLINE_CIFAR10" "$DATA"; fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__)"
+  nproc; } 2>&1 | tee -a "$OUT/steps.log"
+
+log "throughput: engine vs model alone, batch 128"
+# shellcheck disable=SC2086  # THROUGHPUT_ARGS is a list of words
+timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+    --modes engine,model 2>&1 | tee "$OUT/throughput.md"
+log "throughput: $COUNTS runs side by side"
+# shellcheck disable=SC2086
+timeout 200 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+    --concurrent "$COUNTS" --rows-json "$OUT/throughput.json" 2>&1 | tee -a "$OUT/throughput.md"
+
+log "long: study run --profile $LONG_PROFILE --parallel $LONG_PARALLEL (background)"
+timeout "$(($(left) - 20))" "$PY" -m dystress.cli study run --profile "$LONG_PROFILE" --engine cli \
+    --parallel "$LONG_PARALLEL" --runs "$WORK/runs" >"$OUT/long.log" 2>&1 &
+LONG_PID=$!
+
+EPOCHS=${HEADLINE_EPOCHS:-}
+if [ -z "$EPOCHS" ]; then
+    # six runs beside the long study: 60 % of the aggregate measured for 4 and 8 runs (their mean; else the
+    # largest measured),
+    # over the time left less 90 s for start-up, the final evaluation and the linear probe
+    EPOCHS=$("$PY" -c "
+import json, sys
+sys.path.insert(0, 'benchmarks')
+from headline import epochs_to_fit
+rows = {r['runs']: r['aggregate_pairs_per_s'] for r in json.load(open('$OUT/throughput.json'))}
+wide = [rows[n] for n in (4, 8) if n in rows] or [max(rows.values())]
+agg = sum(wide) / len(wide)
+print(min(200, epochs_to_fit(max(0.5, ($(left) - 90) / 60), 0.6 * agg, 6)))" || echo 10)
+fi
+log "headline: $EPOCHS epochs, until $((DEADLINE - 25)) s"
+# shellcheck disable=SC2086  # HEADLINE_EXTRA is a list of words
+"$PY" benchmarks/headline.py --out "$WORK/headline" --epochs "$EPOCHS" --deadline-s "$(($(left) - 25))" \
+    ${HEADLINE_EXTRA:-} 2>&1 | tee "$OUT/headline.log"
+cp "$WORK/headline/headline.json" "$OUT/headline.json" 2>/dev/null
+
+log "long: waiting for the study (until the deadline)"
+wait "$LONG_PID"
+log "long: study exited $?"
+"$PY" -m dystress.cli study export --profile "$LONG_PROFILE" --parallel "$LONG_PARALLEL" --runs "$WORK/runs" \
+    --out "$WORK/results/$LONG_PROFILE" 2>&1 | tee -a "$OUT/long.log"
+tar -czf "$OUT/long.tar.gz" -C "$WORK" "results/$LONG_PROFILE" 2>/dev/null
+log "done"
+ls -la "$OUT"

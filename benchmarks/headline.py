@@ -1,0 +1,165 @@
+r"""The paper's headline comparison side by side on one GPU, then one compact JSON of what it recorded.
+
+SimCLR (fixed tau 0.2, the authors' script) and DySTreSS (0.07, 0.2), seeds 0, 1, 2 (the ``paper``
+profile's points ``fixed_tau/0.2/s*`` and ``dystress_grid/(0.07, 0.2)/s*``), each a ``dystress
+pretrain`` process of its own, all at once; ``--epochs`` shortens every run (the cosine schedule then
+spans the shorter budget: a complete run at that budget, not a cut 200-epoch run):
+
+    python benchmarks/headline.py --out runs/headline                    # 200 epochs, the paper's budget
+    python benchmarks/headline.py --out runs/headline --epochs 20
+    python benchmarks/headline.py --out runs/headline --minutes 6 --pairs-per-s 30000   # sized to fit
+
+``--minutes`` with ``--pairs-per-s`` (the aggregate of the runs side by side, e.g. from
+``benchmarks/throughput.py --concurrent``) picks the most epochs whose training fits the minutes.
+The summary (``<out>/headline.json``) holds per run: point id, configuration, code version, wall time,
+exit status, per-epoch records (with the regime diagnostics) and final metrics; never checkpoints.
+A run that fails is kept in the summary with the end of its log; ``--deadline-s`` stops the runs still
+going at that time (their records so far are kept; exit status negative). Dry run on the CPU (seconds):
+
+    python benchmarks/headline.py --out /tmp/h --epochs 1 --seeds 0 --set device=cpu \
+        --set backbone=small_cnn --set train_subset=512 --set test_subset=500 --set monitor_size=200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dystress import provenance  # noqa: E402
+from dystress.io import atomic_write_json, read_jsonl  # noqa: E402
+from dystress.study.ablations import plan  # noqa: E402
+from dystress.study.notebook import build_config  # noqa: E402
+
+#: The headline's points in the paper profile's plan (id prefixes).
+HEADLINE = ("fixed_tau/0.2/", "dystress_grid/(0.07, 0.2)/")
+#: CIFAR-10 training images (pairs per epoch of the paper profile).
+TRAIN_IMAGES = 50_000
+
+
+def epochs_to_fit(minutes: float, pairs_per_s: float, runs: int, per_epoch: int = TRAIN_IMAGES) -> int:
+    """The most epochs (at least 1) of ``runs`` runs side by side whose training takes at most
+    ``minutes`` at an aggregate ``pairs_per_s``."""
+    if minutes <= 0 or pairs_per_s <= 0 or runs < 1:
+        raise ValueError(
+            f"minutes, pairs_per_s and runs must be positive, got {minutes}, {pairs_per_s}, {runs}"
+        )
+    return max(1, int(minutes * 60 * pairs_per_s // (runs * per_epoch)))
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _summary(point_id: str, run_dir: Path, code: int, wall_s: float, log: Path) -> dict[str, Any]:
+    final = run_dir / "final_metrics.json"
+    tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-20:]
+    return {
+        "point": point_id,
+        "exit_status": code,
+        "wall_s": round(wall_s, 1),
+        "config": json.loads((run_dir / "pretrain_config.json").read_text()),
+        "records": read_jsonl(run_dir / "records.jsonl") if (run_dir / "records.jsonl").is_file() else [],
+        "final_metrics": json.loads(final.read_text()) if final.is_file() else None,
+        "log_tail": tail if code else [],
+    }
+
+
+def _wait(started: list[tuple[str, Path, Path, subprocess.Popen, float]], deadline_s: float | None) -> None:
+    """Wait for every run; past ``deadline_s`` seconds, stop those still running (SIGTERM, then SIGKILL
+    after 20 s): their summary keeps the epochs they recorded, with a negative exit status."""
+    end = None if deadline_s is None else time.perf_counter() + deadline_s
+    while any(proc.poll() is None for *_, proc, _ in started):
+        if end is not None and time.perf_counter() > end:
+            print(f"[headline] deadline of {deadline_s:.0f} s reached: stopping the runs left", flush=True)
+            for *_, proc, _ in started:
+                if proc.poll() is None:
+                    proc.terminate()
+            for *_, proc, _ in started:
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            return
+        time.sleep(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder of the run folders and headline.json")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every run (default: the profile's)")
+    p.add_argument("--minutes", type=float, default=None, help="with --pairs-per-s: size the epochs to fit")
+    p.add_argument("--pairs-per-s", type=float, default=None, help="aggregate pairs/s of the runs together")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--deadline-s", type=float, default=None, help="stop the runs still going after this")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    points = [
+        pt
+        for pt in plan("paper")
+        if pt.id.startswith(HEADLINE) and pt.parameters.get("seed", 0) in args.seeds
+    ]
+    if len(points) != len(HEADLINE) * len(set(args.seeds)):
+        raise SystemExit(f"--seeds {args.seeds}: the paper plan has {len(points)} headline points for them")
+    epochs = args.epochs
+    if epochs is None and args.minutes is not None:
+        if args.pairs_per_s is None:
+            raise SystemExit("--minutes needs --pairs-per-s")
+        epochs = epochs_to_fit(args.minutes, args.pairs_per_s, len(points))
+    if epochs is not None and epochs < 1:
+        raise SystemExit(f"--epochs must be >= 1, got {epochs}")
+    extra = _overrides(args.overrides)
+    threads = max(1, (os.cpu_count() or 1) // len(points))
+    out = Path(args.out)
+    started = []
+    for pt in points:
+        config = build_config("paper", pt.parameters)
+        changes: dict[str, Any] = {"num_threads": threads, **extra}
+        if epochs is not None:
+            changes.update(epochs=epochs, snapshot_epochs=[0, epochs])
+        config = config.updated(changes)
+        run_dir = out / pt.id.replace("/", "_").replace(" ", "").replace(",", "-").strip("_")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "pretrain_config.json", config.to_dict())
+        command = [
+            sys.executable,
+            "-m",
+            "dystress.cli",
+            "pretrain",
+            "--config",
+            str(run_dir / "pretrain_config.json"),
+        ]
+        command += ["--run-dir", str(run_dir), "--no-progress"]
+        log = run_dir / "run.log"
+        with open(log, "w", encoding="utf-8") as handle:
+            proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        started.append((pt.id, run_dir, log, proc, time.perf_counter()))
+        print(f"[headline] {pt.id}: {config.epochs} epochs, {threads} thread(s), {run_dir}", flush=True)
+    _wait(started, args.deadline_s)
+    runs = []
+    for point_id, run_dir, log, proc, start in started:
+        runs.append(_summary(point_id, run_dir, proc.returncode, time.perf_counter() - start, log))
+        print(f"[headline] {point_id}: exit {proc.returncode} after {runs[-1]['wall_s']:.0f} s", flush=True)
+    summary = {"code_version": provenance.code_version(), "epochs": epochs, "runs": runs}
+    atomic_write_json(out / "headline.json", summary)
+    return 1 if any(r["exit_status"] for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

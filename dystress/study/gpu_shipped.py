@@ -1,0 +1,95 @@
+"""GPU measurements that ship under ``results/paper/``, written by ``benchmarks/gpu_study.sh`` on one
+CUDA machine and read with checks for the paper-scale page.
+
+    results/paper/steps.log        the machine (nvidia-smi, torch) and the command's timeline
+    results/paper/throughput.json  aggregate pairs/s of 1, 2, 4, 8 engine processes side by side
+                                   (``benchmarks/throughput.py --concurrent``; also as throughput.md)
+    results/paper/headline.json    the headline comparison (``benchmarks/headline.py``): SimCLR (tau
+                                   0.2) and DySTreSS (0.07, 0.2), the paper configuration at the
+                                   epochs that fit, per run its config, records and final metrics
+
+A headline run stopped at the command's deadline keeps its per-epoch records and has status
+``stopped`` (no final metrics); a finished one is ``complete``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dystress.study.ablations import plan
+from dystress.study.shipped import ShippedResult, results_root
+
+__all__ = ["GpuMeasurements", "load_gpu_measurements", "projected_minutes"]
+
+
+@dataclass
+class GpuMeasurements:
+    """What one GPU command measured: the machine, the throughput rows and the headline's runs."""
+
+    machine: str
+    throughput: list[dict[str, Any]]
+    code_version: str
+    epochs: int | None
+    runs: list[ShippedResult]
+
+
+def projected_minutes(pairs_per_s: float, epochs: int = 200, pairs_per_epoch: int = 50_000) -> float:
+    """Minutes of training of ``epochs`` epochs of ``pairs_per_epoch`` pairs at ``pairs_per_s``."""
+    if pairs_per_s <= 0:
+        raise ValueError(f"pairs_per_s must be positive, got {pairs_per_s}")
+    return epochs * pairs_per_epoch / pairs_per_s / 60
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"shipped GPU result {path} cannot be read as JSON ({err})") from None
+
+
+def _machine(steps_log: Path) -> str:
+    """``GPU name, torch version`` from the first lines of ``steps.log`` (nvidia-smi's CSV, then
+    ``torch X cuda Y ...``); ``unknown machine`` when absent."""
+    lines = steps_log.read_text(encoding="utf-8").splitlines() if steps_log.is_file() else []
+    gpu = next((line.split(",")[0] for line in lines[1:3] if "," in line), None)
+    torch = next((line.split()[1] for line in lines if line.startswith("torch ")), None)
+    return f"{gpu or 'unknown GPU'}, torch {torch or '?'}" if gpu or torch else "unknown machine"
+
+
+def load_gpu_measurements(root: str | Path | None = None) -> GpuMeasurements | None:
+    """The measurements under ``root/paper`` (default :func:`~dystress.study.shipped.results_root`), or
+    ``None`` when none ship; ``ValueError`` naming a damaged file or an unknown point."""
+    folder = Path(root or results_root()) / "paper"
+    if not (folder / "headline.json").is_file():
+        return None
+    headline = _json(folder / "headline.json")
+    throughput = _json(folder / "throughput.json") if (folder / "throughput.json").is_file() else []
+    if not isinstance(headline, dict) or not isinstance(headline.get("runs"), list):
+        raise ValueError(f"shipped GPU result {folder / 'headline.json'} has no list of runs")
+    points = {p.id: p for p in plan("paper")}
+    runs = []
+    for run in headline["runs"]:
+        point = points.get(run.get("point"))
+        if point is None:
+            raise ValueError(
+                f"{folder / 'headline.json'}: {run.get('point')!r} is no point of the paper plan"
+            )
+        final = run.get("final_metrics") or {}
+        status = "complete" if run.get("exit_status") == 0 and final else "stopped"
+        info = {
+            "config": run.get("config"),
+            "wall_s": run.get("wall_s"),
+            "exit_status": run.get("exit_status"),
+        }
+        key = f"headline:{point.id}"
+        runs.append(ShippedResult(point, "paper", key, folder, status, final, info, run.get("records") or []))
+    return GpuMeasurements(
+        _machine(folder / "steps.log"),
+        throughput,
+        str(headline.get("code_version")),
+        headline.get("epochs"),
+        runs,
+    )

@@ -1,0 +1,78 @@
+"""GPU measurements shipped under results/paper: read back with their statuses, checked, projected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dystress.study import budget
+from dystress.study.gpu_shipped import load_gpu_measurements, projected_minutes
+
+
+def _write(folder: Path, runs: list[dict]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "steps.log").write_text(
+        "name, memory.total [MiB], driver_version\nNVIDIA H200, 143771 MiB, 580\n"
+        "torch 2.11.0+cu130 cuda 13.0 torchvision 0.26.0\n16\n[gpu_study 23s] throughput\n"
+    )
+    rows = [{"runs": 1, "threads_each": 16, "pairs_per_s_per_run": 5000.0, "aggregate_pairs_per_s": 5000.0}]
+    (folder / "throughput.json").write_text(json.dumps(rows))
+    (folder / "headline.json").write_text(json.dumps({"code_version": "abc", "epochs": 2, "runs": runs}))
+
+
+def _run(point: str, code: int, q99: float) -> dict:
+    records = [
+        {
+            "epoch": e,
+            "step": 390 * e,
+            "neg_sim_q99": q99,
+            "neg_close_share": 0.01,
+            "neg_tau_raised_share": 0.1,
+        }
+        for e in (1, 2)
+    ]
+    final = {"knn_top1": 80.0} if code == 0 else None
+    return {"point": point, "exit_status": code, "records": records, "final_metrics": final, "config": {}}
+
+
+def test_runs_read_back_as_complete_or_stopped(tmp_path: Path) -> None:
+    runs = [_run("fixed_tau/0.2/s0", 0, 0.5), _run("dystress_grid/(0.07, 0.2)/s0", -15, 0.4)]
+    _write(tmp_path / "paper", runs)
+    gpu = load_gpu_measurements(tmp_path)
+    assert gpu.machine == "NVIDIA H200, torch 2.11.0+cu130" and gpu.code_version == "abc" and gpu.epochs == 2
+    assert [(r.point.id, r.status) for r in gpu.runs] == [
+        ("fixed_tau/0.2/s0", "complete"),
+        ("dystress_grid/(0.07, 0.2)/s0", "stopped"),
+    ]
+    assert gpu.runs[0].final == {"knn_top1": 80.0} and gpu.runs[1].final == {}
+    assert gpu.throughput[0]["aggregate_pairs_per_s"] == 5000.0
+    # a stopped run's records count for the regime only when asked for
+    assert budget.regime_sentence(gpu.runs) is None
+    assert "q99 = 0.40" in budget.regime_sentence(gpu.runs, ("complete", "stopped"))
+
+
+def test_nothing_shipped_and_damaged_files(tmp_path: Path) -> None:
+    assert load_gpu_measurements(tmp_path) is None
+    _write(tmp_path / "paper", [_run("nothing/s0", 0, 0.5)])
+    with pytest.raises(ValueError, match="'nothing/s0' is no point of the paper plan"):
+        load_gpu_measurements(tmp_path)
+    (tmp_path / "paper" / "headline.json").write_text("{not json")
+    with pytest.raises(ValueError, match="headline.json cannot be read as JSON"):
+        load_gpu_measurements(tmp_path)
+
+
+def test_projected_minutes_of_a_paper_run() -> None:
+    """200 epochs of 50,000 pairs at 5,000 pairs/s: 2,000 s."""
+    assert projected_minutes(5000) == pytest.approx(2000 / 60)
+    assert projected_minutes(1000, epochs=6, pairs_per_epoch=10_000) == pytest.approx(1)
+    with pytest.raises(ValueError, match="pairs_per_s must be positive"):
+        projected_minutes(0)
+
+
+def test_the_shipped_gpu_measurements_read_back() -> None:
+    gpu = load_gpu_measurements()
+    if gpu is not None:
+        assert gpu.runs and all(r.status in ("complete", "stopped") for r in gpu.runs)
+        assert all(r.records() for r in gpu.runs)
