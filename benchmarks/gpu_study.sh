@@ -2,7 +2,8 @@
 # The study's GPU work in one command on one CUDA machine, ending by a deadline (DEADLINE_S, default
 # 480 s), with every result written to $OUT as it comes (seven files, the log steps.log):
 #
-#   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128), then 1, 2, 4
+#   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128; eager, then
+#                   torch.compile $THROUGHPUT_COMPILE, default reduce-overhead = CUDA graphs), then 1, 2, 4
 #                   and 8 engine processes side by side: aggregate pairs/s  -> throughput.md, .json
 #   2. long         the `long` profile's 21 runs (`study run --engine cli`, $LONG_PARALLEL at a time) and
 #                   their compact bundles (`study export`)                 -> long.tar.gz (results/long/)
@@ -15,9 +16,10 @@
 # Data: CIFAR-10 in $DYSTRESS_DATA (default data/); when missing, $OFFLINE_CIFAR10 (a script writing the
 # official layout into the folder it is given) writes it, else the runs download it. Needs torch,
 # torchvision, numpy, scipy, scikit-learn, pandas and pyyaml ($PYTHON, default python3); not the book's
-# tools. CPU dry run (seconds): LONG_PROFILE=smoke THROUGHPUT_ARGS="--device cpu --backbone small_cnn
-# --steps 2 --warmup 1" COUNTS=1,2 HEADLINE_EPOCHS=1 HEADLINE_EXTRA="--seeds 0 --set device=cpu --set
-# backbone=small_cnn --set train_subset=512 --set test_subset=500 --set monitor_size=200" (tests/test_benchmarks.py).
+# tools. CPU dry run (seconds): THROUGHPUT_COMPILE=none LONG_PROFILE=smoke THROUGHPUT_ARGS="--device cpu
+# --backbone small_cnn --steps 2 --warmup 1" COUNTS=1,2 HEADLINE_EPOCHS=1 HEADLINE_EXTRA="--seeds 0 --set
+# device=cpu --set backbone=small_cnn --set train_subset=512 --set test_subset=500 --set monitor_size=200"
+# (tests/test_benchmarks.py).
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 DATA=${DYSTRESS_DATA:-data}
@@ -42,6 +44,12 @@ log "throughput: engine vs model alone, batch 128"
 # shellcheck disable=SC2086  # THROUGHPUT_ARGS is a list of words
 timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
     --modes engine,model 2>&1 | tee "$OUT/throughput.md"
+if [ "${THROUGHPUT_COMPILE:-reduce-overhead}" != none ]; then
+    log "throughput: engine vs model alone, torch.compile ${THROUGHPUT_COMPILE:-reduce-overhead}"
+    # shellcheck disable=SC2086
+    timeout 150 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+        --modes engine,model --compile "${THROUGHPUT_COMPILE:-reduce-overhead}" 2>&1 | tee -a "$OUT/throughput.md"
+fi
 log "throughput: $COUNTS runs side by side"
 # shellcheck disable=SC2086
 timeout 200 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \

@@ -149,6 +149,7 @@ def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
             common += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
             common += ["--warmup", str(args.warmup), "--device", args.device, "--precision", args.precision]
             common += ["--data-root", args.data_root, "--view-forward", args.view_forward]
+            common += ["--compile", args.compile]
             procs = [subprocess.Popen(common, stdout=subprocess.PIPE, text=True) for _ in range(n)]
             outputs = [proc.communicate()[0] for proc in procs]
         if any(proc.returncode for proc in procs):
@@ -195,6 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--modes", default="engine,host,pil,model", help="comma-separated subset of engine,host,pil,model"
+    )
+    p.add_argument(
+        "--compile",
+        default="none",
+        choices=["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+        help="torch.compile the model in this mode (reduce-overhead: CUDA graphs); warm-up steps compile",
     )
     p.add_argument(
         "--concurrent",
@@ -244,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(config.loss, config.build_temperature()).to(device)
     optimizer = build_optimizer(model, config)
+    if args.compile != "none":  # the optimizer keeps the parameters, which the compiled module shares
+        model = torch.compile(model, mode=None if args.compile == "default" else args.compile)
     n_images = max(4 * args.batch_size, args.batch_size * (args.steps + args.warmup))
     images = _images(args.data_root, min(n_images, 50_000))
     bs = args.batch_size
@@ -308,9 +317,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"pairs_per_second": args.steps * bs / next(iter(results.values()))}))
         return
     name = device_name(device)
+    compiled = f", torch.compile {args.compile}" if args.compile != "none" else ""
     print(
         f"\n{args.backbone}, batch {bs} pairs, {args.view_forward} views, {'bf16' if bf16 else 'fp32'}"
-        f"{' + channels_last' if channels_last else ''}, {name}, torch {torch.__version__}, "
+        f"{' + channels_last' if channels_last else ''}"
+        f"{compiled}, {name}, torch {torch.__version__}, "
         f"{args.steps} timed steps\n"
     )
     print("| pipeline | pairs/s | ms/step |")

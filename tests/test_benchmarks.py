@@ -71,6 +71,7 @@ def test_gpu_study_dry_run_on_the_cpu(tmp_path: Path) -> None:
         "LONG_PROFILE": "smoke",
         "LONG_PARALLEL": "2",
         "COUNTS": "1,2",
+        "THROUGHPUT_COMPILE": "none",
         "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 2 --warmup 1",
         "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
         "--set test_subset=200 --set monitor_size=64 --set linear_probe=false",
