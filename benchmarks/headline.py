@@ -80,6 +80,27 @@ def _summary(point_id: str, run_dir: Path, code: int, wall_s: float, log: Path) 
     }
 
 
+def _environment() -> dict[str, Any]:
+    """Where the runs were made: device, CPU cores, torch, the data's origin, the time they ended."""
+    from datetime import UTC, datetime
+
+    import torch
+
+    from dystress.data.datasets import is_official_release
+    from dystress.runtime import device_name
+    from dystress.study.notebook import data_root
+
+    official = is_official_release("cifar10", data_root())
+    kind = {True: "official release", False: "a copy whose files differ from the official release"}
+    return {
+        "device": device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "data": {"cifar10": kind.get(official, "files not found")},
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def _wait(started: list[tuple[str, Path, Path, subprocess.Popen, float]], deadline_s: float | None) -> None:
     """Wait for every run; past ``deadline_s`` seconds, stop those still running (SIGTERM, then SIGKILL
     after 20 s): their summary keeps the epochs they recorded, with a negative exit status."""
@@ -156,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     for point_id, run_dir, log, proc, start in started:
         runs.append(_summary(point_id, run_dir, proc.returncode, time.perf_counter() - start, log))
         print(f"[headline] {point_id}: exit {proc.returncode} after {runs[-1]['wall_s']:.0f} s", flush=True)
-    summary = {"code_version": provenance.code_version(), "epochs": epochs, "runs": runs}
+    summary = {
+        "code_version": provenance.code_version(),
+        "epochs": epochs,
+        "environment": _environment(),
+        "runs": runs,
+    }
     atomic_write_json(out / "headline.json", summary)
     return 1 if any(r["exit_status"] for r in runs) else 0
 

@@ -84,6 +84,7 @@ def test_gpu_study_dry_run_on_the_cpu(tmp_path: Path) -> None:
     assert rows[1]["aggregate_pairs_per_s"] == pytest.approx(2 * rows[1]["pairs_per_s_per_run"])
     headline = json.loads((out / "headline.json").read_text())
     assert [r["point"] for r in headline["runs"]] == ["fixed_tau/0.2/s0", "dystress_grid/(0.07, 0.2)/s0"]
+    assert set(headline["environment"]) == {"device", "cpus", "torch", "data", "finished"}
     for run in headline["runs"]:
         assert run["exit_status"] == 0 and run["final_metrics"]["knn_top1"] > 0
         assert len(run["records"]) == run["config"]["epochs"] == headline["epochs"] >= 1

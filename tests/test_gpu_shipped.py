@@ -53,6 +53,25 @@ def test_runs_read_back_as_complete_or_stopped(tmp_path: Path) -> None:
     assert "q99 = 0.40" in budget.regime_sentence(gpu.runs, ("complete", "stopped"))
 
 
+def test_the_headline_environment_names_machine_data_and_date(tmp_path: Path) -> None:
+    _write(tmp_path / "paper", [_run("fixed_tau/0.2/s0", 0, 0.5)])
+    headline = json.loads((tmp_path / "paper" / "headline.json").read_text())
+    assert load_gpu_measurements(tmp_path).data == "not recorded"
+    headline["environment"] = {
+        "device": "NVIDIA H100",
+        "torch": "2.12",
+        "data": {"cifar10": "official release"},
+        "finished": "2026-12-05T10:00:00+00:00",
+    }
+    (tmp_path / "paper" / "headline.json").write_text(json.dumps(headline))
+    gpu = load_gpu_measurements(tmp_path)
+    assert (gpu.machine, gpu.data, gpu.finished) == (
+        "NVIDIA H100, torch 2.12",
+        "cifar10 official release",
+        "2026-12-05",
+    )
+
+
 def test_nothing_shipped_and_damaged_files(tmp_path: Path) -> None:
     assert load_gpu_measurements(tmp_path) is None
     _write(tmp_path / "paper", [_run("nothing/s0", 0, 0.5)])

@@ -27,13 +27,16 @@ __all__ = ["GpuMeasurements", "load_gpu_measurements", "projected_minutes"]
 
 @dataclass
 class GpuMeasurements:
-    """What one GPU command measured: the machine, the throughput rows and the headline's runs."""
+    """What one GPU command measured: the machine, the throughput rows, the headline's runs, the data's
+    origin and the date (``YYYY-MM-DD``) they ended."""
 
     machine: str
     throughput: list[dict[str, Any]]
     code_version: str
     epochs: int | None
     runs: list[ShippedResult]
+    data: str = "not recorded"
+    finished: str = "not recorded"
 
 
 def projected_minutes(pairs_per_s: float, epochs: int = 200, pairs_per_epoch: int = 50_000) -> float:
@@ -86,10 +89,19 @@ def load_gpu_measurements(root: str | Path | None = None) -> GpuMeasurements | N
         }
         key = f"headline:{point.id}"
         runs.append(ShippedResult(point, "paper", key, folder, status, final, info, run.get("records") or []))
+    env = headline.get("environment") or {}
+    machine = (
+        f"{env['device']}, torch {env.get('torch', '?')}"
+        if env.get("device")
+        else _machine(folder / "steps.log")
+    )
+    data = "; ".join(f"{name} {origin}" for name, origin in sorted((env.get("data") or {}).items()))
     return GpuMeasurements(
-        _machine(folder / "steps.log"),
+        machine,
         throughput,
         str(headline.get("code_version")),
         headline.get("epochs"),
         runs,
+        data or "not recorded",
+        str(env.get("finished") or "not recorded")[:10],
     )
