@@ -2,8 +2,9 @@
 # The study's GPU work in one command on one CUDA machine, ending by a deadline (DEADLINE_S, default
 # 480 s), with every result written to $OUT as it comes (seven files, the log steps.log):
 #
-#   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128; eager, then
-#                   torch.compile $THROUGHPUT_COMPILE, default reduce-overhead = CUDA graphs), then 1, 2, 4
+#   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128; eager, and at
+#                   the end torch.compile $THROUGHPUT_COMPILE, default reduce-overhead = CUDA graphs,
+#                   up to 150 s past the deadline), then 1, 2, 4
 #                   and 8 engine processes side by side: aggregate pairs/s  -> throughput.md, .json
 #   2. long         the `long` profile's 21 runs (`study run --engine cli`, $LONG_PARALLEL at a time) and
 #                   their compact bundles (`study export`)                 -> long.tar.gz (results/long/)
@@ -44,19 +45,13 @@ log "throughput: engine vs model alone, batch 128"
 # shellcheck disable=SC2086  # THROUGHPUT_ARGS is a list of words
 timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
     --modes engine,model 2>&1 | tee "$OUT/throughput.md"
-if [ "${THROUGHPUT_COMPILE:-reduce-overhead}" != none ]; then
-    log "throughput: engine vs model alone, torch.compile ${THROUGHPUT_COMPILE:-reduce-overhead}"
-    # shellcheck disable=SC2086
-    timeout 150 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
-        --modes engine,model --compile "${THROUGHPUT_COMPILE:-reduce-overhead}" 2>&1 | tee -a "$OUT/throughput.md"
-fi
 log "throughput: $COUNTS runs side by side"
 # shellcheck disable=SC2086
 timeout 200 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
     --concurrent "$COUNTS" --rows-json "$OUT/throughput.json" 2>&1 | tee -a "$OUT/throughput.md"
 
 log "long: study run --profile $LONG_PROFILE --parallel $LONG_PARALLEL (background)"
-timeout "$(($(left) - 20))" "$PY" -m dystress.cli study run --profile "$LONG_PROFILE" --engine cli \
+timeout "$(( $(left) > 80 ? $(left) - 20 : 60 ))" "$PY" -m dystress.cli study run --profile "$LONG_PROFILE" --engine cli \
     --parallel "$LONG_PARALLEL" --runs "$WORK/runs" >"$OUT/long.log" 2>&1 &
 LONG_PID=$!
 
@@ -76,7 +71,7 @@ print(min(200, epochs_to_fit(max(0.5, ($(left) - 150) / 60), 0.5 * agg, 6)))" ||
 fi
 log "headline: $EPOCHS epochs, until $((DEADLINE - 25)) s"
 # shellcheck disable=SC2086  # HEADLINE_EXTRA is a list of words
-"$PY" benchmarks/headline.py --out "$WORK/headline" --epochs "$EPOCHS" --deadline-s "$(($(left) - 25))" \
+"$PY" benchmarks/headline.py --out "$WORK/headline" --epochs "$EPOCHS" --deadline-s "$(( $(left) > 45 ? $(left) - 25 : 20 ))" \
     ${HEADLINE_EXTRA:-} 2>&1 | tee "$OUT/headline.log"
 cp "$WORK/headline/headline.json" "$OUT/headline.json" 2>/dev/null
 
@@ -86,5 +81,12 @@ log "long: study exited $?"
 "$PY" -m dystress.cli study export --profile "$LONG_PROFILE" --parallel "$LONG_PARALLEL" --runs "$WORK/runs" \
     --out "$WORK/results/$LONG_PROFILE" 2>&1 | tee -a "$OUT/long.log"
 tar -czf "$OUT/long.tar.gz" -C "$WORK" "results/$LONG_PROFILE" 2>/dev/null
+# torch.compile last: its first compile takes a minute or more, and it must not eat the runs' time
+if [ "${THROUGHPUT_COMPILE:-reduce-overhead}" != none ] && [ "$(left)" -gt -90 ]; then
+    log "throughput: engine vs model alone, torch.compile ${THROUGHPUT_COMPILE:-reduce-overhead}"
+    # shellcheck disable=SC2086
+    timeout "$(($(left) + 150))" "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+        --modes engine,model --compile "${THROUGHPUT_COMPILE:-reduce-overhead}" 2>&1 | tee -a "$OUT/throughput.md"
+fi
 log "done"
 ls -la "$OUT"

@@ -101,24 +101,34 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _wait(started: list[tuple[str, Path, Path, subprocess.Popen, float]], deadline_s: float | None) -> None:
-    """Wait for every run; past ``deadline_s`` seconds, stop those still running (SIGTERM, then SIGKILL
-    after 20 s): their summary keeps the epochs they recorded, with a negative exit status."""
+def _wait(
+    started: list[tuple[str, Path, Path, subprocess.Popen, float]], deadline_s: float | None
+) -> list[float]:
+    """Wait for every run and return when each ended (``time.perf_counter()``); past ``deadline_s``
+    seconds, stop those still running (SIGTERM, then SIGKILL for any left after one shared 20 s
+    grace): their summary keeps the epochs they recorded, with a negative exit status."""
     end = None if deadline_s is None else time.perf_counter() + deadline_s
-    while any(proc.poll() is None for *_, proc, _ in started):
-        if end is not None and time.perf_counter() > end:
+    ended: dict[int, float] = {}
+    while len(ended) < len(started):
+        for i, (*_, proc, _) in enumerate(started):
+            if i not in ended and proc.poll() is not None:
+                ended[i] = time.perf_counter()
+        if len(ended) < len(started) and end is not None and time.perf_counter() > end:
             print(f"[headline] deadline of {deadline_s:.0f} s reached: stopping the runs left", flush=True)
-            for *_, proc, _ in started:
-                if proc.poll() is None:
-                    proc.terminate()
-            for *_, proc, _ in started:
+            left = [proc for i, (*_, proc, _) in enumerate(started) if i not in ended]
+            for proc in left:
+                proc.terminate()
+            grace = time.perf_counter() + 20
+            for proc in left:
                 try:
-                    proc.wait(timeout=20)
+                    proc.wait(timeout=max(0.0, grace - time.perf_counter()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            return
-        time.sleep(1)
+            now = time.perf_counter()
+            return [ended.get(i, now) for i in range(len(started))]
+        time.sleep(0.5)
+    return [ended[i] for i in range(len(started))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if len(points) != len(HEADLINE) * len(set(args.seeds)):
         raise SystemExit(f"--seeds {args.seeds}: the paper plan has {len(points)} headline points for them")
+    for name in ("minutes", "pairs_per_s", "deadline_s"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     epochs = args.epochs
     if epochs is None and args.minutes is not None:
         if args.pairs_per_s is None:
@@ -172,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
         started.append((pt.id, run_dir, log, proc, time.perf_counter()))
         print(f"[headline] {pt.id}: {config.epochs} epochs, {threads} thread(s), {run_dir}", flush=True)
-    _wait(started, args.deadline_s)
+    ends = _wait(started, args.deadline_s)
     runs = []
-    for point_id, run_dir, log, proc, start in started:
-        runs.append(_summary(point_id, run_dir, proc.returncode, time.perf_counter() - start, log))
+    for (point_id, run_dir, log, proc, start), ended in zip(started, ends, strict=True):
+        runs.append(_summary(point_id, run_dir, proc.returncode, ended - start, log))
         print(f"[headline] {point_id}: exit {proc.returncode} after {runs[-1]['wall_s']:.0f} s", flush=True)
     summary = {
         "code_version": provenance.code_version(),

@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--barrier", default=None, help=argparse.SUPPRESS)  # folder the side-by-side runs meet in
     p.add_argument("--barrier-n", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rows_json and not args.concurrent:
+        p.error("--rows-json needs --concurrent (it holds the side-by-side rows)")
     if args.concurrent:
         counts = [int(c) for c in args.concurrent.split(",") if c.strip()]
         if not counts or min(counts) < 1:

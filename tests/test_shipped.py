@@ -162,7 +162,10 @@ def test_made_on_names_the_device_cores_torch_and_data(tmp_path: Path) -> None:
     manifest = shipped.load_manifest("smoke", tmp_path / "results")
     assert manifest["data"] == {}  # the fake runs' configs name no dataset
     loaded = shipped.load_shipped("smoke", folder.parent)
-    assert shipped.made_on(loaded, manifest) == "CPU (2 CPU cores, torch ?); data: not recorded by the export"
+    assert (
+        shipped.made_on(loaded, manifest)
+        == "an unrecorded device (2 CPU cores, torch ?); data: not recorded by the export"
+    )
     manifest["data"] = {"cifar10": "official release"}
     for r in loaded:
         r.info["environment"] = {"device": "NVIDIA H200", "cpus": 16, "torch": "2.11"}
@@ -170,4 +173,4 @@ def test_made_on_names_the_device_cores_torch_and_data(tmp_path: Path) -> None:
         shipped.made_on(loaded, manifest)
         == "NVIDIA H200 (16 CPU cores, torch 2.11); data: cifar10 official release"
     )
-    assert shipped.made_on(results[-1:], manifest) == "no complete run"
+    assert shipped.made_on(results[-1:], manifest) == "nothing (no complete run)"

@@ -8,8 +8,9 @@ CUDA machine and read with checks for the paper-scale page.
                                    0.2) and DySTreSS (0.07, 0.2), the paper configuration at the
                                    epochs that fit, per run its config, records and final metrics
 
-A headline run stopped at the command's deadline keeps its per-epoch records and has status
-``stopped`` (no final metrics); a finished one is ``complete``.
+A headline run stopped at the command's deadline (killed by a signal: negative exit status) keeps its
+per-epoch records and has status ``stopped`` (no final metrics); a finished one is ``complete``; any
+other is ``failed``.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ def load_gpu_measurements(root: str | Path | None = None) -> GpuMeasurements | N
                 f"{folder / 'headline.json'}: {run.get('point')!r} is no point of the paper plan"
             )
         final = run.get("final_metrics") or {}
-        status = "complete" if run.get("exit_status") == 0 and final else "stopped"
+        code = run.get("exit_status")
+        status = (
+            "complete"
+            if code == 0 and final
+            else "stopped"
+            if isinstance(code, int) and code < 0
+            else "failed"
+        )
         info = {
             "config": run.get("config"),
             "wall_s": run.get("wall_s"),

@@ -142,6 +142,8 @@ def merge_exports(profile: str, sources: list[str | Path], out: str | Path | Non
     Every source must be an export of ``profile`` at one code version; a point shipped by two sources
     must be the same run (key). Raises ``ValueError`` naming the folder or point before writing.
     """
+    if not sources:
+        raise ValueError("merge_exports needs at least one export folder")
     manifests, bundles = [], {}
     for source in map(Path, sources):
         manifest = _read(source / MANIFEST)
@@ -156,11 +158,12 @@ def merge_exports(profile: str, sources: list[str | Path], out: str | Path | Non
     versions = {json.dumps(m.get("code_version")) for m in manifests}
     if len(versions) != 1:
         raise ValueError(f"the exports hold different code versions ({sorted(versions)}): export them again")
+    contents = {key: _read(source / f"{key}.json") for key, source in dict(bundles.values()).items()}
     folder = Path(out) if out is not None else results_root() / profile
     folder.mkdir(parents=True, exist_ok=True)
-    keys = {key for key, _ in bundles.values()}
-    for key, source in dict(bundles.values()).items():
-        atomic_write_text(folder / f"{key}.json", _dumps(_read(source / f"{key}.json")))
+    keys = set(contents)
+    for key, bundle in contents.items():
+        atomic_write_text(folder / f"{key}.json", _dumps(bundle))
     for stale in folder.glob("*.json"):
         if stale.name != MANIFEST and stale.stem not in keys:
             stale.unlink()
@@ -168,7 +171,7 @@ def merge_exports(profile: str, sources: list[str | Path], out: str | Path | Non
     manifest = {
         **manifests[0],
         "exported": max(m.get("exported", "") for m in manifests),
-        "machine": machines[0] if all(m == machines[0] for m in machines) else machines,
+        "machine": machines[0] if machines and all(m == machines[0] for m in machines) else machines,
         "points": {point: key for point, (key, _) in sorted(bundles.items())},
         "merged_from": [m.get("exported") for m in manifests],
     }
@@ -199,21 +202,23 @@ def _data_origin(done: list[RunResult]) -> dict[str, str]:
 
 
 def made_on(results: list[RunResult], manifest: dict[str, Any]) -> str:
-    """Where shipped ``results`` were made, from their bundles and manifest: devices, CPU cores, torch,
-    and the data's origin when the export recorded it (e.g. ``one NVIDIA H200 (16 CPU cores, torch
-    2.11.0+cu130); data: cifar10 a copy ...``)."""
+    """Where shipped ``results`` were made, from their bundles and manifest: per device its CPU cores
+    and torch, then the data's origin when the export recorded it (e.g. ``NVIDIA H200 (16 CPU cores,
+    torch 2.11.0+cu130); data: cifar10 a copy ...``)."""
     envs = [
         r.info.get("environment") or {}
         for r in {r.key: r for r in results}.values()
         if r.status == "complete"
     ]
     if not envs:
-        return "no complete run"
-    devices = sorted({str(e.get("device") or "CPU") for e in envs})
-    cores = sorted({int(e["cpus"]) for e in envs if e.get("cpus")})
-    torch = sorted({str(e["torch"]) for e in envs if e.get("torch")})
-    where = " and ".join(f"{d} ({'/'.join(map(str, cores)) or '?'} CPU cores" for d in devices)
-    text = f"{where}, torch {', '.join(torch) or '?'})"
+        return "nothing (no complete run)"
+    parts = []
+    for device in sorted({str(e.get("device") or "an unrecorded device") for e in envs}):
+        same = [e for e in envs if str(e.get("device") or "an unrecorded device") == device]
+        cores = "/".join(str(c) for c in sorted({int(e["cpus"]) for e in same if e.get("cpus")})) or "?"
+        torch = ", ".join(sorted({str(e["torch"]) for e in same if e.get("torch")})) or "?"
+        parts.append(f"{device} ({cores} CPU cores, torch {torch})")
+    text = " and ".join(parts)
     data = manifest.get("data")
     if data:
         text += "; data: " + "; ".join(f"{name} {origin}" for name, origin in sorted(data.items()))
