@@ -174,3 +174,22 @@ def test_made_on_names_the_device_cores_torch_and_data(tmp_path: Path) -> None:
         == "NVIDIA H200 (16 CPU cores, torch 2.11); data: cifar10 official release"
     )
     assert shipped.made_on(results[-1:], manifest) == "nothing (no complete run)"
+
+
+def test_the_same_key_made_twice_is_two_runs_and_is_refused(tmp_path: Path) -> None:
+    """Two machines can make the same point under the same key (same configuration and threads): the
+    merge compares the runs themselves and refuses to pick one silently."""
+    _fake_runs(tmp_path / "runs")
+    first = shipped.export_results("smoke", tmp_path / "runs", tmp_path / "a")
+    second = tmp_path / "b"
+    second.mkdir()
+    for path in first.iterdir():
+        (second / path.name).write_text(path.read_text())
+    assert shipped.merge_exports("smoke", [first, second], tmp_path / "same").is_dir()  # the same runs
+    key = next(p for p in second.glob("*.json") if p.name != "manifest.json")
+    bundle = json.loads(key.read_text())
+    bundle["run"]["started"] = "2026-12-04T00:00:00+00:00"
+    key.write_text(json.dumps(bundle))
+    with pytest.raises(ValueError, match=f"ships as two different runs of {key.stem}"):
+        shipped.merge_exports("smoke", [first, second], tmp_path / "never")
+    assert not (tmp_path / "never").exists()

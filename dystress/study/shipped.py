@@ -140,11 +140,42 @@ def merge_exports(profile: str, sources: list[str | Path], out: str | Path | Non
     output) into ``out`` (default ``results/<profile>``), replacing what was there; returns it.
 
     Every source must be an export of ``profile`` at one code version; a point shipped by two sources
-    must be the same run (key). Raises ``ValueError`` naming the folder or point before writing.
+    must be the same run (same key and same start). Raises ``ValueError`` naming the folder or point
+    before writing.
     """
+    manifests, bundles = _read_exports(profile, sources)
+    folder = Path(out) if out is not None else results_root() / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, bundle in bundles.items():
+        atomic_write_text(folder / f"{key}.json", _dumps(bundle))
+    for stale in folder.glob("*.json"):
+        if stale.name != MANIFEST and stale.stem not in bundles:
+            stale.unlink()
+    machines = [m["machine"] for m in manifests if m.get("machine")]
+    data: dict[str, str] = {}
+    for name, origin in ((n, o) for m in manifests for n, o in (m.get("data") or {}).items()):
+        data[name] = (
+            origin if data.get(name, origin) == origin else f"differs between exports: {data[name]}; {origin}"
+        )
+    manifest = {
+        **manifests[0],
+        "exported": max(m.get("exported", "") for m in manifests),
+        "machine": machines[0] if machines and all(m == machines[0] for m in machines) else machines,
+        "data": data,
+        "points": {p: k for m in manifests for p, k in (m.get("points") or {}).items()},
+        "merged_from": [m.get("exported") for m in manifests],
+    }
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+    return folder
+
+
+def _read_exports(
+    profile: str, sources: list[str | Path]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The manifests of ``sources`` and their bundles by key, checked for :func:`merge_exports`."""
     if not sources:
         raise ValueError("merge_exports needs at least one export folder")
-    manifests, bundles = [], {}
+    manifests, bundles, where = [], {}, {}
     for source in map(Path, sources):
         manifest = _read(source / MANIFEST)
         if manifest.get("profile") != profile:
@@ -153,30 +184,15 @@ def merge_exports(profile: str, sources: list[str | Path], out: str | Path | Non
             )
         manifests.append(manifest)
         for point, key in (manifest.get("points") or {}).items():
-            if bundles.setdefault(point, (key, source))[0] != key:
-                raise ValueError(f"point {point} ships as {bundles[point][0]} and as {key} ({source})")
+            if where.setdefault(point, key) != key:
+                raise ValueError(f"point {point} ships as {where[point]} and as {key} ({source})")
+            bundle = _read(source / f"{key}.json")
+            if bundles.setdefault(key, bundle).get("run") != bundle.get("run"):
+                raise ValueError(f"point {point} ships as two different runs of {key} ({source})")
     versions = {json.dumps(m.get("code_version")) for m in manifests}
     if len(versions) != 1:
         raise ValueError(f"the exports hold different code versions ({sorted(versions)}): export them again")
-    contents = {key: _read(source / f"{key}.json") for key, source in dict(bundles.values()).items()}
-    folder = Path(out) if out is not None else results_root() / profile
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = set(contents)
-    for key, bundle in contents.items():
-        atomic_write_text(folder / f"{key}.json", _dumps(bundle))
-    for stale in folder.glob("*.json"):
-        if stale.name != MANIFEST and stale.stem not in keys:
-            stale.unlink()
-    machines = [m["machine"] for m in manifests if m.get("machine")]
-    manifest = {
-        **manifests[0],
-        "exported": max(m.get("exported", "") for m in manifests),
-        "machine": machines[0] if machines and all(m == machines[0] for m in machines) else machines,
-        "points": {point: key for point, (key, _) in sorted(bundles.items())},
-        "merged_from": [m.get("exported") for m in manifests],
-    }
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
-    return folder
+    return manifests, bundles
 
 
 def code_files() -> dict[str, str]:
