@@ -31,8 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dystress import provenance  # noqa: E402
@@ -56,16 +54,6 @@ def epochs_to_fit(minutes: float, pairs_per_s: float, runs: int, per_epoch: int 
     return max(1, int(minutes * 60 * pairs_per_s // (runs * per_epoch)))
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def _summary(point_id: str, run_dir: Path, code: int, wall_s: float, log: Path) -> dict[str, Any]:
     final = run_dir / "final_metrics.json"
     tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-20:]
@@ -86,17 +74,15 @@ def _environment() -> dict[str, Any]:
 
     import torch
 
-    from dystress.data.datasets import is_official_release
     from dystress.runtime import device_name
     from dystress.study.notebook import data_root
+    from dystress.study.shipped import data_origin
 
-    official = is_official_release("cifar10", data_root())
-    kind = {True: "official release", False: "a copy whose files differ from the official release"}
     return {
         "device": device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
-        "data": {"cifar10": kind.get(official, "files not found")},
+        "data": {"cifar10": data_origin("cifar10", data_root())},
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -158,16 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         epochs = epochs_to_fit(args.minutes, args.pairs_per_s, len(points))
     if epochs is not None and epochs < 1:
         raise SystemExit(f"--epochs must be >= 1, got {epochs}")
-    extra = _overrides(args.overrides)
     threads = max(1, (os.cpu_count() or 1) // len(points))
     out = Path(args.out)
     started = []
     for pt in points:
-        config = build_config("paper", pt.parameters)
-        changes: dict[str, Any] = {"num_threads": threads, **extra}
+        try:  # --set after the thread share, --epochs last (as documented)
+            config = build_config("paper", pt.parameters).updated({"num_threads": threads})
+            config = config.with_overrides(args.overrides)
+        except ValueError as err:
+            raise SystemExit(f"--set: {err}") from None
         if epochs is not None:
-            changes.update(epochs=epochs, snapshot_epochs=[0, epochs])
-        config = config.updated(changes)
+            config = config.updated({"epochs": epochs, "snapshot_epochs": [0, epochs]})
         run_dir = out / pt.id.replace("/", "_").replace(" ", "").replace(",", "-").strip("_")
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "pretrain_config.json", config.to_dict())

@@ -38,6 +38,7 @@ __all__ = [
     "ShippedResult",
     "code_changes",
     "code_files",
+    "data_origin",
     "export_results",
     "load_manifest",
     "load_shipped",
@@ -202,18 +203,23 @@ def code_files() -> dict[str, str]:
     return {name: hashlib.sha256(code).hexdigest() for name, code in sorted(provenance.code_files())}
 
 
-def _data_origin(done: list[RunResult]) -> dict[str, str]:
-    """Per CIFAR dataset of the runs: whether the files they trained on are the official release (read
-    at export, on the machine that made them)."""
+def data_origin(name: str, root: str | Path) -> str:
+    """Whether CIFAR dataset ``name``'s files under ``root`` are the official release, in words."""
     from dystress.data.datasets import is_official_release
 
     kind = {True: "official release", False: "a copy whose files differ from the official release"}
+    return kind.get(is_official_release(name, root), "files not found")
+
+
+def _data_origin(done: list[RunResult]) -> dict[str, str]:
+    """Per CIFAR dataset of the runs: :func:`data_origin` of the files they trained on (read at
+    export, on the machine that made them)."""
     origin = {}
     for r in done:
         config = r.info.get("config") or {}
         name, root = config.get("dataset"), config.get("data_root")
         if name and name != "imagefolder" and root and name not in origin:
-            origin[name] = kind.get(is_official_release(name, root), "files not found at export")
+            origin[name] = data_origin(name, root)
     return origin
 
 
