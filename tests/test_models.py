@@ -76,6 +76,40 @@ def test_small_cnn_architecture():
     assert _count(model) == expected
 
 
+def _relu_then_pool(model: SmallCNN, x: torch.Tensor) -> torch.Tensor:
+    """The textbook order conv-BN-ReLU-(pool) with ``model``'s own modules (the reference)."""
+    mods = list(model.features)
+    convs = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
+    for i in convs:
+        x = torch.relu(mods[i + 1](mods[i](x)))
+        if i + 2 < len(mods) and isinstance(mods[i + 2], nn.MaxPool2d):
+            x = mods[i + 2](x)
+    return model.pool(x).flatten(1)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_small_cnn_pool_before_relu_is_bit_identical(bf16):
+    """Pooling before the ReLU gives the textbook order's features and gradients exactly (ReLU is
+    monotone), in train mode, with ties (bf16 rounding, zeros) included."""
+    torch.manual_seed(0)
+    model = SmallCNN().to(memory_format=torch.channels_last).train()
+    x = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x[:8] = x[:8].round()  # plateaus: many equal values inside the pooling windows
+    weights = torch.randn(64, 256)
+    results = []
+    for forward in (model, lambda v: _relu_then_pool(model, v)):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            h = forward(x)
+        (h.float() * weights).sum().backward()
+        results.append((h.detach(), [p.grad.clone() for p in model.parameters()]))
+    (h_model, g_model), (h_ref, g_ref) = results
+    assert torch.equal(h_model, h_ref)
+    assert all(torch.equal(a, b) for a, b in zip(g_model, g_ref, strict=True))
+    kinds = [type(m).__name__ for m in model.features[:4]]
+    assert kinds == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
+
+
 @pytest.mark.parametrize(("in_dim", "hidden", "out"), [(512, 512, 128), (2048, 2048, 128), (256, 64, 16)])
 def test_projector_layers_and_shape(in_dim, hidden, out):
     proj = Projector(in_dim, hidden, out)
