@@ -112,3 +112,30 @@ def test_a_failing_pretrain_command_is_recorded_with_the_end_of_its_log(
     log = (result.run_dir / "run.log").read_text()
     assert info["traceback"].splitlines()[-1] == log.strip().splitlines()[-1]
     assert "no-data" in log and info["wall_s"] > 0
+
+
+def test_training_images_counts_epochs_times_the_training_set() -> None:
+    from dystress.config import get_profile
+
+    quick = get_profile("quick")
+    assert runner.training_images(quick) == 6 * 10_000
+    # CIFAR-10-LT at imbalance 0.01 has 12,406 training images (the count of Cao et al. 2019, LDAM-DRW)
+    lt = quick.updated({"dataset": "cifar10_lt", "train_subset": None})
+    assert runner.training_images(lt) == 6 * 12_406
+    assert runner.training_images(get_profile("long")) == 20 * 50_000
+    assert runner.training_images(quick.updated({"dataset": "cifar100", "epochs": 3})) == 3 * 10_000
+    assert runner.training_images(quick.updated({"epochs": 0})) == 0
+
+
+def test_side_by_side_the_longest_runs_start_first(tmp_path: Path) -> None:
+    """With --parallel 2 the long-tailed runs (12,406 images) go first and the untrained one last, so
+    no core idles at the end while one long run finishes; one at a time keeps the plan's order."""
+    _, in_order = runner._to_run("quick", tmp_path, None, False, 1)
+    _, longest_first = runner._to_run("quick", tmp_path, None, False, 2)
+    assert sorted(r.point.id for r in in_order) == sorted(r.point.id for r in longest_first)
+    assert in_order[0].point.ablation == "random_init"
+    lt = [i for i, r in enumerate(longest_first) if r.dataset.endswith("_lt")]
+    assert lt == list(range(len(lt))) and len(lt) >= 2
+    assert longest_first[-1].point.ablation == "random_init"
+    rest = [r.point.id for r in longest_first[len(lt) : -1]]
+    assert rest == [r.point.id for r in in_order if r.point.id in set(rest)]  # plan order among equals

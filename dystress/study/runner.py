@@ -377,7 +377,31 @@ def _to_run(
         for r in selected
         if r.status in ("missing", "interrupted") or (r.status == "failed" and retry_failed)
     ]
+    if parallel > 1:  # longest first, so that the last runs end together (plan order among equals)
+        todo.sort(key=lambda r: -training_images(build_config(r.profile, r.point.parameters)))
     return len(selected), todo
+
+
+#: (classes, training images per class) of the CIFAR training sets.
+_CIFAR_TRAIN = {"cifar10": (10, 5000), "cifar100": (100, 500)}
+
+
+def training_images(config: Any) -> int:
+    """Images a run's training sees (epochs x training-set size) from its ``config`` alone: CIFAR sets,
+    their subsets and long-tailed versions; 0 for an image folder (its size is on disk)."""
+    from dystress.data.longtail import longtail_counts  # torch: not needed to list the runs
+
+    base = config.dataset.removesuffix("_lt")
+    if base not in _CIFAR_TRAIN:
+        return 0
+    classes, per_class = _CIFAR_TRAIN[base]
+    if config.dataset.endswith("_lt"):
+        size = sum(longtail_counts(per_class, classes, config.imbalance_ratio))
+    else:
+        size = classes * per_class
+    if config.train_subset is not None:
+        size = min(size, config.train_subset)
+    return config.epochs * size
 
 
 def run_study(
