@@ -50,7 +50,7 @@ from dystress.data.loader import DeviceBatchLoader, HostBatchLoader  # noqa: E40
 from dystress.data.transforms import NORMALIZATION  # noqa: E402
 from dystress.losses import build_loss  # noqa: E402
 from dystress.optim import build_optimizer  # noqa: E402
-from dystress.runtime import build_model, device_name, resolve_device, uses_bf16  # noqa: E402
+from dystress.runtime import build_model, device_name, set_up_device, uses_bf16  # noqa: E402
 from dystress.train import train_step  # noqa: E402
 
 MEAN, STD = NORMALIZATION["cifar10"]
@@ -242,9 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         temperature_params={"tau_min": 0.1, "tau_max": 0.2},
         view_forward=args.view_forward,
     )
-    device = resolve_device(config.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as the engine's runs (dystress.runtime.set_up_device)
+    device = set_up_device(config)  # as the engine's runs: cuDNN autotuning, the CPU keeps freed memory
     bf16 = uses_bf16(config, device)
     channels_last = config.channels_last and (bf16 or device.type == "cuda")
     torch.manual_seed(0)
