@@ -31,6 +31,8 @@ from typing import Any
 
 from dystress import provenance
 from dystress._checks import as_int
+from dystress.config import PretrainConfig
+from dystress.data.longtail import longtail_counts
 from dystress.io import atomic_write_json, read_jsonl
 from dystress.runlock import RunFolderBusy, is_locked, run_folder_lock
 from dystress.study.ablations import ABLATIONS, Point, plan
@@ -386,11 +388,9 @@ def _to_run(
 _CIFAR_TRAIN = {"cifar10": (10, 5000), "cifar100": (100, 500)}
 
 
-def training_images(config: Any) -> int:
+def training_images(config: PretrainConfig) -> int:
     """Images a run's training sees (epochs x training-set size) from its ``config`` alone: CIFAR sets,
     their subsets and long-tailed versions; 0 for an image folder (its size is on disk)."""
-    from dystress.data.longtail import longtail_counts  # torch: not needed to list the runs
-
     base = config.dataset.removesuffix("_lt")
     if base not in _CIFAR_TRAIN:
         return 0
