@@ -31,7 +31,7 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   every baseline), evaluated on the full
   test set with the 10k training images as the kNN bank. Sized so that the quick book (30 runs: three
   seeds for four CIFAR-10 points and for the two CIFAR-10-LT points, one for the others) builds in
-  about 25 minutes on 2 cores from a fresh clone.
+  about 26 minutes on 2 cores from a fresh clone.
 - ``long``: the quick configuration on all 50,000 CIFAR-10 training images for 20 epochs (3,900
   optimiser steps: 17 times quick's 234, 3.3 times those of the same configuration trained 6 epochs on
   the full set), with the full training set as the kNN bank. For the core comparison only (fixed tau
