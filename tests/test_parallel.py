@@ -118,13 +118,13 @@ def test_training_images_counts_epochs_times_the_training_set() -> None:
     from dystress.config import get_profile
 
     quick = get_profile("quick")
-    assert runner.training_images(quick) == 6 * 10_000
+    assert ablations.training_images(quick) == 6 * 10_000
     # CIFAR-10-LT at imbalance 0.01 has 12,406 training images (the count of Cao et al. 2019, LDAM-DRW)
     lt = quick.updated({"dataset": "cifar10_lt", "train_subset": None})
-    assert runner.training_images(lt) == 6 * 12_406
-    assert runner.training_images(get_profile("long")) == 20 * 50_000
-    assert runner.training_images(quick.updated({"dataset": "cifar100", "epochs": 3})) == 3 * 10_000
-    assert runner.training_images(quick.updated({"epochs": 0})) == 0
+    assert ablations.training_images(lt) == 6 * 12_406
+    assert ablations.training_images(get_profile("long")) == 20 * 50_000
+    assert ablations.training_images(quick.updated({"dataset": "cifar100", "epochs": 3})) == 3 * 10_000
+    assert ablations.training_images(quick.updated({"epochs": 0})) == 0
 
 
 def test_side_by_side_the_longest_runs_start_first(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "Ablation",
     "Point",
     "long_tailed_size",
+    "training_images",
     "plan",
 ]
 
@@ -421,6 +422,24 @@ def long_tailed_size(dataset: str, imbalance_ratio: float = LT_IMBALANCE_RATIO) 
 
     per_class, classes = _LONG_TAILED[dataset]
     return sum(longtail_counts(per_class, classes, imbalance_ratio))
+
+
+#: Training images of the full CIFAR training sets.
+_CIFAR_TRAIN = {"cifar10": 50_000, "cifar100": 50_000}
+
+
+def training_images(config: PretrainConfig) -> int:
+    """Images a run's training sees (epochs x training-set size) from its ``config`` alone: CIFAR sets,
+    their subsets and long-tailed versions; 0 for an image folder (its size is on disk)."""
+    if config.dataset in _LONG_TAILED:
+        size = long_tailed_size(config.dataset, config.imbalance_ratio)
+    elif config.dataset in _CIFAR_TRAIN:
+        size = _CIFAR_TRAIN[config.dataset]
+    else:
+        return 0
+    if config.train_subset is not None:
+        size = min(size, config.train_subset)
+    return config.epochs * size
 
 
 def _profile_point(point: Point, base: PretrainConfig) -> Point:

@@ -31,11 +31,9 @@ from typing import Any
 
 from dystress import provenance
 from dystress._checks import as_int
-from dystress.config import PretrainConfig
-from dystress.data.longtail import longtail_counts
 from dystress.io import atomic_write_json, read_jsonl
 from dystress.runlock import RunFolderBusy, is_locked, run_folder_lock
-from dystress.study.ablations import ABLATIONS, Point, plan
+from dystress.study.ablations import ABLATIONS, Point, plan, training_images
 from dystress.study.notebook import build_config, default_profile
 from dystress.study.progress import EpochWatcher, format_duration
 
@@ -382,26 +380,6 @@ def _to_run(
     if parallel > 1:  # longest first, so that the last runs end together (plan order among equals)
         todo.sort(key=lambda r: -training_images(build_config(r.profile, r.point.parameters)))
     return len(selected), todo
-
-
-#: (classes, training images per class) of the CIFAR training sets.
-_CIFAR_TRAIN = {"cifar10": (10, 5000), "cifar100": (100, 500)}
-
-
-def training_images(config: PretrainConfig) -> int:
-    """Images a run's training sees (epochs x training-set size) from its ``config`` alone: CIFAR sets,
-    their subsets and long-tailed versions; 0 for an image folder (its size is on disk)."""
-    base = config.dataset.removesuffix("_lt")
-    if base not in _CIFAR_TRAIN:
-        return 0
-    classes, per_class = _CIFAR_TRAIN[base]
-    if config.dataset.endswith("_lt"):
-        size = sum(longtail_counts(per_class, classes, config.imbalance_ratio))
-    else:
-        size = classes * per_class
-    if config.train_subset is not None:
-        size = min(size, config.train_subset)
-    return config.epochs * size
 
 
 def run_study(
