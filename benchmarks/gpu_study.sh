@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The study's GPU work in one command on one CUDA machine, ending by a deadline (DEADLINE_S, default
-# 480 s), with every result written to $OUT as it comes (seven files, the log steps.log):
+# 480 s), with every result written to $OUT as it comes (up to eight files, the log steps.log):
 #
-#   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128; eager, and at
+#   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128, the model alone
+#                   at batch 512 too, which tells whether kernel launches bound the step; eager, and at
 #                   the end torch.compile $THROUGHPUT_COMPILE, default reduce-overhead = CUDA graphs,
-#                   up to 150 s past the deadline), then 1, 2, 4
-#                   and 8 engine processes side by side: aggregate pairs/s  -> throughput.md, .json
+#                   up to COMPILE_S seconds (default 150) past the deadline, then $COMPILED_COUNTS,
+#                   default 1,2,4,6, compiled processes side by side -> throughput_compiled.json), then
+#                   1, 2, 4 and 8 eager engine processes side by side ($COUNTS; none skips them):
+#                   aggregate pairs/s                                      -> throughput.md, .json
 #   2. long         the `long` profile's 21 runs (`study run --engine cli`, $LONG_PARALLEL at a time) and
-#                   their compact bundles (`study export`)                 -> long.tar.gz (results/long/)
+#                   their compact bundles (`study export`; LONG_PROFILE=none skips them)
+#                                                                          -> long.tar.gz (results/long/)
 #   3. headline     SimCLR (tau 0.2) vs DySTreSS (0.07, 0.2), three seeds, the paper configuration side
 #                   by side beside the long runs; its epochs (HEADLINE_EPOCHS, default: sized from step
-#                   1 to end before the deadline) -> headline.json (benchmarks/headline.py)
+#                   1 to end before the deadline; needs HEADLINE_EPOCHS when COUNTS=none)
+#                                                                          -> headline.json (benchmarks/headline.py)
 #
 #     OUT=gpu_out bash benchmarks/gpu_study.sh
 #
@@ -45,21 +50,32 @@ log "throughput: engine vs model alone, batch 128"
 # shellcheck disable=SC2086  # THROUGHPUT_ARGS is a list of words
 timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
     --modes engine,model 2>&1 | tee "$OUT/throughput.md"
-log "throughput: $COUNTS runs side by side"
+log "throughput: model alone, batch 512 (about the time of batch 128: the step is bound by kernel launches)"
 # shellcheck disable=SC2086
-timeout 200 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
-    --concurrent "$COUNTS" --rows-json "$OUT/throughput.json" 2>&1 | tee -a "$OUT/throughput.md"
+timeout 60 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 512 --data-root "$DATA" \
+    --modes model 2>&1 | tee -a "$OUT/throughput.md"
+if [ "$COUNTS" != none ]; then
+    log "throughput: $COUNTS runs side by side"
+    # shellcheck disable=SC2086
+    timeout 200 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+        --concurrent "$COUNTS" --rows-json "$OUT/throughput.json" 2>&1 | tee -a "$OUT/throughput.md"
+fi
 
-log "long: study run --profile $LONG_PROFILE --parallel $LONG_PARALLEL (background)"
-timeout "$(( $(left) > 80 ? $(left) - 20 : 60 ))" "$PY" -m dystress.cli study run --profile "$LONG_PROFILE" --engine cli \
-    --parallel "$LONG_PARALLEL" --runs "$WORK/runs" >"$OUT/long.log" 2>&1 &
-LONG_PID=$!
+LONG_PID=
+if [ "$LONG_PROFILE" != none ]; then
+    log "long: study run --profile $LONG_PROFILE --parallel $LONG_PARALLEL (background)"
+    timeout "$(( $(left) > 80 ? $(left) - 20 : 60 ))" "$PY" -m dystress.cli study run --profile "$LONG_PROFILE" \
+        --engine cli --parallel "$LONG_PARALLEL" --runs "$WORK/runs" >"$OUT/long.log" 2>&1 &
+    LONG_PID=$!
+fi
 
 EPOCHS=${HEADLINE_EPOCHS:-}
 if [ -z "$EPOCHS" ]; then
-    # six runs beside the long study: half the aggregate measured for 4 and 8 runs (their mean; else the
-    # largest measured), over the time left less 150 s for start-up, the monitor, the final evaluation and
-    # the linear probe (on one H200 the first try, at 60 % and 90 s, ended its 8th epoch at the deadline)
+    # six runs (beside the long study: half of it) of the aggregate measured for 4 and 8 runs (their mean;
+    # else the largest measured), over the time left less 150 s for start-up, the monitor, the final
+    # evaluation and the linear probe (on one H200 the first try, at 60 % and 90 s, ended its 8th epoch
+    # at the deadline)
+    SHARE=$([ -n "$LONG_PID" ] && echo 0.5 || echo 1.0)
     EPOCHS=$("$PY" -c "
 import json, sys
 sys.path.insert(0, 'benchmarks')
@@ -67,7 +83,7 @@ from headline import epochs_to_fit
 rows = {r['runs']: r['aggregate_pairs_per_s'] for r in json.load(open('$OUT/throughput.json'))}
 wide = [rows[n] for n in (4, 8) if n in rows] or [max(rows.values())]
 agg = sum(wide) / len(wide)
-print(min(200, epochs_to_fit(max(0.5, ($(left) - 150) / 60), 0.5 * agg, 6)))" || echo 10)
+print(min(200, epochs_to_fit(max(0.5, ($(left) - 150) / 60), $SHARE * agg, 6)))" || echo 10)
 fi
 log "headline: $EPOCHS epochs, until $((DEADLINE - 25)) s"
 # shellcheck disable=SC2086  # HEADLINE_EXTRA is a list of words
@@ -75,18 +91,29 @@ log "headline: $EPOCHS epochs, until $((DEADLINE - 25)) s"
     ${HEADLINE_EXTRA:-} 2>&1 | tee "$OUT/headline.log"
 cp "$WORK/headline/headline.json" "$OUT/headline.json" 2>/dev/null
 
-log "long: waiting for the study (until the deadline)"
-wait "$LONG_PID"
-log "long: study exited $?"
-"$PY" -m dystress.cli study export --profile "$LONG_PROFILE" --parallel "$LONG_PARALLEL" --runs "$WORK/runs" \
-    --out "$WORK/results/$LONG_PROFILE" 2>&1 | tee -a "$OUT/long.log"
-tar -czf "$OUT/long.tar.gz" -C "$WORK" "results/$LONG_PROFILE" 2>/dev/null
+if [ -n "$LONG_PID" ]; then
+    log "long: waiting for the study (until the deadline)"
+    wait "$LONG_PID"
+    log "long: study exited $?"
+    "$PY" -m dystress.cli study export --profile "$LONG_PROFILE" --parallel "$LONG_PARALLEL" --runs "$WORK/runs" \
+        --out "$WORK/results/$LONG_PROFILE" 2>&1 | tee -a "$OUT/long.log"
+    tar -czf "$OUT/long.tar.gz" -C "$WORK" "results/$LONG_PROFILE" 2>/dev/null
+fi
 # torch.compile last: its first compile takes a minute or more, and it must not eat the runs' time
-if [ "${THROUGHPUT_COMPILE:-reduce-overhead}" != none ] && [ "$(left)" -gt -90 ]; then
+COMPILE_S=${COMPILE_S:-150}
+COMPILED_COUNTS=${COMPILED_COUNTS:-1,2,4,6}
+if [ "${THROUGHPUT_COMPILE:-reduce-overhead}" != none ] && [ "$(( $(left) + COMPILE_S ))" -gt 60 ]; then
     log "throughput: engine vs model alone, torch.compile ${THROUGHPUT_COMPILE:-reduce-overhead}"
     # shellcheck disable=SC2086
-    timeout "$(($(left) + 150))" "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+    timeout "$(($(left) + COMPILE_S))" "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
         --modes engine,model --compile "${THROUGHPUT_COMPILE:-reduce-overhead}" 2>&1 | tee -a "$OUT/throughput.md"
+    if [ "$COMPILED_COUNTS" != none ]; then
+        log "throughput: $COMPILED_COUNTS compiled runs side by side"
+        # shellcheck disable=SC2086
+        timeout "$(( $(left) + COMPILE_S > 30 ? $(left) + COMPILE_S : 30 ))" "$PY" benchmarks/throughput.py \
+            $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" --compile "${THROUGHPUT_COMPILE:-reduce-overhead}" \
+            --concurrent "$COMPILED_COUNTS" --rows-json "$OUT/throughput_compiled.json" 2>&1 | tee -a "$OUT/throughput.md"
+    fi
 fi
 log "done"
 ls -la "$OUT"

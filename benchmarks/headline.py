@@ -11,8 +11,9 @@ spans the shorter budget: a complete run at that budget, not a cut 200-epoch run
 
 ``--minutes`` with ``--pairs-per-s`` (the aggregate of the runs side by side, e.g. from
 ``benchmarks/throughput.py --concurrent``) picks the most epochs whose training fits the minutes.
-The summary (``<out>/headline.json``) holds per run: point id, configuration, code version, wall time,
-exit status, per-epoch records (with the regime diagnostics) and final metrics; never checkpoints.
+The summary (``<out>/headline.json``) holds the code version (and its files' hashes) and per run:
+point id, configuration, wall time, exit status, per-epoch records (with the regime diagnostics) and
+final metrics; never checkpoints.
 A run that fails is kept in the summary with the end of its log; ``--deadline-s`` stops the runs still
 going at that time (their records so far are kept; exit status negative). Dry run on the CPU (seconds):
 
@@ -37,6 +38,7 @@ from dystress import provenance  # noqa: E402
 from dystress.io import atomic_write_json, read_jsonl  # noqa: E402
 from dystress.study.ablations import plan  # noqa: E402
 from dystress.study.notebook import build_config  # noqa: E402
+from dystress.study.shipped import code_files  # noqa: E402
 
 #: The headline's points in the paper profile's plan (id prefixes).
 HEADLINE = ("fixed_tau/0.2/", "dystress_grid/(0.07, 0.2)/")
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[headline] {point_id}: exit {proc.returncode} after {runs[-1]['wall_s']:.0f} s", flush=True)
     summary = {
         "code_version": provenance.code_version(),
+        "code_files": code_files(),  # lets a page name the engine's files changed since
         "epochs": epochs,
         "environment": _environment(),
         "runs": runs,

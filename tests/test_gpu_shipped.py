@@ -82,6 +82,36 @@ def test_nothing_shipped_and_damaged_files(tmp_path: Path) -> None:
         load_gpu_measurements(tmp_path)
 
 
+def test_compiled_throughput_rows_read_back_and_are_checked(tmp_path: Path) -> None:
+    _write(tmp_path / "paper", [_run("fixed_tau/0.2/s0", 0, 0.5)])
+    assert load_gpu_measurements(tmp_path).throughput_compiled == []
+    rows = [{"runs": 2, "threads_each": 8, "pairs_per_s_per_run": 6000.0, "aggregate_pairs_per_s": 12000.0}]
+    (tmp_path / "paper" / "throughput_compiled.json").write_text(json.dumps(rows))
+    assert load_gpu_measurements(tmp_path).throughput_compiled == rows
+    (tmp_path / "paper" / "throughput_compiled.json").write_text(json.dumps([{"runs": 2}]))
+    with pytest.raises(ValueError, match="throughput_compiled.json is no list of rows with aggregate"):
+        load_gpu_measurements(tmp_path)
+
+
+def test_the_engine_files_changed_since_the_headline_are_named(tmp_path: Path) -> None:
+    from dystress import provenance
+    from dystress.study.shipped import code_files
+
+    _write(tmp_path / "paper", [_run("fixed_tau/0.2/s0", 0, 0.5)])
+    path = tmp_path / "paper" / "headline.json"
+    headline = json.loads(path.read_text())
+    assert load_gpu_measurements(tmp_path).code_changes == [
+        "the code version differs (the export did not record its files)"
+    ]
+    files = code_files()
+    headline.update(code_version=provenance.code_version(), code_files=files)
+    path.write_text(json.dumps(headline))
+    assert load_gpu_measurements(tmp_path).code_changes == []
+    headline.update(code_version="abc", code_files={**files, "models.py": "0" * 64})
+    path.write_text(json.dumps(headline))
+    assert load_gpu_measurements(tmp_path).code_changes == ["models.py (changed)"]
+
+
 def test_projected_minutes_of_a_paper_run() -> None:
     """200 epochs of 50,000 pairs at 5,000 pairs/s: 2,000 s."""
     assert projected_minutes(5000) == pytest.approx(2000 / 60)
@@ -95,3 +125,4 @@ def test_the_shipped_gpu_measurements_read_back() -> None:
     if gpu is not None:
         assert gpu.runs and all(r.status in ("complete", "stopped") for r in gpu.runs)
         assert all(r.records() for r in gpu.runs)
+        assert all(row["aggregate_pairs_per_s"] > 0 for row in gpu.throughput + gpu.throughput_compiled)

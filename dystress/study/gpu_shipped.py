@@ -4,6 +4,8 @@ CUDA machine and read with checks for the paper-scale page.
     results/paper/steps.log        the machine (nvidia-smi, torch) and the command's timeline
     results/paper/throughput.json  aggregate pairs/s of 1, 2, 4, 8 engine processes side by side
                                    (``benchmarks/throughput.py --concurrent``; also as throughput.md)
+    results/paper/throughput_compiled.json   the same with the model under ``torch.compile``
+                                   (reduce-overhead: CUDA graphs), 1, 2, 4, 6 processes
     results/paper/headline.json    the headline comparison (``benchmarks/headline.py``): SimCLR (tau
                                    0.2) and DySTreSS (0.07, 0.2), the paper configuration at the
                                    epochs that fit, per run its config, records and final metrics
@@ -16,20 +18,28 @@ other is ``failed``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dystress.study.ablations import plan
-from dystress.study.shipped import ShippedResult, results_root
+from dystress.study.budget import comparison_lines
+from dystress.study.shipped import ShippedResult, code_changes, results_root
 
-__all__ = ["GpuMeasurements", "load_gpu_measurements", "projected_minutes"]
+__all__ = [
+    "HEADLINE_METRICS",
+    "GpuMeasurements",
+    "headline_lines",
+    "load_gpu_measurements",
+    "projected_minutes",
+]
 
 
 @dataclass
 class GpuMeasurements:
-    """What one GPU command measured: the machine, the throughput rows, the headline's runs, the data's
-    origin and the date (``YYYY-MM-DD``) they ended."""
+    """What one GPU command measured: the machine, the throughput rows (eager, and with the model
+    compiled: empty when not measured), the headline's runs, the data's origin, the date
+    (``YYYY-MM-DD``) they ended, and the engine's files changed since (empty: this code version)."""
 
     machine: str
     throughput: list[dict[str, Any]]
@@ -38,6 +48,27 @@ class GpuMeasurements:
     runs: list[ShippedResult]
     data: str = "not recorded"
     finished: str = "not recorded"
+    throughput_compiled: list[dict[str, Any]] = field(default_factory=list)
+    code_changes: list[str] = field(default_factory=list)
+
+
+#: The final metrics the headline compares: key -> name (the paper's tables use the majority vote).
+HEADLINE_METRICS = {
+    "knn_top1": "weighted 200-NN top-1 (t = 0.1)",
+    "knn200_majority": "200-NN majority vote (the paper's kNN protocol)",
+    "linear_top1": "linear probe top-1",
+}
+
+
+def headline_lines(gpu: GpuMeasurements) -> list[str]:
+    """One seed-by-seed sentence per :data:`HEADLINE_METRICS` entry, DySTreSS (0.07, 0.2) against
+    SimCLR (fixed tau 0.2) on the headline's complete runs, e.g. "200-NN majority vote (...): Seed by
+    seed (seeds 0, 1, 2), DySTreSS (0.07, 0.2) is 0.05 points above ..."; none without complete runs."""
+    return [
+        f"{name}: {line}"
+        for key, name in HEADLINE_METRICS.items()
+        for line in comparison_lines(gpu.runs, key)
+    ]
 
 
 def projected_minutes(pairs_per_s: float, epochs: int = 200, pairs_per_epoch: int = 50_000) -> float:
@@ -52,6 +83,18 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"shipped GPU result {path} cannot be read as JSON ({err})") from None
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    """Throughput rows (``runs``, ``pairs_per_s_per_run``, ``aggregate_pairs_per_s``) from ``path``;
+    none when it is absent; ``ValueError`` naming the file when it is not such a list."""
+    if not path.is_file():
+        return []
+    rows = _json(path)
+    keys = {"runs", "pairs_per_s_per_run", "aggregate_pairs_per_s"}
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and keys <= r.keys() for r in rows):
+        raise ValueError(f"shipped GPU result {path} is no list of rows with {', '.join(sorted(keys))}")
+    return rows
 
 
 def _machine(steps_log: Path) -> str:
@@ -70,7 +113,7 @@ def load_gpu_measurements(root: str | Path | None = None) -> GpuMeasurements | N
     if not (folder / "headline.json").is_file():
         return None
     headline = _json(folder / "headline.json")
-    throughput = _json(folder / "throughput.json") if (folder / "throughput.json").is_file() else []
+    throughput, compiled = (_rows(folder / name) for name in ("throughput.json", "throughput_compiled.json"))
     if not isinstance(headline, dict) or not isinstance(headline.get("runs"), list):
         raise ValueError(f"shipped GPU result {folder / 'headline.json'} has no list of runs")
     points = {p.id: p for p in plan("paper")}
@@ -112,4 +155,6 @@ def load_gpu_measurements(root: str | Path | None = None) -> GpuMeasurements | N
         runs,
         data or "not recorded",
         str(env.get("finished") or "not recorded")[:10],
+        compiled,
+        code_changes(headline),
     )
