@@ -149,6 +149,18 @@ def test_reproducible_with_generator():
     assert torch.equal(v0, w0) and torch.equal(v1, w1)
 
 
+def test_two_views_in_one_pass_equal_two_calls_bit_for_bit_on_the_cpu():
+    """The one-pass two_views (CUDA's default) against the definition, two calls of forward in a row,
+    with every op on (blur, grayscale, jitter in random orders) and a fallback crop: each sample's
+    result does not depend on the rest of the batch."""
+    x = _images(64, 24, 40)
+    aug = SimCLRAugmentation(image_size=32, blur_prob=0.5, grayscale_prob=0.5, crop_ratio=(0.9, 1.1))
+    g = torch.Generator().manual_seed(11)
+    expected = (aug(x, g), aug(x, g))
+    v0, v1 = aug.two_views(x, torch.Generator().manual_seed(11), one_pass=True)
+    assert torch.equal(v0, expected[0]) and torch.equal(v1, expected[1])
+
+
 def test_identical_images_get_independent_views():
     x = _images(1).expand(64, -1, -1, -1).contiguous()
     aug = SimCLRAugmentation()

@@ -350,9 +350,20 @@ class SimCLRAugmentation(nn.Module):
         return self.apply(images, params)
 
     def two_views(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, generator: torch.Generator | None = None, one_pass: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two independent views (v0, v1) of each image, each float32 [B, 3, S, S]."""
+        """Two independent views (v0, v1) of each image, each float32 [B, 3, S, S].
+
+        one_pass (default: on CUDA): one pass over the batch taken twice ([2B]: every first view, then
+        every second), so each op launches once per step rather than once per view (a GPU step is
+        bound by launches; on the CPU two passes of [B] are faster, their data staying in cache). Its
+        parameters are one draw of [2B] rows where two passes draw [B] and [B]: a generator that
+        streams its numbers in order (the CPU's) gives the same views bit for bit; CUDA's Philox lays a
+        larger draw out differently, so there they are other random views of the same distribution.
+        """
+        if one_pass if one_pass is not None else images.device.type == "cuda":
+            v0, v1 = self(torch.cat([images, images]), generator).chunk(2)
+            return v0, v1
         return self(images, generator), self(images, generator)
 
 
