@@ -14,7 +14,8 @@
 #                                                                          -> long.tar.gz (results/long/)
 #   3. headline     SimCLR (tau 0.2) vs DySTreSS (0.07, 0.2), three seeds, the paper configuration side
 #                   by side beside the long runs; its epochs (HEADLINE_EPOCHS, default: sized from step
-#                   1 to end before the deadline; needs HEADLINE_EPOCHS when COUNTS=none)
+#                   1 to end before the deadline; needs HEADLINE_EPOCHS when COUNTS=none); with
+#                   HEADLINE_COMPILE=reduce-overhead (a torch.compile mode) the runs compile their model
 #                                                                          -> headline.json (benchmarks/headline.py)
 #
 #     OUT=gpu_out bash benchmarks/gpu_study.sh
@@ -86,9 +87,10 @@ agg = sum(wide) / len(wide)
 print(min(200, epochs_to_fit(max(0.5, ($(left) - 150) / 60), $SHARE * agg, 6)))" || echo 10)
 fi
 log "headline: $EPOCHS epochs, until $((DEADLINE - 25)) s"
-# shellcheck disable=SC2086  # HEADLINE_EXTRA is a list of words
+COMPILED_HEADLINE=${HEADLINE_COMPILE:+--set compile=true --set compile_mode=$HEADLINE_COMPILE}
+# shellcheck disable=SC2086  # COMPILED_HEADLINE and HEADLINE_EXTRA are lists of words
 "$PY" benchmarks/headline.py --out "$WORK/headline" --epochs "$EPOCHS" --deadline-s "$(( $(left) > 45 ? $(left) - 25 : 20 ))" \
-    ${HEADLINE_EXTRA:-} 2>&1 | tee "$OUT/headline.log"
+    $COMPILED_HEADLINE ${HEADLINE_EXTRA:-} 2>&1 | tee "$OUT/headline.log"
 cp "$WORK/headline/headline.json" "$OUT/headline.json" 2>/dev/null
 
 if [ -n "$LONG_PID" ]; then

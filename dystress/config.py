@@ -114,6 +114,8 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "lars")
 PRECISIONS = ("fp32", "bf16", "auto")
+#: torch.compile's modes (``compile_mode``).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_PLACEMENTS = ("auto", "device", "host")
 VIEW_FORWARDS = ("separate", "joint")
@@ -128,6 +130,7 @@ LATER_FIELD_DEFAULTS: dict[str, Any] = {
     "jitter_strength": 0.5,
     "view_forward": "joint",
     "temperature_lr": None,
+    "compile_mode": "default",
 }
 
 
@@ -312,6 +315,14 @@ class PretrainConfig:
         "torch.compile the model (tested on one process; under DDP, torch.compile breaks its graph at "
         "synchronised BatchNorm: PyTorch issues 161302, 107372)",
         _FLAG,
+    )
+    compile_mode: str = _field(
+        "default",
+        "execution",
+        "torch.compile's mode where compile = true: default (inductor's fused kernels), reduce-overhead "
+        "(the same and CUDA graphs: the fewest kernel launches, which bound a GPU step at the paper's "
+        "batch; on the CPU as default), max-autotune or max-autotune-no-cudagraphs",
+        _choice(COMPILE_MODES),
     )
     view_forward: str = _field(
         "separate",
@@ -657,6 +668,12 @@ def _check_eval(c: PretrainConfig) -> None:
     require(not (epochs and c.monitor_size == 0), "snapshot_epochs", allowed, epochs)
 
 
+def _check_execution(c: PretrainConfig) -> None:
+    """A compile mode only with compile = true (else the run would silently not compile)."""
+    ok = c.compile or c.compile_mode == "default"
+    require(ok, "compile_mode", "default unless compile = true (set compile=true to compile)", c.compile_mode)
+
+
 def _check_loss(c: PretrainConfig) -> None:
     """The temperature function builds with its parameters, and the loss can take it
     (:func:`dystress.losses.build_loss` is the one place that pairs losses with temperatures)."""
@@ -670,6 +687,7 @@ _PART_CHECKS: tuple[Callable[[PretrainConfig], None], ...] = (
     _check_model,
     _check_optim,
     _check_eval,
+    _check_execution,
     _check_loss,
 )
 

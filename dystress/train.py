@@ -359,7 +359,8 @@ def _seeded_model(
 def _wrap_model(
     raw_model: ContrastiveModel, config: PretrainConfig, device: torch.device, ranks: Ranks
 ) -> nn.Module:
-    """``raw_model`` under DistributedDataParallel (several processes) and torch.compile (``compile``)."""
+    """``raw_model`` under DistributedDataParallel (several processes) and torch.compile (``compile``,
+    in ``compile_mode``)."""
     model: nn.Module = raw_model
     if ranks.world_size > 1:
         model = nn.parallel.DistributedDataParallel(
@@ -373,7 +374,7 @@ def _wrap_model(
                 "fails or is slow, run it with compile=false",
                 stacklevel=4,
             )
-        model = torch.compile(model)
+        model = torch.compile(model, mode=None if config.compile_mode == "default" else config.compile_mode)
     return model
 
 

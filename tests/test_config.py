@@ -85,6 +85,20 @@ def test_with_overrides(override: str, field: str, expected: object) -> None:
     assert base == get_profile("smoke")  # the base is not mutated
 
 
+def test_compile_mode_needs_compile_and_keeps_earlier_run_ids() -> None:
+    base = get_profile("smoke")
+    config = base.with_overrides(["compile=true", "compile_mode=reduce-overhead"])
+    assert (config.compile, config.compile_mode) == (True, "reduce-overhead")
+    with pytest.raises(ValueError, match="compile_mode must be default unless compile = true"):
+        base.with_overrides(["compile_mode=reduce-overhead"])
+    compiled = base.with_overrides(["compile=true"])
+    saved = {
+        k: v for k, v in compiled.to_dict().items() if k != "compile_mode"
+    }  # a run made before the field
+    assert PretrainConfig.from_saved(saved).run_id() == compiled.run_id()
+    assert config.run_id() != compiled.run_id()  # another mode, other kernels: another run
+
+
 def test_overrides_are_validated_together() -> None:
     base = get_profile("smoke")
     with pytest.raises(ValueError, match="temperature='constant'.*tau_min"):
@@ -120,6 +134,7 @@ def test_bad_overrides(override: str, message: str) -> None:
         ("device", "tpu", "device must be one of"),
         ("profile", "", "profile must be a non-empty string"),
         ("compile", "yes", "compile must be true or false"),
+        ("compile_mode", "cudagraphs", "compile_mode must be one of"),
         ("channels_last", 1, "channels_last must be true or false"),
         ("epochs", -1, "epochs must be an integer >= 0"),
         ("stem", "imagenet", "stem must be cifar for backbone small_cnn"),
@@ -203,13 +218,13 @@ def test_later_fields_at_their_old_value_keep_earlier_run_ids() -> None:
 
     config = get_profile("quick")
     assert config.jitter_strength == LATER_FIELD_DEFAULTS["jitter_strength"] == 0.5
-    left_out = {*NON_IDENTITY_FIELDS, "jitter_strength", "temperature_lr"}
+    left_out = {*NON_IDENTITY_FIELDS, "jitter_strength", "temperature_lr", "compile_mode"}
     without = {k: v for k, v in config.to_dict().items() if k not in left_out}
     canonical = json.dumps(without, sort_keys=True, separators=(",", ":"))
     assert config.run_id() == hashlib.sha256(canonical.encode()).hexdigest()[:12]
     # a config saved before the field existed loads with the old value and the same id
     old = config.to_dict()
-    del old["jitter_strength"], old["temperature_lr"]
+    del old["jitter_strength"], old["temperature_lr"], old["compile_mode"]
     assert PretrainConfig.from_dict(old).run_id() == config.run_id()
     stronger = config.with_overrides(["jitter_strength=1.0"])
     assert stronger.identity()["jitter_strength"] == 1.0
@@ -240,7 +255,7 @@ def test_saved_configs_without_later_fields_mean_their_old_values() -> None:
     }
     assert PretrainConfig().view_forward == "separate"
     old = get_profile("quick").to_dict()
-    del old["view_forward"], old["jitter_strength"], old["temperature_lr"]
+    del old["view_forward"], old["jitter_strength"], old["temperature_lr"], old["compile_mode"]
     saved = PretrainConfig.from_saved(old)
     assert (saved.view_forward, saved.jitter_strength) == ("joint", 0.5)
     assert PretrainConfig.from_dict(old).view_forward == "separate"  # a new partial config: today's default

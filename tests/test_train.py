@@ -723,6 +723,29 @@ class _Interrupted(Exception):
     """Stands for a kill right after a checkpoint was written."""
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], None),
+        (["compile=true"], [None]),
+        (["compile=true", "compile_mode=reduce-overhead"], ["reduce-overhead"]),
+    ],
+)
+def test_the_model_is_compiled_in_the_configured_mode(
+    monkeypatch: pytest.MonkeyPatch, overrides: list[str], expected: list[str | None] | None
+) -> None:
+    """compile = false leaves the model as it is; else torch.compile gets compile_mode (default: its
+    own default, mode None)."""
+    from dystress.process_group import Ranks
+
+    modes: list[str | None] = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    config = get_profile("smoke").with_overrides(overrides)
+    model = nn.Linear(2, 2)
+    assert train_module._wrap_model(model, config, torch.device("cpu"), Ranks()) is model
+    assert modes == (expected or [])
+
+
 @pytest.mark.slow
 def test_compiled_run_matches_eager_saves_plain_keys_and_resumes(
     cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
