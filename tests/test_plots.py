@@ -345,3 +345,18 @@ def test_isogclr_temperatures_draws_class_means_and_similarity_bins() -> None:
     np.testing.assert_allclose(np.asarray(right.lines[0].get_xdata(), dtype=float), [-0.1, 0.0, 0.2])
     np.testing.assert_allclose(np.asarray(right.lines[0].get_ydata(), dtype=float), [0.2, 0.25, 0.4])
     assert plots.isogclr_temperatures([("none", {})]) is None
+
+
+def test_paired_seeds_joins_each_seeds_two_results_and_marks_the_means() -> None:
+    values = {
+        "kNN": {"A": {0: 60.0, 1: 59.0, 2: 61.0}, "B": {0: 60.5, 1: 59.5, 2: 60.0}},
+        "probe": {"A": {0: 67.0}},  # one method: no panel
+    }
+    fig = plots.paired_seeds(values, "title")
+    (ax,) = fig.axes
+    pairs = [tuple(line.get_ydata()) for line in ax.lines if line.get_label().startswith("seed")]
+    assert pairs == [(60.0, 60.5), (59.0, 59.5), (61.0, 60.0)]
+    means = [line.get_ydata()[0] for line in ax.lines if line.get_color() == "black"]
+    assert means == pytest.approx([60.0, 60.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"] and ax.get_title() == "kNN"
+    assert plots.paired_seeds({"probe": {"A": {0: 67.0}}}) is None

@@ -459,6 +459,32 @@ def regime_over_training(frame: Any, title: str = "") -> Any:
     return fig
 
 
+def paired_seeds(values: Mapping[str, Mapping[str, Mapping[int, float]]], title: str = "") -> Any:
+    """Two methods seed by seed, one panel per metric: ``values[metric][method][seed]`` (two methods
+    per metric, in order), each seed's two results joined by a line (its paired difference), the
+    methods' means as bars; None when no metric has both methods."""
+    plt = _plt()
+    panels = {metric: by_method for metric, by_method in values.items() if len(by_method) == 2}
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), constrained_layout=True)
+    for ax, (metric, by_method) in zip(np.atleast_1d(axes), panels.items(), strict=True):
+        (name_a, a), (name_b, b) = by_method.items()
+        for i, seed in enumerate(sorted(a.keys() & b.keys())):
+            ax.plot([0, 1], [a[seed], b[seed]], "o-", color=f"C{i % 10}", label=f"seed {seed}")
+        for x, runs in enumerate((a, b)):
+            mean = float(np.mean(list(runs.values())))
+            ax.plot([x - 0.15, x + 0.15], [mean, mean], color="black", lw=2)
+        ax.set_xticks([0, 1], [name_a, name_b], fontsize=8)
+        ax.set_xlim(-0.4, 1.4)
+        ax.set_title(metric, fontsize=9)
+        ax.set_ylabel("top-1 (%)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    _legend_below(fig, *_unique_handles(list(np.atleast_1d(axes))))
+    return fig
+
+
 def gap_vs_steps(table: Any) -> Any:
     """Per training budget (:func:`dystress.study.budget.budget_table`): the paired gap DySTreSS (0.07,
     0.2) - fixed tau 0.1 with its 95 % interval, and the DySTreSS runs' 95 % / 99 % similarity
