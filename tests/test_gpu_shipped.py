@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from dystress.study import budget
-from dystress.study.gpu_shipped import load_gpu_measurements, projected_minutes
+from dystress.study.gpu_shipped import (
+    headline_budgets,
+    headline_gap,
+    headline_lines,
+    load_gpu_measurements,
+    projected_minutes,
+)
 
 
 def _write(folder: Path, runs: list[dict]) -> None:
@@ -110,6 +116,33 @@ def test_the_engine_files_changed_since_the_headline_are_named(tmp_path: Path) -
     headline.update(code_version="abc", code_files={**files, "models.py": "0" * 64})
     path.write_text(json.dumps(headline))
     assert load_gpu_measurements(tmp_path).code_changes == ["models.py (changed)"]
+
+
+def test_headline_budgets_and_their_paired_gaps(tmp_path: Path) -> None:
+    """headline.json and an earlier budget beside it, by epochs; the gap is DySTreSS - SimCLR over the
+    seeds both completed (a stopped run is left out)."""
+
+    def run(point: str, value: float, code: int = 0) -> dict:
+        return {**_run(point, code, 0.5), "final_metrics": {"knn200_majority": value} if code == 0 else None}
+
+    runs = [
+        run("fixed_tau/0.2/s0", 60.0),
+        run("fixed_tau/0.2/s1", 59.0),
+        run("dystress_grid/(0.07, 0.2)/s0", 61.0),
+        run("dystress_grid/(0.07, 0.2)/s1", 60.0),
+        run("dystress_grid/(0.07, 0.2)/s2", 0.0, code=-15),
+    ]
+    _write(tmp_path / "paper", runs)
+    earlier = {"code_version": "old", "epochs": 1, "runs": runs[:1] + runs[2:3]}
+    (tmp_path / "paper" / "headline_1ep.json").write_text(json.dumps(earlier))
+    budgets = headline_budgets(tmp_path)
+    assert [(b.epochs, b.code_version) for b in budgets] == [(1, "old"), (2, "abc")]
+    gap = headline_gap(budgets[1], "knn200_majority")
+    assert (gap.diff, gap.ci, gap.seeds) == (1.0, 0.0, (0, 1))  # +1 on both seeds: no spread
+    assert headline_gap(budgets[0], "knn200_majority").seeds == (0,)
+    assert headline_gap(budgets[1], "linear_top1") is None
+    (line,) = headline_lines(budgets[1])
+    assert line.startswith("200-NN majority vote") and "1.00 points above SimCLR" in line
 
 
 def test_projected_minutes_of_a_paper_run() -> None:

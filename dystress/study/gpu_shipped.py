@@ -9,6 +9,7 @@ CUDA machine and read with checks for the paper-scale page.
     results/paper/headline.json    the headline comparison (``benchmarks/headline.py``): SimCLR (tau
                                    0.2) and DySTreSS (0.07, 0.2), the paper configuration at the
                                    epochs that fit, per run its config, records and final metrics
+    results/paper/headline_<N>ep.json   an earlier headline at N epochs, kept when a longer one came
 
 A headline run stopped at the command's deadline (killed by a signal: negative exit status) keeps its
 per-epoch records and has status ``stopped`` (no final metrics); a finished one is ``complete``; any
@@ -23,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from dystress.study.ablations import plan
-from dystress.study.budget import comparison_lines
+from dystress.study.budget import REFERENCE, comparison_lines
+from dystress.study.findings import Paired, paired
 from dystress.study.shipped import ShippedResult, code_changes, results_root
 
 __all__ = [
     "HEADLINE_METRICS",
     "GpuMeasurements",
+    "headline_budgets",
+    "headline_gap",
     "headline_lines",
     "load_gpu_measurements",
     "projected_minutes",
@@ -52,12 +56,33 @@ class GpuMeasurements:
     code_changes: list[str] = field(default_factory=list)
 
 
+#: The headline's other method: SimCLR, the fixed tau of the authors' script.
+SIMCLR = ("fixed_tau", "0.2")
 #: The final metrics the headline compares: key -> name (the paper's tables use the majority vote).
 HEADLINE_METRICS = {
     "knn_top1": "weighted 200-NN top-1 (t = 0.1)",
     "knn200_majority": "200-NN majority vote (the paper's kNN protocol)",
     "linear_top1": "linear probe top-1",
 }
+
+
+def headline_budgets(root: str | Path | None = None) -> list[GpuMeasurements]:
+    """Every headline that ships under ``root/paper`` (``headline.json``, the current one, and earlier
+    budgets kept beside it as ``headline_<epochs>ep.json``), by increasing epochs."""
+    folder = Path(root or results_root()) / "paper"
+    found = [load_gpu_measurements(root, path.name) for path in sorted(folder.glob("headline*.json"))]
+    return sorted((g for g in found if g is not None), key=lambda g: g.epochs or 0)
+
+
+def headline_gap(gpu: GpuMeasurements, key: str) -> Paired | None:
+    """DySTreSS (0.07, 0.2) - SimCLR (fixed tau 0.2) on final metric ``key``, seed by seed, over the
+    headline's complete runs (None without a seed that both have)."""
+    by_seed: dict[tuple[str, str], dict[int, float]] = {REFERENCE: {}, SIMCLR: {}}
+    for r in gpu.runs:
+        point = (r.point.ablation, r.point.label)
+        if r.status == "complete" and point in by_seed and key in r.final:
+            by_seed[point][r.point.seed] = float(r.final[key])
+    return paired(by_seed[REFERENCE], by_seed[SIMCLR])
 
 
 def headline_lines(gpu: GpuMeasurements) -> list[str]:
@@ -106,24 +131,26 @@ def _machine(steps_log: Path) -> str:
     return f"{gpu or 'unknown GPU'}, torch {torch or '?'}" if gpu or torch else "unknown machine"
 
 
-def load_gpu_measurements(root: str | Path | None = None) -> GpuMeasurements | None:
-    """The measurements under ``root/paper`` (default :func:`~dystress.study.shipped.results_root`), or
-    ``None`` when none ship; ``ValueError`` naming a damaged file or an unknown point."""
+def load_gpu_measurements(
+    root: str | Path | None = None, headline_file: str = "headline.json"
+) -> GpuMeasurements | None:
+    """The measurements under ``root/paper`` (default :func:`~dystress.study.shipped.results_root`)
+    with the headline of ``headline_file`` there, or ``None`` when it does not ship; ``ValueError``
+    naming a damaged file or an unknown point."""
     folder = Path(root or results_root()) / "paper"
-    if not (folder / "headline.json").is_file():
+    path = folder / headline_file
+    if not path.is_file():
         return None
-    headline = _json(folder / "headline.json")
+    headline = _json(path)
     throughput, compiled = (_rows(folder / name) for name in ("throughput.json", "throughput_compiled.json"))
     if not isinstance(headline, dict) or not isinstance(headline.get("runs"), list):
-        raise ValueError(f"shipped GPU result {folder / 'headline.json'} has no list of runs")
+        raise ValueError(f"shipped GPU result {path} has no list of runs")
     points = {p.id: p for p in plan("paper")}
     runs = []
     for run in headline["runs"]:
         point = points.get(run.get("point"))
         if point is None:
-            raise ValueError(
-                f"{folder / 'headline.json'}: {run.get('point')!r} is no point of the paper plan"
-            )
+            raise ValueError(f"{path}: {run.get('point')!r} is no point of the paper plan")
         final = run.get("final_metrics") or {}
         code = run.get("exit_status")
         status = (
