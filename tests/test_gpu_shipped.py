@@ -1,4 +1,5 @@
-"""GPU measurements shipped under results/paper: read back with their statuses, checked, projected."""
+"""GPU measurements shipped under results/paper: read back with their statuses, checked, projected, and
+put in words for the pages (dystress.study.gpu_report)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from dystress.study import budget
-from dystress.study.gpu_shipped import (
-    headline_budgets,
-    headline_gap,
-    headline_lines,
-    load_gpu_measurements,
-    projected_minutes,
-)
+from dystress.study.gpu_report import headline_gap, headline_lines, section, seeds_by_metric
+from dystress.study.gpu_shipped import headline_budgets, load_gpu_measurements, projected_minutes
 
 
 def _write(folder: Path, runs: list[dict]) -> None:
@@ -143,6 +139,48 @@ def test_headline_budgets_and_their_paired_gaps(tmp_path: Path) -> None:
     assert headline_gap(budgets[1], "linear_top1") is None
     (line,) = headline_lines(budgets[1])
     assert line.startswith("200-NN majority vote") and "1.00 points above SimCLR" in line
+
+
+def test_the_page_section_tables_the_throughput_results_and_budgets(tmp_path: Path) -> None:
+    """section(): the provenance, one throughput row per run count (eager and compiled side by side,
+    "-" where one was not measured) with the projection from the fastest rates, the stopped run named,
+    the complete runs' means, the seed-by-seed sentence, and the budget table when two ship."""
+    runs = [
+        {**_run("fixed_tau/0.2/s0", 0, 0.5), "final_metrics": {"linear_top1": 60.0}},
+        {**_run("fixed_tau/0.2/s1", 0, 0.5), "final_metrics": {"linear_top1": 62.0}},
+        {**_run("dystress_grid/(0.07, 0.2)/s0", 0, 0.4), "final_metrics": {"linear_top1": 61.0}},
+        _run("dystress_grid/(0.07, 0.2)/s1", -15, 0.4),
+    ]
+    _write(tmp_path / "paper", runs)
+    compiled = [
+        {"runs": 2, "threads_each": 8, "pairs_per_s_per_run": 5000.0, "aggregate_pairs_per_s": 10000.0}
+    ]
+    (tmp_path / "paper" / "throughput_compiled.json").write_text(json.dumps(compiled))
+    gpu = load_gpu_measurements(tmp_path)
+    text = section(gpu)
+    assert "code version abc (not this build's: changed since, the code version differs" in text
+    assert "| 1 | 5,000 | 5,000 | - | - |" in text and "| 2 | - | - | 5,000 | 10,000 |" in text
+    # 200 x 50,000 pairs: 33 minutes at 5,000 pairs/s alone; six runs at 10,000 together: 100 minutes
+    assert (
+        "about 33 minutes alone" in text and "about 100 minutes together (at the 2-run compiled rate)" in text
+    )
+    assert "1 of 4 runs were stopped" in text and "ran 2 epochs each" in text
+    assert "| SimCLR (fixed tau 0.2) | - | - | 61.00 ± 12.71 (n = 2) |" in text
+    assert "linear probe top-1: Seed by seed (seed 0), DySTreSS (0.07, 0.2) is 1.00 points above" in text
+    assert "every budget" not in text
+    assert seeds_by_metric(gpu) == {
+        "linear probe top-1": {
+            "SimCLR (fixed tau 0.2)": {0: 60.0, 1: 62.0},
+            "DySTreSS (0.07, 0.2)": {0: 61.0},
+        }
+    }
+    earlier = {"code_version": "old", "epochs": 1, "runs": runs[:1] + runs[2:3]}
+    (tmp_path / "paper" / "headline_1ep.json").write_text(json.dumps(earlier))
+    text = section(gpu, headline_budgets(tmp_path))
+    assert (
+        "| 1 | old | - | - | +1.00 ± nan (n = 1) |" in text
+        and "| 2 | abc | - | - | +1.00 ± nan (n = 1) |" in text
+    )
 
 
 def test_projected_minutes_of_a_paper_run() -> None:

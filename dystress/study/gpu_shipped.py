@@ -1,5 +1,5 @@
 """GPU measurements that ship under ``results/paper/``, written by ``benchmarks/gpu_study.sh`` on one
-CUDA machine and read with checks for the paper-scale page.
+CUDA machine and read with checks (:mod:`dystress.study.gpu_report` puts them in words).
 
     results/paper/steps.log        the machine (nvidia-smi, torch) and the command's timeline
     results/paper/throughput.json  aggregate pairs/s of 1, 2, 4, 8 engine processes side by side
@@ -24,19 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from dystress.study.ablations import plan
-from dystress.study.budget import REFERENCE, comparison_lines
-from dystress.study.findings import Paired, paired
 from dystress.study.shipped import ShippedResult, code_changes, results_root
 
-__all__ = [
-    "HEADLINE_METRICS",
-    "GpuMeasurements",
-    "headline_budgets",
-    "headline_gap",
-    "headline_lines",
-    "load_gpu_measurements",
-    "projected_minutes",
-]
+__all__ = ["GpuMeasurements", "headline_budgets", "load_gpu_measurements", "projected_minutes"]
 
 
 @dataclass
@@ -56,44 +46,12 @@ class GpuMeasurements:
     code_changes: list[str] = field(default_factory=list)
 
 
-#: The headline's other method: SimCLR, the fixed tau of the authors' script.
-SIMCLR = ("fixed_tau", "0.2")
-#: The final metrics the headline compares: key -> name (the paper's tables use the majority vote).
-HEADLINE_METRICS = {
-    "knn_top1": "weighted 200-NN top-1 (t = 0.1)",
-    "knn200_majority": "200-NN majority vote (the paper's kNN protocol)",
-    "linear_top1": "linear probe top-1",
-}
-
-
 def headline_budgets(root: str | Path | None = None) -> list[GpuMeasurements]:
     """Every headline that ships under ``root/paper`` (``headline.json``, the current one, and earlier
     budgets kept beside it as ``headline_<epochs>ep.json``), by increasing epochs."""
     folder = Path(root or results_root()) / "paper"
     found = [load_gpu_measurements(root, path.name) for path in sorted(folder.glob("headline*.json"))]
     return sorted((g for g in found if g is not None), key=lambda g: g.epochs or 0)
-
-
-def headline_gap(gpu: GpuMeasurements, key: str) -> Paired | None:
-    """DySTreSS (0.07, 0.2) - SimCLR (fixed tau 0.2) on final metric ``key``, seed by seed, over the
-    headline's complete runs (None without a seed that both have)."""
-    by_seed: dict[tuple[str, str], dict[int, float]] = {REFERENCE: {}, SIMCLR: {}}
-    for r in gpu.runs:
-        point = (r.point.ablation, r.point.label)
-        if r.status == "complete" and point in by_seed and key in r.final:
-            by_seed[point][r.point.seed] = float(r.final[key])
-    return paired(by_seed[REFERENCE], by_seed[SIMCLR])
-
-
-def headline_lines(gpu: GpuMeasurements) -> list[str]:
-    """One seed-by-seed sentence per :data:`HEADLINE_METRICS` entry, DySTreSS (0.07, 0.2) against
-    SimCLR (fixed tau 0.2) on the headline's complete runs, e.g. "200-NN majority vote (...): Seed by
-    seed (seeds 0, 1, 2), DySTreSS (0.07, 0.2) is 0.05 points above ..."; none without complete runs."""
-    return [
-        f"{name}: {line}"
-        for key, name in HEADLINE_METRICS.items()
-        for line in comparison_lines(gpu.runs, key)
-    ]
 
 
 def projected_minutes(pairs_per_s: float, epochs: int = 200, pairs_per_epoch: int = 50_000) -> float:
