@@ -91,3 +91,41 @@ def test_gpu_study_dry_run_on_the_cpu(tmp_path: Path) -> None:
     with tarfile.open(out / "long.tar.gz") as archive:
         names = archive.getnames()
     assert "results/smoke/manifest.json" in names and len(names) > 3
+
+
+@pytest.mark.slow
+def test_gpu_study_skips_its_parts_and_compiles_the_headline(tmp_path: Path) -> None:
+    """The one-call form of ``benchmarks/gpu_study.sh`` (no side-by-side throughput, no long study, the
+    headline's epochs given, its runs compiled): only the eager throughput, the headline and the log
+    come back, and every headline run trained with ``compile=true`` in the mode asked for."""
+    import json
+    import os
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "WORK": str(work),
+        "PYTHON": sys.executable,
+        "DEADLINE_S": "400",
+        "LONG_PROFILE": "none",
+        "COUNTS": "none",
+        "HEADLINE_EPOCHS": "1",
+        "HEADLINE_COMPILE": "reduce-overhead",
+        "THROUGHPUT_COMPILE": "none",
+        "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 1 --warmup 1",
+        "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
+        "--set test_subset=200 --set monitor_size=64 --set linear_probe=false --set snapshot_epochs=[]",
+    }
+    subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_study.sh")], cwd=ROOT, env=env, check=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "headline.json",
+        "headline.log",
+        "steps.log",
+        "throughput.md",
+    ]
+    headline = json.loads((out / "headline.json").read_text())
+    assert headline["epochs"] == 1 and len(headline["runs"]) == 2
+    for run in headline["runs"]:
+        assert run["exit_status"] == 0 and run["final_metrics"]["knn_top1"] > 0
+        assert (run["config"]["compile"], run["config"]["compile_mode"]) == (True, "reduce-overhead")
