@@ -5,8 +5,9 @@
 #   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128, the model alone
 #                   at batch 512 too, which tells whether kernel launches bound the step; eager, and at
 #                   the end torch.compile $THROUGHPUT_COMPILE, default reduce-overhead = CUDA graphs,
-#                   up to COMPILE_S seconds (default 150) past the deadline, then $COMPILED_COUNTS,
-#                   default 1,2,4,6, compiled processes side by side -> throughput_compiled.json), then
+#                   up to COMPILE_S seconds (default 150) past the deadline, then $COMPILED_COUNTS
+#                   (default none; e.g. 1,2,4,6: about a minute of compiling each) compiled processes
+#                   side by side, each count's row as it ends -> throughput_compiled.json), then
 #                   1, 2, 4 and 8 eager engine processes side by side ($COUNTS; none skips them):
 #                   aggregate pairs/s                                      -> throughput.md, .json
 #   2. long         the `long` profile's 21 runs (`study run --engine cli`, $LONG_PARALLEL at a time) and
@@ -14,8 +15,9 @@
 #                                                                          -> long.tar.gz (results/long/)
 #   3. headline     SimCLR (tau 0.2) vs DySTreSS (0.07, 0.2), three seeds, the paper configuration side
 #                   by side beside the long runs; its epochs (HEADLINE_EPOCHS, default: sized from step
-#                   1 to end before the deadline; needs HEADLINE_EPOCHS when COUNTS=none); with
-#                   HEADLINE_COMPILE=reduce-overhead (a torch.compile mode) the runs compile their model
+#                   1 to end before the deadline; HEADLINE_EPOCHS is needed with COUNTS=none); with
+#                   HEADLINE_COMPILE=reduce-overhead (a torch.compile mode; default none) the runs
+#                   compile their model
 #                                                                          -> headline.json (benchmarks/headline.py)
 #
 #     OUT=gpu_out bash benchmarks/gpu_study.sh
@@ -35,9 +37,18 @@ DEADLINE=${DEADLINE_S:-480}
 LONG_PROFILE=${LONG_PROFILE:-long}
 LONG_PARALLEL=${LONG_PARALLEL:-6}
 COUNTS=${COUNTS:-1,2,4,8}
+COMPILED_COUNTS=${COMPILED_COUNTS:-none}
+HEADLINE_COMPILE=${HEADLINE_COMPILE:-none}
+COMPILE_S=${COMPILE_S:-150}
 THROUGHPUT_ARGS=${THROUGHPUT_ARGS:---device cuda --backbone resnet18 --steps 30 --warmup 10}
 WORK=${WORK:-$(mktemp -d)}  # run folders (checkpoints, snapshots): never under $OUT
+if [ "$COUNTS" = none ] && [ -z "${HEADLINE_EPOCHS:-}" ]; then
+    echo "gpu_study.sh: COUNTS=none measures no side-by-side rate to size the headline with: give HEADLINE_EPOCHS" >&2
+    exit 2
+fi
 mkdir -p "$OUT" "$WORK"
+# this command's files only: none left from an earlier command in the same $OUT
+rm -f "$OUT"/{steps.log,throughput.md,throughput.json,throughput_compiled.json,headline.json,headline.log,long.log,long.tar.gz}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 DYSTRESS_DATA="$DATA"
 log() { echo "[gpu_study ${SECONDS}s] $*" | tee -a "$OUT/steps.log"; }
 left() { echo $((DEADLINE - SECONDS)); }
@@ -51,7 +62,7 @@ log "throughput: engine vs model alone, batch 128"
 # shellcheck disable=SC2086  # THROUGHPUT_ARGS is a list of words
 timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
     --modes engine,model 2>&1 | tee "$OUT/throughput.md"
-log "throughput: model alone, batch 512 (about the time of batch 128: the step is bound by kernel launches)"
+log "throughput: model alone, batch 512 (a step about as long as at 128 pairs: bound by kernel launches)"
 # shellcheck disable=SC2086
 timeout 60 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 512 --data-root "$DATA" \
     --modes model 2>&1 | tee -a "$OUT/throughput.md"
@@ -72,10 +83,10 @@ fi
 
 EPOCHS=${HEADLINE_EPOCHS:-}
 if [ -z "$EPOCHS" ]; then
-    # six runs (beside the long study: half of it) of the aggregate measured for 4 and 8 runs (their mean;
-    # else the largest measured), over the time left less 150 s for start-up, the monitor, the final
-    # evaluation and the linear probe (on one H200 the first try, at 60 % and 90 s, ended its 8th epoch
-    # at the deadline)
+    # the epochs six runs fit into the time left less 150 s (start-up, the monitor, the final evaluation
+    # and the linear probe) at the aggregate measured for 4 and 8 runs (their mean; else the largest
+    # measured), of which the headline gets half beside the long study and all of it alone (on one H200
+    # the first try, at 60 % and 90 s, ended its 8th epoch at the deadline)
     SHARE=$([ -n "$LONG_PID" ] && echo 0.5 || echo 1.0)
     EPOCHS=$("$PY" -c "
 import json, sys
@@ -87,7 +98,8 @@ agg = sum(wide) / len(wide)
 print(min(200, epochs_to_fit(max(0.5, ($(left) - 150) / 60), $SHARE * agg, 6)))" || echo 10)
 fi
 log "headline: $EPOCHS epochs, until $((DEADLINE - 25)) s"
-COMPILED_HEADLINE=${HEADLINE_COMPILE:+--set compile=true --set compile_mode=$HEADLINE_COMPILE}
+COMPILED_HEADLINE=
+[ "$HEADLINE_COMPILE" != none ] && COMPILED_HEADLINE="--set compile=true --set compile_mode=$HEADLINE_COMPILE"
 # shellcheck disable=SC2086  # COMPILED_HEADLINE and HEADLINE_EXTRA are lists of words
 "$PY" benchmarks/headline.py --out "$WORK/headline" --epochs "$EPOCHS" --deadline-s "$(( $(left) > 45 ? $(left) - 25 : 20 ))" \
     $COMPILED_HEADLINE ${HEADLINE_EXTRA:-} 2>&1 | tee "$OUT/headline.log"
@@ -102,8 +114,6 @@ if [ -n "$LONG_PID" ]; then
     tar -czf "$OUT/long.tar.gz" -C "$WORK" "results/$LONG_PROFILE" 2>/dev/null
 fi
 # torch.compile last: its first compile takes a minute or more, and it must not eat the runs' time
-COMPILE_S=${COMPILE_S:-150}
-COMPILED_COUNTS=${COMPILED_COUNTS:-1,2,4,6}
 if [ "${THROUGHPUT_COMPILE:-reduce-overhead}" != none ] && [ "$(( $(left) + COMPILE_S ))" -gt 60 ]; then
     log "throughput: engine vs model alone, torch.compile ${THROUGHPUT_COMPILE:-reduce-overhead}"
     # shellcheck disable=SC2086

@@ -48,6 +48,7 @@ from dystress.config import PretrainConfig  # noqa: E402
 from dystress.data.augment import SimCLRAugmentation  # noqa: E402
 from dystress.data.loader import DeviceBatchLoader, HostBatchLoader  # noqa: E402
 from dystress.data.transforms import NORMALIZATION  # noqa: E402
+from dystress.io import atomic_write_json  # noqa: E402
 from dystress.losses import build_loss  # noqa: E402
 from dystress.optim import build_optimizer  # noqa: E402
 from dystress.runtime import build_model, device_name, set_up_device, uses_bf16  # noqa: E402
@@ -158,6 +159,9 @@ def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
             )
         each = [json.loads(out.strip().splitlines()[-1])["pairs_per_second"] for out in outputs]
         rows.append((n, threads, sum(each) / n, sum(each)))
+        if args.rows_json:  # after each count: a deadline that stops the next keeps the rows so far
+            keys = ("runs", "threads_each", "pairs_per_s_per_run", "aggregate_pairs_per_s")
+            atomic_write_json(args.rows_json, [dict(zip(keys, row, strict=True)) for row in rows])
     base = rows[0][3]
     print(
         f"\n{args.backbone}, batch {args.batch_size} pairs, engine pipeline, {args.steps} timed steps each\n"
@@ -166,11 +170,6 @@ def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
     print("| ---: | ---: | ---: | ---: | ---: |")
     for n, threads, mean, total in rows:
         print(f"| {n} | {threads} | {mean:,.0f} | {total:,.0f} | {total / base:.2f}x |")
-    if args.rows_json:
-        keys = ("runs", "threads_each", "pairs_per_s_per_run", "aggregate_pairs_per_s")
-        Path(args.rows_json).write_text(
-            json.dumps([dict(zip(keys, row, strict=True)) for row in rows]) + "\n"
-        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -671,7 +671,8 @@ def _check_eval(c: PretrainConfig) -> None:
 def _check_execution(c: PretrainConfig) -> None:
     """A compile mode only with compile = true (else the run would silently not compile)."""
     ok = c.compile or c.compile_mode == "default"
-    require(ok, "compile_mode", "default unless compile = true (set compile=true to compile)", c.compile_mode)
+    allowed = "default unless compile = true (set compile=true to compile, or compile_mode=default)"
+    require(ok, "compile_mode", allowed, c.compile_mode)
 
 
 def _check_loss(c: PretrainConfig) -> None:

@@ -129,3 +129,17 @@ def test_gpu_study_skips_its_parts_and_compiles_the_headline(tmp_path: Path) -> 
     for run in headline["runs"]:
         assert run["exit_status"] == 0 and run["final_metrics"]["knn_top1"] > 0
         assert (run["config"]["compile"], run["config"]["compile_mode"]) == (True, "reduce-overhead")
+
+
+def test_gpu_study_refuses_to_size_the_headline_without_a_rate(tmp_path: Path) -> None:
+    """COUNTS=none measures no side-by-side rate: without HEADLINE_EPOCHS the script stops before any
+    work, with one line naming what to give, and writes nothing."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HEADLINE_EPOCHS"}
+    env.update(OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), COUNTS="none")
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_study.sh")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "give HEADLINE_EPOCHS" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -361,7 +361,9 @@ class SimCLRAugmentation(nn.Module):
         streams its numbers in order (the CPU's) gives the same views bit for bit; CUDA's Philox lays a
         larger draw out differently, so there they are other random views of the same distribution.
         """
-        if one_pass if one_pass is not None else images.device.type == "cuda":
+        if one_pass is None:
+            one_pass = images.device.type == "cuda"
+        if one_pass:
             v0, v1 = self(torch.cat([images, images]), generator).chunk(2)
             return v0, v1
         return self(images, generator), self(images, generator)

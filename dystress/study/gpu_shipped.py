@@ -133,13 +133,13 @@ def load_gpu_measurements(
     )
     data = "; ".join(f"{name} {origin}" for name, origin in sorted((env.get("data") or {}).items()))
     return GpuMeasurements(
-        machine,
-        throughput,
-        str(headline.get("code_version")),
-        headline.get("epochs"),
-        runs,
-        data or "not recorded",
-        str(env.get("finished") or "not recorded")[:10],
-        compiled,
-        code_changes(headline),
+        machine=machine,
+        throughput=throughput,
+        code_version=str(headline.get("code_version")),
+        epochs=headline.get("epochs"),
+        runs=runs,
+        data=data or "not recorded",
+        finished=str(env.get("finished") or "not recorded")[:10],
+        throughput_compiled=compiled,
+        code_changes=code_changes(headline),
     )

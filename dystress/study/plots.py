@@ -461,8 +461,8 @@ def regime_over_training(frame: Any, title: str = "") -> Any:
 
 def paired_seeds(values: Mapping[str, Mapping[str, Mapping[int, float]]], title: str = "") -> Any:
     """Two methods seed by seed, one panel per metric: ``values[metric][method][seed]`` (two methods
-    per metric, in order), each seed's two results joined by a line (its paired difference), the
-    methods' means as bars; None when no metric has both methods."""
+    per metric, in order), each seed both have as a line joining its two results (its paired
+    difference), each method's mean over all its seeds as a bar; None when no metric has both."""
     plt = _plt()
     panels = {metric: by_method for metric, by_method in values.items() if len(by_method) == 2}
     if not panels:
