@@ -52,31 +52,40 @@ def test_headline_epochs_fit_the_minutes_at_the_measured_rate() -> None:
         epochs_to_fit(6, 0, 6)
 
 
+def _gpu_study(tmp_path: Path, check: bool = True, **settings: str) -> subprocess.CompletedProcess:
+    """``benchmarks/gpu_study.sh`` as a dry run on the CPU (``$OUT`` and ``$WORK`` under ``tmp_path``,
+    this Python, a small CNN, one headline seed on a few hundred images, no torch.compile timing), with
+    ``settings`` (environment variables) on top."""
+    import os
+
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "WORK": str(tmp_path / "work"),
+        "PYTHON": sys.executable,
+        "DEADLINE_S": "400",
+        "THROUGHPUT_COMPILE": "none",
+        "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 2 --warmup 1",
+        "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
+        "--set test_subset=200 --set monitor_size=64 --set linear_probe=false",
+        **settings,
+    }
+    script = str(ROOT / "benchmarks" / "gpu_study.sh")
+    return subprocess.run(
+        ["bash", script], cwd=ROOT, env=env, check=check, capture_output=not check, text=True
+    )
+
+
 @pytest.mark.slow
 def test_gpu_study_dry_run_on_the_cpu(tmp_path: Path) -> None:
     """``benchmarks/gpu_study.sh`` end to end on the CPU (smoke profile, one headline seed, epochs sized
     from the measured rate): the throughput rows, the headline summary with both methods' final
     metrics, and the long profile's export as one archive; run folders stay out of ``$OUT``."""
     import json
-    import os
     import tarfile
 
-    out, work = tmp_path / "out", tmp_path / "work"
-    env = {
-        **os.environ,
-        "OUT": str(out),
-        "WORK": str(work),
-        "PYTHON": sys.executable,
-        "DEADLINE_S": "400",
-        "LONG_PROFILE": "smoke",
-        "LONG_PARALLEL": "2",
-        "COUNTS": "1,2",
-        "THROUGHPUT_COMPILE": "none",
-        "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 2 --warmup 1",
-        "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
-        "--set test_subset=200 --set monitor_size=64 --set linear_probe=false",
-    }
-    subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_study.sh")], cwd=ROOT, env=env, check=True)
+    out = tmp_path / "out"
+    _gpu_study(tmp_path, LONG_PROFILE="smoke", LONG_PARALLEL="2", COUNTS="1,2")
     expected = "headline.json headline.log long.log long.tar.gz steps.log throughput.json throughput.md"
     assert sorted(p.name for p in out.iterdir()) == expected.split()
     rows = json.loads((out / "throughput.json").read_text())
@@ -99,25 +108,11 @@ def test_gpu_study_skips_its_parts_and_compiles_the_headline(tmp_path: Path) -> 
     headline's epochs given, its runs compiled): only the eager throughput, the headline and the log
     come back, and every headline run trained with ``compile=true`` in the mode asked for."""
     import json
-    import os
 
-    out, work = tmp_path / "out", tmp_path / "work"
-    env = {
-        **os.environ,
-        "OUT": str(out),
-        "WORK": str(work),
-        "PYTHON": sys.executable,
-        "DEADLINE_S": "400",
-        "LONG_PROFILE": "none",
-        "COUNTS": "none",
-        "HEADLINE_EPOCHS": "1",
-        "HEADLINE_COMPILE": "reduce-overhead",
-        "THROUGHPUT_COMPILE": "none",
-        "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 1 --warmup 1",
-        "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
-        "--set test_subset=200 --set monitor_size=64 --set linear_probe=false --set snapshot_epochs=[]",
-    }
-    subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_study.sh")], cwd=ROOT, env=env, check=True)
+    out = tmp_path / "out"
+    _gpu_study(
+        tmp_path, LONG_PROFILE="none", COUNTS="none", HEADLINE_EPOCHS="1", HEADLINE_COMPILE="reduce-overhead"
+    )
     assert sorted(p.name for p in out.iterdir()) == [
         "headline.json",
         "headline.log",
@@ -134,12 +129,6 @@ def test_gpu_study_skips_its_parts_and_compiles_the_headline(tmp_path: Path) -> 
 def test_gpu_study_refuses_to_size_the_headline_without_a_rate(tmp_path: Path) -> None:
     """COUNTS=none measures no side-by-side rate: without HEADLINE_EPOCHS the script stops before any
     work, with one line naming what to give, and writes nothing."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "HEADLINE_EPOCHS"}
-    env.update(OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), COUNTS="none")
-    done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_study.sh")], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    done = _gpu_study(tmp_path, check=False, COUNTS="none", HEADLINE_EPOCHS="")
     assert done.returncode == 2 and "give HEADLINE_EPOCHS" in done.stderr
     assert not (tmp_path / "out").exists()

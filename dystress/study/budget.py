@@ -32,6 +32,7 @@ __all__ = [
     "REFERENCE",
     "budget_table",
     "comparison_lines",
+    "final_by_seed",
     "gap_state",
     "method_name",
     "method_regime",
@@ -127,7 +128,8 @@ def method_regime(frame: Any) -> Any:
     return table
 
 
-def _final_by_seed(results: Sequence[RunResult], point: tuple[str, str], value: str) -> dict[int, float]:
+def final_by_seed(results: Sequence[RunResult], point: tuple[str, str], value: str) -> dict[int, float]:
+    """Seed -> final metric ``value`` of the complete runs of ``point`` (ablation, label) in ``results``."""
     out = {}
     for r in results:
         if (r.point.ablation, r.point.label) == point and r.status == "complete":
@@ -172,9 +174,7 @@ def budget_table(profiles: Mapping[str, Sequence[RunResult]], value: str = "knn_
             regime = _last_regime(runs, ours)
             if math.isnan(regime["step"]):
                 continue
-            pair: Paired | None = paired(
-                _final_by_seed(runs, ours, value), _final_by_seed(runs, fixed, value)
-            )
+            pair: Paired | None = paired(final_by_seed(runs, ours, value), final_by_seed(runs, fixed, value))
             rows.append(
                 {
                     "budget": name,
@@ -269,12 +269,12 @@ def comparison_lines(results: Sequence[RunResult], value: str = "knn_top1") -> l
     """DySTreSS (0.07, 0.2) against every other method of :data:`MAIN_POINTS` that has runs in
     ``results``, seed by seed: one :func:`~dystress.study.findings.compare_paired` sentence each
     (none without a complete DySTreSS run)."""
-    ours = _final_by_seed(results, REFERENCE, value)
+    ours = final_by_seed(results, REFERENCE, value)
     if not ours:
         return []
     lines = []
     for point, name in MAIN_POINTS.items():
-        other = _final_by_seed(results, point, value)
+        other = final_by_seed(results, point, value)
         if point != REFERENCE and other:
             lines.append(compare_paired(MAIN_POINTS[REFERENCE], name, paired(ours, other)))
     return lines

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dystress.study import budget
-from dystress.study.budget import REFERENCE, comparison_lines
+from dystress.study.budget import REFERENCE, comparison_lines, final_by_seed
 from dystress.study.findings import Paired, estimate, paired
 from dystress.study.gpu_shipped import GpuMeasurements, projected_minutes
 
@@ -37,12 +37,7 @@ _RECORDED = ("complete", "stopped")
 def headline_gap(gpu: GpuMeasurements, key: str) -> Paired | None:
     """DySTreSS (0.07, 0.2) - SimCLR (fixed tau 0.2) on final metric ``key``, seed by seed, over the
     headline's complete runs (None without a seed that both have)."""
-    by_seed: dict[tuple[str, str], dict[int, float]] = {REFERENCE: {}, SIMCLR: {}}
-    for r in gpu.runs:
-        point = (r.point.ablation, r.point.label)
-        if r.status == "complete" and point in by_seed and key in r.final:
-            by_seed[point][r.point.seed] = float(r.final[key])
-    return paired(by_seed[REFERENCE], by_seed[SIMCLR])
+    return paired(final_by_seed(gpu.runs, REFERENCE, key), final_by_seed(gpu.runs, SIMCLR, key))
 
 
 def headline_lines(gpu: GpuMeasurements) -> list[str]:
