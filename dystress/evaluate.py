@@ -45,6 +45,7 @@ from dystress.metrics import (
     tolerance,
     uniformity,
 )
+from dystress.metrics.features import forward_chunk
 from dystress.models import ContrastiveModel
 from dystress.runtime import RunData, build_augmentation, build_model, load_data, resolve_device, uses_bf16
 
@@ -93,7 +94,8 @@ def embed_views(
 
     The views are drawn from a generator seeded with ``seed`` on the images' device, batch by batch
     (view 0 then view 1 of each batch), so the same images and seed give the same views. The backbone
-    is used as it is (call it in eval mode).
+    is used as it is (call it in eval mode), on a CPU in slices of at most
+    :data:`~dystress.metrics.features.CPU_FORWARD_CHUNK` images.
     """
     device = images.device
     g = torch.Generator(device=device).manual_seed(seed)
@@ -103,7 +105,8 @@ def embed_views(
         for out in outs:
             view = augmentation(batch, g)  # in float32, as in training; only the backbone under autocast
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out.append(backbone(view).flatten(1).float())
+                for piece in view.split(forward_chunk(device, batch_size)):  # the draws stay per batch
+                    out.append(backbone(piece).flatten(1).float())
     return torch.cat(outs[0]), torch.cat(outs[1])
 
 

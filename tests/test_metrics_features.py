@@ -168,3 +168,29 @@ def test_stats_and_device_of_every_accepted_kind_give_identical_features():
     # float32 statistics are the float32 rounding of the float64 ones: normalize works in float32 anyway
     f32 = (torch.tensor(MEAN, dtype=torch.float32), torch.tensor(STD, dtype=torch.float32))
     assert torch.equal(extract_features(model, images, *f32, batch_size=2), ref)
+
+
+def test_forward_chunk_slices_on_a_cpu_only():
+    from dystress.metrics.features import CPU_FORWARD_CHUNK, forward_chunk
+
+    assert forward_chunk(torch.device("cpu"), 1000) == CPU_FORWARD_CHUNK
+    assert forward_chunk(torch.device("cpu"), 7) == 7
+    assert forward_chunk(torch.device("cuda"), 1000) == 1000  # launch-bound there: whole batches
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_cpu_slices_give_the_features_of_one_whole_batch(amp):
+    """The small CNN (channels-last, eval mode) on 300 images: extract_features in one batch of 300
+    (three CPU slices) equals one forward of all 300 at once, bit for bit."""
+    from dystress.models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN().to(memory_format=torch.channels_last)
+    model.train()(torch.randn(64, 3, 32, 32))  # running statistics away from their initial values
+    images = torch.randint(
+        0, 256, (300, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    feats = extract_features(model, images, MEAN, STD, batch_size=300, amp=amp)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        whole = model.eval()(normalize(images, MEAN, STD)).float()
+    assert torch.equal(feats, whole)
