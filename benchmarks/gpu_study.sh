@@ -10,6 +10,8 @@
 #                   side by side, each count's row as it ends -> throughput_compiled.json), then
 #                   1, 2, 4 and 8 eager engine processes side by side ($COUNTS; none skips them):
 #                   aggregate pairs/s                                      -> throughput.md, .json
+#                   and the whole engine step captured in one CUDA graph (GRAPH=none skips it), alone
+#                   and $GRAPH_COUNTS (default none; e.g. 1,6) side by side -> throughput_graph.json
 #   2. long         the `long` profile's 21 runs (`study run --engine cli`, $LONG_PARALLEL at a time) and
 #                   their compact bundles (`study export`; LONG_PROFILE=none skips them)
 #                                                                          -> long.tar.gz (results/long/)
@@ -25,7 +27,7 @@
 # Data: CIFAR-10 in $DYSTRESS_DATA (default data/); when missing, $OFFLINE_CIFAR10 (a script writing the
 # official layout into the folder it is given) writes it, else the runs download it. Needs torch,
 # torchvision, numpy, scipy, scikit-learn, pandas and pyyaml ($PYTHON, default python3); not the book's
-# tools. CPU dry run (seconds): THROUGHPUT_COMPILE=none LONG_PROFILE=smoke THROUGHPUT_ARGS="--device cpu
+# tools. CPU dry run (seconds): THROUGHPUT_COMPILE=none GRAPH=none LONG_PROFILE=smoke THROUGHPUT_ARGS="--device cpu
 # --backbone small_cnn --steps 2 --warmup 1" COUNTS=1,2 HEADLINE_EPOCHS=1 HEADLINE_EXTRA="--seeds 0 --set
 # device=cpu --set backbone=small_cnn --set train_subset=512 --set test_subset=500 --set monitor_size=200"
 # (tests/test_benchmarks.py).
@@ -40,6 +42,8 @@ COUNTS=${COUNTS:-1,2,4,8}
 COMPILED_COUNTS=${COMPILED_COUNTS:-none}
 HEADLINE_COMPILE=${HEADLINE_COMPILE:-none}
 COMPILE_S=${COMPILE_S:-150}
+GRAPH=${GRAPH:-on}
+GRAPH_COUNTS=${GRAPH_COUNTS:-none}
 THROUGHPUT_ARGS=${THROUGHPUT_ARGS:---device cuda --backbone resnet18 --steps 30 --warmup 10}
 WORK=${WORK:-$(mktemp -d)}  # run folders (checkpoints, snapshots): never under $OUT
 if [ "$COUNTS" = none ] && [ -z "${HEADLINE_EPOCHS:-}" ]; then
@@ -48,7 +52,7 @@ if [ "$COUNTS" = none ] && [ -z "${HEADLINE_EPOCHS:-}" ]; then
 fi
 mkdir -p "$OUT" "$WORK"
 # this command's files only: none left from an earlier command in the same $OUT
-rm -f "$OUT"/{steps.log,throughput.md,throughput.json,throughput_compiled.json,headline.json,headline.log,long.log,long.tar.gz}
+rm -f "$OUT"/{steps.log,throughput.md,throughput.json,throughput_compiled.json,throughput_graph.json,headline.json,headline.log,long.log,long.tar.gz}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 DYSTRESS_DATA="$DATA"
 log() { echo "[gpu_study ${SECONDS}s] $*" | tee -a "$OUT/steps.log"; }
 left() { echo $((DEADLINE - SECONDS)); }
@@ -66,6 +70,19 @@ log "throughput: model alone, batch 512 (a step about as long as at 128 pairs: b
 # shellcheck disable=SC2086
 timeout 60 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 512 --data-root "$DATA" \
     --modes model 2>&1 | tee -a "$OUT/throughput.md"
+if [ "$GRAPH" != none ]; then
+    log "throughput: the engine step in one CUDA graph, batch 128 (the step without Python and launches)"
+    # shellcheck disable=SC2086
+    timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+        --modes graph 2>&1 | tee -a "$OUT/throughput.md"
+    if [ "$GRAPH_COUNTS" != none ]; then
+        log "throughput: $GRAPH_COUNTS graphed runs side by side"
+        # shellcheck disable=SC2086
+        timeout 150 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+            --concurrent "$GRAPH_COUNTS" --concurrent-mode graph --rows-json "$OUT/throughput_graph.json" \
+            2>&1 | tee -a "$OUT/throughput.md"
+    fi
+fi
 if [ "$COUNTS" != none ]; then
     log "throughput: $COUNTS runs side by side"
     # shellcheck disable=SC2086

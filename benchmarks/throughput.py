@@ -12,7 +12,11 @@ r"""Training throughput (two-view pairs per second) of three pipelines feeding t
 - ``pil``: the conventional pipeline: torchvision's PIL transforms of the SimCLR recipe
   (RandomResizedCrop, flip, ColorJitter p 0.8, grayscale p 0.2, ToTensor, Normalize), two views per
   image, in DataLoader worker processes, copied to the device, then the same step;
-- ``model``: the same step on pre-made normalised tensors already on the device (compute bound).
+- ``model``: the same step on pre-made normalised tensors already on the device (compute bound);
+- ``graph`` (CUDA only): the ``engine`` step, augmentation, forward, loss, backward and SGD step, captured
+  once in one CUDA graph and replayed, each step's batch copied into the graph's input: what a step
+  costs without Python and kernel launches (its learning rate is fixed: an engine would pass it as a
+  tensor). The augmentation draws from the default CUDA generator, whose state CUDA graphs advance.
 
 ``--concurrent 1,2,4,8`` measures runs side by side instead: for each count N it starts N processes of
 the ``engine`` pipeline on the same device (on a CPU each with its share of the cores as threads), lets
@@ -20,6 +24,7 @@ them all finish their warm-up, times their steps together and reports the aggreg
 table says how much a GPU (or the CPU's cores) gains from several runs at once:
 
     python benchmarks/throughput.py --concurrent 1,2,4,8    # one GPU
+    python benchmarks/throughput.py --concurrent 1,6 --concurrent-mode graph   # whole-step CUDA graphs
     python benchmarks/throughput.py --backbone small_cnn --batch-size 256 --precision bf16 \
         --steps 10 --concurrent 1,2 --device cpu             # 2 cores: 1 run x 2 threads vs 2 x 1
 
@@ -138,6 +143,33 @@ def _wait_for_peers(folder: str | None, count: int, timeout_s: float = 900.0) ->
         time.sleep(0.01)
 
 
+def _graphed(
+    step: Callable[[torch.Tensor], None], batches: Iterator, device: torch.device
+) -> Callable[[], None]:
+    """``step`` (one uint8 batch [B, 3, H, W] -> one training step) captured in one CUDA graph; the
+    returned callable copies the next batch into the graph's input and replays the graph.
+
+    Three eager steps on a side stream come first (momentum buffers, cuDNN's plans, the allocator's
+    pools), as CUDA graph capture requires; then one step is captured (PyTorch's whole-network capture:
+    gradients are allocated in the graph's private pool)."""
+    x = next(batches)[0].clone()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step(x)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step(x)
+
+    def replay() -> None:
+        x.copy_(next(batches)[0], non_blocking=True)
+        graph.replay()
+
+    return replay
+
+
 def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
     """For each N in ``counts``: N engine processes side by side; print their aggregate pairs/s."""
     cores = os.cpu_count() or 1
@@ -145,7 +177,8 @@ def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
     for n in counts:
         threads = max(1, cores // n)
         with tempfile.TemporaryDirectory() as barrier:
-            common = [sys.executable, __file__, "--modes", "engine", "--json", "--barrier", barrier]
+            common = [sys.executable, __file__, "--modes", args.concurrent_mode, "--json"]
+            common += ["--barrier", barrier]
             common += ["--barrier-n", str(n), "--num-threads", str(threads), "--backbone", args.backbone]
             common += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
             common += ["--warmup", str(args.warmup), "--device", args.device, "--precision", args.precision]
@@ -163,9 +196,8 @@ def _concurrent(args: argparse.Namespace, counts: list[int]) -> None:
             keys = ("runs", "threads_each", "pairs_per_s_per_run", "aggregate_pairs_per_s")
             atomic_write_json(args.rows_json, [dict(zip(keys, row, strict=True)) for row in rows])
     base = rows[0][3]
-    print(
-        f"\n{args.backbone}, batch {args.batch_size} pairs, engine pipeline, {args.steps} timed steps each\n"
-    )
+    pipeline = "engine pipeline" if args.concurrent_mode == "engine" else "engine step in one CUDA graph"
+    print(f"\n{args.backbone}, batch {args.batch_size} pairs, {pipeline}, {args.steps} timed steps each\n")
     print("| runs at once | threads each | pairs/s per run | aggregate pairs/s | vs the first row |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for n, threads, mean, total in rows:
@@ -194,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
         help="views through the network one at a time (the default) or as one batch",
     )
     p.add_argument(
-        "--modes", default="engine,host,pil,model", help="comma-separated subset of engine,host,pil,model"
+        "--modes",
+        default="engine,host,pil,model",
+        help="comma-separated subset of engine,host,pil,model,graph (graph: CUDA only)",
     )
     p.add_argument(
         "--compile",
@@ -209,6 +243,12 @@ def main(argv: list[str] | None = None) -> None:
         help="run N engine processes side by side for each N and report their aggregate pairs/s",
     )
     p.add_argument(
+        "--concurrent-mode",
+        default="engine",
+        choices=["engine", "graph"],
+        help="with --concurrent: the pipeline each process runs (graph: CUDA only)",
+    )
+    p.add_argument(
         "--rows-json", metavar="FILE", default=None, help="with --concurrent: the rows as JSON too"
     )
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one JSON line (for --concurrent)
@@ -217,6 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.rows_json and not args.concurrent:
         p.error("--rows-json needs --concurrent (it holds the side-by-side rows)")
+    wants_graph = args.concurrent_mode == "graph" if args.concurrent else "graph" in args.modes.split(",")
+    if wants_graph and (args.device == "cpu" or not torch.cuda.is_available()):
+        p.error("the graph pipeline captures CUDA graphs: it needs a CUDA device (--device cuda or auto)")
+    if wants_graph and args.compile != "none":
+        p.error("the graph pipeline captures the eager step itself: use it with --compile none")
     if args.concurrent:
         counts = [int(c) for c in args.concurrent.split(",") if c.strip()]
         if not counts or min(counts) < 1:
@@ -224,8 +269,8 @@ def main(argv: list[str] | None = None) -> None:
         _concurrent(args, counts)
         return
     modes = args.modes.split(",")
-    if not set(modes) <= {"engine", "host", "pil", "model"}:
-        p.error(f"--modes must name engine, host, pil or model, got {args.modes!r}")
+    if not set(modes) <= {"engine", "host", "pil", "model", "graph"}:
+        p.error(f"--modes must name engine, host, pil, model or graph, got {args.modes!r}")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
 
@@ -282,6 +327,14 @@ def main(argv: list[str] | None = None) -> None:
             args.warmup,
             device,
             lambda: _wait_for_peers(args.barrier, args.barrier_n),
+        )
+    if "graph" in modes:
+        loader = DeviceBatchLoader(images, torch.zeros(len(images), dtype=torch.long), bs, device=device)
+        aug = SimCLRAugmentation(32, mean=MEAN, std=STD).to(device)
+        batches = _cycle(lambda loader=loader: iter(loader))
+        replay = _graphed(lambda x: run_step(*aug.two_views(x)), batches, device)
+        results["engine step in one CUDA graph (aug + model + loss + SGD)"] = _time(
+            replay, args.steps, args.warmup, device, lambda: _wait_for_peers(args.barrier, args.barrier_n)
         )
     if "pil" in modes:
         ds = _PILPairs(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()))

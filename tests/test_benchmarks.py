@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,8 @@ def test_headline_epochs_fit_the_minutes_at_the_measured_rate() -> None:
 
 def _gpu_study(tmp_path: Path, check: bool = True, **settings: str) -> subprocess.CompletedProcess:
     """``benchmarks/gpu_study.sh`` as a dry run on the CPU (``$OUT`` and ``$WORK`` under ``tmp_path``,
-    this Python, a small CNN, one headline seed on a few hundred images, no torch.compile timing), with
+    this Python, a small CNN, one headline seed on a few hundred images, no torch.compile or CUDA graph
+    timing), with
     ``settings`` (environment variables) on top."""
     import os
 
@@ -65,6 +67,7 @@ def _gpu_study(tmp_path: Path, check: bool = True, **settings: str) -> subproces
         "PYTHON": sys.executable,
         "DEADLINE_S": "400",
         "THROUGHPUT_COMPILE": "none",
+        "GRAPH": "none",  # CUDA graphs: a GPU's
         "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 2 --warmup 1",
         "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
         "--set test_subset=200 --set monitor_size=64 --set linear_probe=false",
@@ -74,6 +77,33 @@ def _gpu_study(tmp_path: Path, check: bool = True, **settings: str) -> subproces
     return subprocess.run(
         ["bash", script], cwd=ROOT, env=env, check=check, capture_output=not check, text=True
     )
+
+
+@pytest.mark.parametrize(
+    "mode", [["--modes", "engine,graph"], ["--concurrent", "1", "--concurrent-mode", "graph"]]
+)
+def test_throughput_graph_pipeline_needs_cuda(mode: list[str]) -> None:
+    """Without CUDA the whole-step CUDA graph pipeline stops before any work, with one line saying why."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", *mode]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
+        "the graph pipeline captures CUDA graphs: it needs a CUDA device (--device cuda or auto)"
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_throughput_graph_pipeline_replays_the_whole_step_on_cuda(tmp_path: Path) -> None:
+    """On a GPU the captured step replays: a row for it beside the eager engine's, both rates positive."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cuda"]
+    cmd += ["--backbone", "small_cnn", "--batch-size", "64", "--steps", "3", "--warmup", "1"]
+    cmd += ["--data-root", str(tmp_path / "none"), "--modes", "engine,graph"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = dict(re.findall(r"^\| (engine[^|]*) \| ([\d,]+) \|", out, flags=re.M))
+    assert set(rows) == {
+        "engine (device data + batched aug)",
+        "engine step in one CUDA graph (aug + model + loss + SGD)",
+    }
+    assert all(float(v.replace(",", "")) > 0 for v in rows.values())
 
 
 @pytest.mark.slow
