@@ -180,6 +180,33 @@ def test_the_page_section_tables_the_throughput_results_and_budgets(tmp_path: Pa
     assert "| 2 | abc | - | - | +1.00 no interval (n = 1) |" in text
 
 
+def test_whole_step_graph_rows_get_their_own_columns(tmp_path: Path) -> None:
+    """throughput_graph.json (``--concurrent-mode graph``) reads back and adds a column pair to the table
+    only when it ships; the projection takes its rates when they are the fastest."""
+    _write(tmp_path / "paper", [_run("fixed_tau/0.2/s0", 0, 0.5)])
+    assert load_gpu_measurements(tmp_path).throughput_graph == []
+    assert "one CUDA graph" not in section(load_gpu_measurements(tmp_path))
+    graph = [
+        {"runs": 1, "threads_each": 16, "pairs_per_s_per_run": 25000.0, "aggregate_pairs_per_s": 25000.0},
+        {"runs": 6, "threads_each": 2, "pairs_per_s_per_run": 10000.0, "aggregate_pairs_per_s": 60000.0},
+    ]
+    (tmp_path / "paper" / "throughput_graph.json").write_text(json.dumps(graph))
+    gpu = load_gpu_measurements(tmp_path)
+    assert gpu.throughput_graph == graph
+    text = section(gpu)
+    assert (
+        "| runs at once | eager: per run | eager: together | compiled: per run | compiled: together " in text
+    )
+    assert "| 1 | 5,000 | 5,000 | - | - | 25,000 | 25,000 |" in text
+    assert "| 6 | - | - | - | - | 10,000 | 60,000 |" in text
+    # 200 x 50,000 pairs at 25,000 pairs/s alone: 6.7 minutes; six at 60,000 together: 16.7 minutes
+    assert "about 7 minutes alone (at the one CUDA graph 1-run rate)" in text
+    assert "about 17 minutes together (at the 6-run one CUDA graph rate)" in text
+    (tmp_path / "paper" / "throughput_graph.json").write_text(json.dumps([{"runs": 6}]))
+    with pytest.raises(ValueError, match="throughput_graph.json is no list of rows with aggregate"):
+        load_gpu_measurements(tmp_path)
+
+
 def test_projected_minutes_of_a_paper_run() -> None:
     """200 epochs of 50,000 pairs at 5,000 pairs/s: 2,000 s."""
     assert projected_minutes(5000) == pytest.approx(2000 / 60)
@@ -193,4 +220,7 @@ def test_the_shipped_gpu_measurements_read_back() -> None:
     if gpu is not None:
         assert gpu.runs and all(r.status in ("complete", "stopped") for r in gpu.runs)
         assert all(r.records() for r in gpu.runs)
-        assert all(row["aggregate_pairs_per_s"] > 0 for row in gpu.throughput + gpu.throughput_compiled)
+        assert all(
+            row["aggregate_pairs_per_s"] > 0
+            for row in gpu.throughput + gpu.throughput_compiled + gpu.throughput_graph
+        )

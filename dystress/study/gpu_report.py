@@ -83,32 +83,43 @@ def _provenance(gpu: GpuMeasurements) -> list[str]:
 
 
 def _throughput(gpu: GpuMeasurements) -> list[str]:
-    """The table of eager and compiled runs side by side, and what their best rates project."""
-    rows = gpu.throughput + gpu.throughput_compiled
-    if not rows:
+    """The table of eager and compiled runs (and whole-step CUDA graphs, when measured) side by side,
+    and what their best rates project."""
+    measured = [("eager", gpu.throughput), ("compiled", gpu.throughput_compiled)]
+    if gpu.throughput_graph:
+        measured.append(("one CUDA graph", gpu.throughput_graph))
+    if not any(rows for _, rows in measured):
         return []
-    eager = {r["runs"]: r for r in gpu.throughput}
-    compiled = {r["runs"]: r for r in gpu.throughput_compiled}
+    tables = [{r["runs"]: r for r in rows} for _, rows in measured]
 
     def rate(table: dict[int, dict[str, Any]], n: int, key: str) -> str:
         return f"{table[n][key]:,.0f}" if n in table else "-"
 
+    graph_note = (
+        ", and with the engine's whole step captured once in one CUDA graph and replayed "
+        "(`throughput.py --concurrent-mode graph`, its learning rate fixed)"
+        if gpu.throughput_graph
+        else ""
+    )
+    header = "".join(f" {name}: per run | {name}: together |" for name, _ in measured)
     lines = [
         "",
         "Throughput of the paper's model (ResNet-18, CIFAR stem) at its batch of 128 pairs, bf16, each "
         "process the engine's loop (GPU-resident images, batched augmentation), eager and with the model "
-        "under `torch.compile` (reduce-overhead: CUDA graphs), on the same kind of machine (dates and code "
-        "versions in `results/paper/throughput.md`), pairs/s:",
+        f"under `torch.compile` (reduce-overhead: CUDA graphs){graph_note}, on the same kind of machine "
+        "(dates and code versions in `results/paper/throughput.md`), pairs/s:",
         "",
-        "| runs at once | eager: per run | eager: together | compiled: per run | compiled: together |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| runs at once |" + header,
+        "| ---: |" + " ---: | ---: |" * len(measured),
     ]
     lines += [
-        f"| {n} | {rate(eager, n, 'pairs_per_s_per_run')} | {rate(eager, n, 'aggregate_pairs_per_s')} "
-        f"| {rate(compiled, n, 'pairs_per_s_per_run')} | {rate(compiled, n, 'aggregate_pairs_per_s')} |"
-        for n in sorted(eager.keys() | compiled.keys())
+        f"| {n} |"
+        + "".join(
+            f" {rate(t, n, 'pairs_per_s_per_run')} | {rate(t, n, 'aggregate_pairs_per_s')} |" for t in tables
+        )
+        for n in sorted(set().union(*tables))
     ]
-    kinds = [("eager", r) for r in gpu.throughput] + [("compiled", r) for r in gpu.throughput_compiled]
+    kinds = [(name, r) for name, rows in measured for r in rows]
     alone = max(
         (k for k in kinds if k[1]["runs"] == 1), key=lambda k: k[1]["pairs_per_s_per_run"], default=None
     )
@@ -129,7 +140,13 @@ def _throughput(gpu: GpuMeasurements) -> list[str]:
         "launching kernels bounds its step (in `throughput.md` the model alone takes about as long a step "
         "at 512 pairs as at 128). CUDA graphs remove most of the model's launches; "
         "the augmentation, still launched op by op, then bounds the engine's step, and several runs side by "
-        "side fill the GPU.",
+        "side fill the GPU."
+        + (
+            " Captured in one CUDA graph, the whole step (augmentation, loss and optimizer too) is "
+            "launched once."
+            if gpu.throughput_graph
+            else ""
+        ),
     ]
 
 

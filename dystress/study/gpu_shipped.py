@@ -5,6 +5,8 @@ CUDA machine and read with checks (:mod:`dystress.study.gpu_report` puts them in
     results/paper/throughput.json  aggregate pairs/s of 1, 2, 4, 8 engine processes side by side
                                    (``benchmarks/throughput.py --concurrent``; also as throughput.md)
     results/paper/throughput_compiled.json   the same with the model under ``torch.compile``
+    results/paper/throughput_graph.json      the same with the whole step in one CUDA graph
+                                   (``--concurrent-mode graph``)
                                    (reduce-overhead: CUDA graphs), 1, 2, 4, 6 processes
     results/paper/headline.json    the headline comparison (``benchmarks/headline.py``): SimCLR (tau
                                    0.2) and DySTreSS (0.07, 0.2), the paper configuration at the
@@ -31,9 +33,10 @@ __all__ = ["GpuMeasurements", "headline_budgets", "load_gpu_measurements", "proj
 
 @dataclass
 class GpuMeasurements:
-    """What one GPU command measured: the machine, the throughput rows (eager, and with the model
-    compiled: empty when not measured), the headline's runs, the data's origin, the date
-    (``YYYY-MM-DD``) they ended, and the engine's files changed since (empty: this code version)."""
+    """What one GPU command measured: the machine, the throughput rows (eager, with the model compiled,
+    and the whole step in one CUDA graph: empty when not measured), the headline's runs, the data's
+    origin, the date (``YYYY-MM-DD``) they ended, and the engine's files changed since (empty: this
+    code version)."""
 
     machine: str
     throughput: list[dict[str, Any]]
@@ -43,6 +46,7 @@ class GpuMeasurements:
     data: str = "not recorded"
     finished: str = "not recorded"
     throughput_compiled: list[dict[str, Any]] = field(default_factory=list)
+    throughput_graph: list[dict[str, Any]] = field(default_factory=list)
     code_changes: list[str] = field(default_factory=list)
 
 
@@ -100,7 +104,9 @@ def load_gpu_measurements(
     if not path.is_file():
         return None
     headline = _json(path)
-    throughput, compiled = (_rows(folder / name) for name in ("throughput.json", "throughput_compiled.json"))
+    throughput, compiled, graph = (
+        _rows(folder / f"throughput{kind}.json") for kind in ("", "_compiled", "_graph")
+    )
     if not isinstance(headline, dict) or not isinstance(headline.get("runs"), list):
         raise ValueError(f"shipped GPU result {path} has no list of runs")
     points = {p.id: p for p in plan("paper")}
@@ -141,5 +147,6 @@ def load_gpu_measurements(
         data=data or "not recorded",
         finished=str(env.get("finished") or "not recorded")[:10],
         throughput_compiled=compiled,
+        throughput_graph=graph,
         code_changes=code_changes(headline),
     )
