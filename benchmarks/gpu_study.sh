@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The study's GPU work in one command on one CUDA machine, ending by a deadline (DEADLINE_S, default
-# 480 s), with every result written to $OUT as it comes (up to eight files, the log steps.log):
+# 480 s), with every result written to $OUT as it comes (up to ten files, the log steps.log):
 #
 #   1. throughput   the engine alone (engine vs model-only, the paper model at batch 128, the model alone
 #                   at batch 512 too, which tells whether kernel launches bound the step; eager, and at
@@ -10,8 +10,9 @@
 #                   side by side, each count's row as it ends -> throughput_compiled.json), then
 #                   1, 2, 4 and 8 eager engine processes side by side ($COUNTS; none skips them):
 #                   aggregate pairs/s                                      -> throughput.md, .json
-#                   and the whole engine step captured in one CUDA graph (GRAPH=none skips it), alone
-#                   and $GRAPH_COUNTS (default none; e.g. 1,6) side by side -> throughput_graph.json
+#                   after the runs, the engine's whole step captured in one CUDA graph (a benchmark at a
+#                   fixed learning rate; GRAPH=none skips it), alone beside the eager engine and
+#                   $GRAPH_COUNTS (default none; e.g. 1,6) side by side  -> throughput_graph.md, .json
 #   2. long         the `long` profile's 21 runs (`study run --engine cli`, $LONG_PARALLEL at a time) and
 #                   their compact bundles (`study export`; LONG_PROFILE=none skips them)
 #                                                                          -> long.tar.gz (results/long/)
@@ -52,7 +53,7 @@ if [ "$COUNTS" = none ] && [ -z "${HEADLINE_EPOCHS:-}" ]; then
 fi
 mkdir -p "$OUT" "$WORK"
 # this command's files only: none left from an earlier command in the same $OUT
-rm -f "$OUT"/{steps.log,throughput.md,throughput.json,throughput_compiled.json,throughput_graph.json,headline.json,headline.log,long.log,long.tar.gz}
+rm -f "$OUT"/{steps.log,throughput.md,throughput.json,throughput_compiled.json,throughput_graph.md,throughput_graph.json,headline.json,headline.log,long.log,long.tar.gz}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 DYSTRESS_DATA="$DATA"
 log() { echo "[gpu_study ${SECONDS}s] $*" | tee -a "$OUT/steps.log"; }
 left() { echo $((DEADLINE - SECONDS)); }
@@ -70,19 +71,6 @@ log "throughput: model alone, batch 512 (a step about as long as at 128 pairs: b
 # shellcheck disable=SC2086
 timeout 60 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 512 --data-root "$DATA" \
     --modes model 2>&1 | tee -a "$OUT/throughput.md"
-if [ "$GRAPH" != none ]; then
-    log "throughput: the engine step in one CUDA graph, batch 128 (the step without Python and launches)"
-    # shellcheck disable=SC2086
-    timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
-        --modes graph 2>&1 | tee -a "$OUT/throughput.md"
-    if [ "$GRAPH_COUNTS" != none ]; then
-        log "throughput: $GRAPH_COUNTS graphed runs side by side"
-        # shellcheck disable=SC2086
-        timeout 150 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
-            --concurrent "$GRAPH_COUNTS" --concurrent-mode graph --rows-json "$OUT/throughput_graph.json" \
-            2>&1 | tee -a "$OUT/throughput.md"
-    fi
-fi
 if [ "$COUNTS" != none ]; then
     log "throughput: $COUNTS runs side by side"
     # shellcheck disable=SC2086
@@ -129,6 +117,21 @@ if [ -n "$LONG_PID" ]; then
     "$PY" -m dystress.cli study export --profile "$LONG_PROFILE" --parallel "$LONG_PARALLEL" --runs "$WORK/runs" \
         --out "$WORK/results/$LONG_PROFILE" 2>&1 | tee -a "$OUT/long.log"
     tar -czf "$OUT/long.tar.gz" -C "$WORK" "results/$LONG_PROFILE" 2>/dev/null
+fi
+# the whole step in one CUDA graph after the runs (a benchmark: its failure must not cost them), in a
+# file of its own
+if [ "$GRAPH" != none ] && [ "$(( $(left) + COMPILE_S ))" -gt 60 ]; then
+    log "throughput: the engine step in one CUDA graph, batch 128 (the step without Python and launches)"
+    # shellcheck disable=SC2086
+    timeout 90 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+        --modes engine,graph 2>&1 | tee "$OUT/throughput_graph.md"
+    if [ "$GRAPH_COUNTS" != none ]; then
+        log "throughput: $GRAPH_COUNTS graphed runs side by side"
+        # shellcheck disable=SC2086
+        timeout 150 "$PY" benchmarks/throughput.py $THROUGHPUT_ARGS --batch-size 128 --data-root "$DATA" \
+            --concurrent "$GRAPH_COUNTS" --concurrent-mode graph --rows-json "$OUT/throughput_graph.json" \
+            2>&1 | tee -a "$OUT/throughput_graph.md"
+    fi
 fi
 # torch.compile last: its first compile takes a minute or more, and it must not eat the runs' time
 if [ "${THROUGHPUT_COMPILE:-reduce-overhead}" != none ] && [ "$(( $(left) + COMPILE_S ))" -gt 60 ]; then

@@ -160,7 +160,7 @@ def _graphed(
             step(x)
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # a host loader's thread may run
         step(x)
 
     def replay() -> None:
@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--barrier", default=None, help=argparse.SUPPRESS)  # folder the side-by-side runs meet in
     p.add_argument("--barrier-n", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.concurrent_mode != "engine" and not args.concurrent:
+        p.error("--concurrent-mode needs --concurrent (alone, give the pipeline with --modes)")
     if args.rows_json and not args.concurrent:
         p.error("--rows-json needs --concurrent (it holds the side-by-side rows)")
     wants_graph = args.concurrent_mode == "graph" if args.concurrent else "graph" in args.modes.split(",")

@@ -45,7 +45,7 @@ from dystress.metrics import (
     tolerance,
     uniformity,
 )
-from dystress.metrics.features import forward_chunk
+from dystress.metrics.features import eval_mode, forward_chunk
 from dystress.models import ContrastiveModel
 from dystress.runtime import RunData, build_augmentation, build_model, load_data, resolve_device, uses_bf16
 
@@ -94,19 +94,20 @@ def embed_views(
 
     The views are drawn from a generator seeded with ``seed`` on the images' device, batch by batch
     (view 0 then view 1 of each batch), so the same images and seed give the same views. The backbone
-    is used as it is (call it in eval mode), on a CPU in slices of at most
+    runs in eval mode (each submodule gets its own mode back afterwards), on a CPU in slices of at most
     :data:`~dystress.metrics.features.CPU_FORWARD_CHUNK` images.
     """
     device = images.device
     g = torch.Generator(device=device).manual_seed(seed)
     outs: tuple[list[Tensor], list[Tensor]] = ([], [])
-    for start in range(0, images.shape[0], batch_size):
-        batch = images[start : start + batch_size]
-        for out in outs:
-            view = augmentation(batch, g)  # in float32, as in training; only the backbone under autocast
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                for piece in view.split(forward_chunk(device, batch_size)):  # the draws stay per batch
-                    out.append(backbone(piece).flatten(1).float())
+    with eval_mode(backbone):
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size]
+            for out in outs:
+                view = augmentation(batch, g)  # in float32, as in training; only the backbone under autocast
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    for piece in view.split(forward_chunk(device, batch_size)):  # the draws stay per batch
+                        out.append(backbone(piece).flatten(1).float())
     return torch.cat(outs[0]), torch.cat(outs[1])
 
 

@@ -67,7 +67,7 @@ def _gpu_study(tmp_path: Path, check: bool = True, **settings: str) -> subproces
         "PYTHON": sys.executable,
         "DEADLINE_S": "400",
         "THROUGHPUT_COMPILE": "none",
-        "GRAPH": "none",  # CUDA graphs: a GPU's
+        "GRAPH": "none",  # the whole-step CUDA graph needs CUDA
         "THROUGHPUT_ARGS": "--device cpu --backbone small_cnn --precision fp32 --steps 2 --warmup 1",
         "HEADLINE_EXTRA": "--seeds 0 --set device=cpu --set backbone=small_cnn --set train_subset=256 "
         "--set test_subset=200 --set monitor_size=64 --set linear_probe=false",

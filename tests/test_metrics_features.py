@@ -178,19 +178,21 @@ def test_forward_chunk_slices_on_a_cpu_only():
     assert forward_chunk(torch.device("cuda"), 1000) == 1000  # launch-bound there: whole batches
 
 
-@pytest.mark.parametrize("amp", [False, True])
-def test_cpu_slices_give_the_features_of_one_whole_batch(amp):
-    """The small CNN (channels-last, eval mode) on 300 images: extract_features in one batch of 300
-    (three CPU slices) equals one forward of all 300 at once, bit for bit."""
-    from dystress.models import SmallCNN
+@pytest.mark.parametrize(
+    ("name", "n", "amp"), [("small_cnn", 300, False), ("small_cnn", 300, True), ("resnet18", 140, True)]
+)
+def test_cpu_slices_give_the_features_of_one_whole_batch(name, n, amp):
+    """A backbone of the study (channels-last as in training, eval mode) on n images: extract_features
+    in one batch of n (CPU slices of 128) equals one forward of all n at once, bit for bit."""
+    from dystress.models import build_backbone
 
     torch.manual_seed(0)
-    model = SmallCNN().to(memory_format=torch.channels_last)
-    model.train()(torch.randn(64, 3, 32, 32))  # running statistics away from their initial values
+    model = build_backbone(name).to(memory_format=torch.channels_last)
+    model.train()(torch.randn(16, 3, 32, 32))  # running statistics away from their initial values
     images = torch.randint(
-        0, 256, (300, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+        0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
     )
-    feats = extract_features(model, images, MEAN, STD, batch_size=300, amp=amp)
+    feats = extract_features(model, images, MEAN, STD, batch_size=n, amp=amp)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        whole = model.eval()(normalize(images, MEAN, STD)).float()
+        whole = model.eval()(normalize(images, MEAN, STD)).flatten(1).float()
     assert torch.equal(feats, whole)

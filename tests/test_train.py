@@ -949,22 +949,25 @@ def test_embed_views_augments_in_float32_under_autocast() -> None:
 @pytest.mark.parametrize("amp", [False, True])
 def test_embed_views_on_cpu_slices_the_forward_not_the_draws(amp: bool) -> None:
     """On a CPU the backbone sees at most CPU_FORWARD_CHUNK images a pass, the augmentation still one
-    batch a draw: the features equal those of one forward of the whole batch (the small CNN in eval
-    mode, channels-last as in training), bit for bit."""
+    batch a draw: the features equal those of one forward of the whole batch (the small CNN,
+    channels-last as in training, given in training mode: embed_views runs it in eval mode and gives
+    the mode back), bit for bit."""
     from dystress.data.augment import SimCLRAugmentation
     from dystress.evaluate import embed_views
     from dystress.metrics.features import CPU_FORWARD_CHUNK
     from dystress.models import SmallCNN
 
     torch.manual_seed(0)
-    backbone = SmallCNN().to(memory_format=torch.channels_last).eval()
+    backbone = SmallCNN().to(memory_format=torch.channels_last)
+    backbone(torch.randn(16, 3, 32, 32))  # running statistics away from their initial values
     aug = SimCLRAugmentation(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     n = 2 * CPU_FORWARD_CHUNK + 44  # three slices of one batch
     images = torch.randint(
         0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
     )
     v0, v1 = embed_views(backbone, images, aug, seed=3, batch_size=n, amp=amp)
+    assert backbone.training and all(m.training for m in backbone.modules())
     g = torch.Generator().manual_seed(3)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        whole = [backbone(aug(images, g)).float() for _ in range(2)]
+        whole = [backbone.eval()(aug(images, g)).float() for _ in range(2)]
     assert torch.equal(v0, whole[0]) and torch.equal(v1, whole[1])

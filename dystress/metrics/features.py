@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Iterator, Sized
 
 import numpy as np
 import torch
@@ -14,16 +14,31 @@ from dystress.data.transforms import normalize
 
 CPU_FORWARD_CHUNK = 128
 """Images per forward pass when a CPU computes features (a larger batch is passed in slices of this
-size). In eval mode no statistic couples the images of a batch, so each image's features are those
-of the whole batch (bit for bit: ``tests/test_metrics_features.py``); but a 1,000-image batch of the small
-CNN's first block is 65 MB of bf16 activations, which leave the cache at every layer: measured on the
-2-core development VM, 10,000 images took 2.3 s in batches of 1,000 and 0.9 s in slices of 128."""
+size). In eval mode no statistic couples the images of a batch, so an image's features do not depend
+on the others; only a kernel chosen by batch size could round differently, and on the development VM
+(AVX-512, AMX) the small CNN's and ResNet-18's are bit for bit those of the whole batch
+(``tests/test_metrics_features.py``). The slices save time: a 1,000-image batch of the small CNN's
+first block is 65 MB of bf16 activations, which leave the cache at every layer (measured on that VM,
+10,000 images took 2.3 s in batches of 1,000 and 0.9 s in slices of 128)."""
 
 
 def forward_chunk(device: torch.device, batch_size: int) -> int:
     """Images per forward pass on ``device`` for a requested ``batch_size``: ``batch_size`` on an
     accelerator (launch-bound there: the larger the better), at most :data:`CPU_FORWARD_CHUNK` on a CPU."""
     return min(batch_size, CPU_FORWARD_CHUNK) if device.type == "cpu" else batch_size
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with every submodule in eval mode for the block; each gets back its own mode after it,
+    also on error."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -114,22 +129,16 @@ def extract_features(
     if device is None:
         device = _model_device(backbone)
 
-    modes = [(module, module.training) for module in backbone.modules()]
-    backbone.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     out: torch.Tensor | None = None
-    try:
-        with torch.no_grad(), autocast:
-            step = forward_chunk(device, batch_size)
-            for start in range(0, images.shape[0], step):
-                # asynchronous only towards a GPU: a GPU -> CPU copy must land before the CPU reads it
-                batch = images[start : start + step].to(device, non_blocking=device.type == "cuda")
-                feats = backbone(normalize(batch, mean, std)).flatten(1).float()
-                if out is None:
-                    out = torch.empty(images.shape[0], feats.shape[1], dtype=torch.float32, device=device)
-                out[start : start + feats.shape[0]] = feats
-    finally:
-        for module, training in modes:
-            module.training = training
+    with eval_mode(backbone), torch.no_grad(), autocast:
+        step = forward_chunk(device, batch_size)
+        for start in range(0, images.shape[0], step):
+            # asynchronous only towards a GPU: a GPU -> CPU copy must land before the CPU reads it
+            batch = images[start : start + step].to(device, non_blocking=device.type == "cuda")
+            feats = backbone(normalize(batch, mean, std)).flatten(1).float()
+            if out is None:
+                out = torch.empty(images.shape[0], feats.shape[1], dtype=torch.float32, device=device)
+            out[start : start + feats.shape[0]] = feats
     assert out is not None
     return out

@@ -5,9 +5,9 @@ CUDA machine and read with checks (:mod:`dystress.study.gpu_report` puts them in
     results/paper/throughput.json  aggregate pairs/s of 1, 2, 4, 8 engine processes side by side
                                    (``benchmarks/throughput.py --concurrent``; also as throughput.md)
     results/paper/throughput_compiled.json   the same with the model under ``torch.compile``
-    results/paper/throughput_graph.json      the same with the whole step in one CUDA graph
-                                   (``--concurrent-mode graph``)
                                    (reduce-overhead: CUDA graphs), 1, 2, 4, 6 processes
+    results/paper/throughput_graph.json      the same with the engine's whole step captured in one CUDA
+                                   graph (``--concurrent-mode graph``; a fixed learning rate)
     results/paper/headline.json    the headline comparison (``benchmarks/headline.py``): SimCLR (tau
                                    0.2) and DySTreSS (0.07, 0.2), the paper configuration at the
                                    epochs that fit, per run its config, records and final metrics
