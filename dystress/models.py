@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dystress import cpu_kernels
 from dystress._checks import as_int
 
 #: Names accepted by `build_backbone`.
@@ -33,6 +34,10 @@ class SmallCNN(nn.Module):
     The max-pool runs before its block's ReLU: ReLU is monotone, so max(relu(x)) = relu(max(x)) and the
     outputs and gradients are those of conv-BN-ReLU-pool bit for bit (tested), with the ReLU on a quarter
     of the values (a quick-profile step 12 % faster on the CPU). Parameter names are unchanged.
+
+    In training, BN-pool-ReLU of a pooled block runs as one fused CPU kernel where it applies
+    (:mod:`dystress.cpu_kernels`: bf16 channels-last activations on a CPU with AVX-512 BF16), the
+    same function rounded once instead of between the ops; elsewhere, and in eval mode, the modules.
     """
 
     feature_dim = 256
@@ -55,7 +60,20 @@ class SmallCNN(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x)).flatten(1)
+        layers = list(self.features)
+        i = 0
+        while i < len(layers):
+            if (
+                isinstance(layers[i], nn.BatchNorm2d)
+                and isinstance(layers[i + 1], nn.MaxPool2d)
+                and cpu_kernels.applies(x, layers[i])
+            ):
+                x = cpu_kernels.batch_norm_pool_relu(x, layers[i])  # BN, pool and ReLU at once
+                i += 3
+            else:
+                x = layers[i](x)
+                i += 1
+        return self.pool(x).flatten(1)
 
 
 def build_backbone(name: str, stem: str = "cifar") -> nn.Module:

@@ -26,6 +26,7 @@ COUNTED = [
     "dystress._checks",
     "dystress.checkpoint",
     "dystress.config",
+    "dystress.cpu_kernels",
     "dystress.data",
     "dystress.data.augment",
     "dystress.data.datasets",

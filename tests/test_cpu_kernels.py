@@ -1,0 +1,183 @@
+"""The fused CPU kernel (BatchNorm with batch statistics + 2x2 max-pool + ReLU): against a float64
+reference, the running statistics of nn.BatchNorm2d, where it applies, and the fallback."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from dystress import cpu_kernels
+from dystress.models import SmallCNN
+
+needs_kernel = pytest.mark.skipif(not cpu_kernels.available(), reason="needs AVX-512 BF16 and a C++ compiler")
+
+
+def _activations(shape: tuple[int, int, int, int], seed: int = 0) -> torch.Tensor:
+    """bf16 channels-last activations with an offset (a mean to remove) and exact ties in some windows."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 1.5 + 0.4
+    if shape[3] % 2 == 0:  # equal values side by side: the first takes the gradient
+        x[:, :, 0::4, 1::2] = x[:, :, 0::4, 0::2]
+    return x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+
+def _bn(channels: int, seed: int = 1) -> nn.BatchNorm2d:
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(channels, generator=g) * 2 - 0.5)  # some negative scales too
+        bn.bias.copy_(torch.randn(channels, generator=g) * 0.3)
+    return bn
+
+
+def _relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    """The largest absolute difference relative to the reference's largest entry."""
+    return float((value.detach().double() - reference.detach()).abs().max() / reference.detach().abs().max())
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(8, 32, 16, 16), (4, 64, 8, 8), (3, 16, 4, 6)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matches_a_float64_reference(shape, threads):
+    """Output and the gradients of x, weight and bias equal relu(max_pool2d(batch_norm(x), 2)) in
+    float64 on the same bf16 input, within bf16 rounding (weight and bias: float32 sums)."""
+    x, bn = _activations(shape), _bn(shape[1])
+    grad = torch.randn(
+        shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=torch.Generator().manual_seed(2)
+    )
+    grad = grad.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x64 = x.double().requires_grad_()
+    w64, b64 = (p.detach().double().requires_grad_() for p in (bn.weight, bn.bias))
+    y64 = nn.functional.batch_norm(x64, None, None, w64, b64, training=True, eps=bn.eps)
+    out64 = torch.relu(nn.functional.max_pool2d(y64, 2))
+    out64.backward(grad.double())
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert cpu_kernels.applies(x, bn)
+        xk = x.clone().requires_grad_()
+        out = cpu_kernels.batch_norm_pool_relu(xk, bn)
+        out.backward(grad)
+    finally:
+        torch.set_num_threads(previous)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    assert xk.grad.dtype == torch.bfloat16 and xk.grad.is_contiguous(memory_format=torch.channels_last)
+    assert _relative_error(out, out64.detach()) < 2**-7
+    assert _relative_error(xk.grad, x64.grad) < 2**-6
+    assert _relative_error(bn.weight.grad, w64.grad) < 1e-5
+    assert _relative_error(bn.bias.grad, b64.grad) < 1e-5
+
+
+@needs_kernel
+def test_the_first_maximum_of_a_window_takes_the_gradient():
+    """Four equal values in a window: the gradient of the pooled output reaches the top-left one only
+    (PyTorch's max-pool); the others get only BatchNorm's coupling terms, the same for all three."""
+    x = _activations((4, 16, 4, 4))
+    x[0, :, 0:2, 0:2] = x[0, :, 0:1, 0:1].expand(-1, 2, 2)  # keeps channels-last strides
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    bn = _bn(16)
+    with torch.no_grad():
+        bn.weight.abs_().add_(0.1)  # positive scales: the window's value is its maximum after BN
+        bn.bias.fill_(5.0)  # and above zero, so the ReLU passes the gradient
+    grad = torch.zeros(4, 16, 2, 2, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    grad[0, :, 0, 0] = 1.0
+    xk = x.clone().requires_grad_()
+    cpu_kernels.batch_norm_pool_relu(xk, bn).backward(grad)
+    window = xk.grad[0, :, 0:2, 0:2].float().reshape(16, 4)
+    assert torch.all(window[:, 1:] == window[:, 1:2])  # the three others alike
+    assert torch.all(window[:, 0] != window[:, 1])  # the first one apart
+
+
+@needs_kernel
+def test_running_statistics_follow_batch_norm():
+    """running_mean, running_var (the unbiased batch variance) and num_batches_tracked move as
+    nn.BatchNorm2d's do over three steps."""
+    fused, reference = _bn(32), _bn(32)
+    for step in range(3):
+        x = _activations((6, 32, 8, 8), seed=step)
+        cpu_kernels.batch_norm_pool_relu(x, fused)
+        reference(x)
+    torch.testing.assert_close(fused.running_mean, reference.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused.running_var, reference.running_var, rtol=1e-5, atol=1e-6)
+    assert int(fused.num_batches_tracked) == int(reference.num_batches_tracked) == 3
+
+
+@needs_kernel
+def test_applies_only_to_what_it_computes():
+    x, bn = _activations((2, 32, 8, 8)), _bn(32)
+    assert cpu_kernels.applies(x, bn)
+    assert not cpu_kernels.applies(x.float(), bn)  # bf16 only
+    assert not cpu_kernels.applies(x.contiguous(), bn)  # channels-last only
+    assert not cpu_kernels.applies(_activations((2, 24, 8, 8)), _bn(24))  # 16 channels a vector
+    assert not cpu_kernels.applies(_activations((2, 32, 8, 7)), bn)  # even width
+    assert not cpu_kernels.applies(x, bn.eval())  # eval mode: the running statistics, PyTorch's modules
+    assert not cpu_kernels.applies(x, nn.BatchNorm2d(32, momentum=None))  # a cumulative average
+
+
+@needs_kernel
+def test_the_small_cnn_trains_through_the_kernel_as_accurately_as_through_its_modules(monkeypatch):
+    """SmallCNN in training under bf16 autocast, against the same network in float64: with the kernel
+    (its three pooled blocks) the features and the first and last convolutions' gradients are as
+    close to float64 as with PyTorch's modules (bf16 autocast is lossy either way: about 1 % on the
+    features, 20 % on a gradient's largest entry); in eval mode the kernel does not run (the same
+    features bit for bit)."""
+    import copy
+
+    torch.manual_seed(0)
+    base = SmallCNN().to(memory_format=torch.channels_last)
+    images = torch.randn(32, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+
+    def train_step(model: SmallCNN, bf16: bool) -> list[torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(images if bf16 else images.double())
+        out.double().square().sum().backward()
+        return [out.double(), model.features[0].weight.grad.double(), model.features[-3].weight.grad.double()]
+
+    reference = train_step(copy.deepcopy(base).double(), bf16=False)
+    calls = []
+    kernel = cpu_kernels.batch_norm_pool_relu
+    monkeypatch.setattr(
+        cpu_kernels, "batch_norm_pool_relu", lambda x, bn: calls.append(x.shape) or kernel(x, bn)
+    )
+    fused = copy.deepcopy(base)
+    with_kernel = train_step(fused, bf16=True)
+    assert [tuple(s) for s in calls] == [(32, 32, 32, 32), (32, 64, 16, 16), (32, 128, 8, 8)]
+    monkeypatch.setattr(cpu_kernels, "applies", lambda x, bn: False)
+    modules = copy.deepcopy(base)
+    with_modules = train_step(modules, bf16=True)
+    for k, r, m in zip(with_kernel, reference, with_modules, strict=True):
+        assert (
+            _relative_error(k.detach(), r.detach()) <= 1.25 * _relative_error(m.detach(), r.detach()) + 1e-3
+        )
+    torch.testing.assert_close(
+        fused.features[1].running_var, modules.features[1].running_var, rtol=1e-3, atol=0
+    )
+    monkeypatch.undo()
+    fused.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        allowed = fused(images)
+        monkeypatch.setattr(cpu_kernels, "applies", lambda x, bn: False)
+        assert torch.equal(allowed, fused(images))
+
+
+def test_without_a_compiler_the_modules_run(monkeypatch, tmp_path):
+    """No C++ compiler: one warning naming what is missing, available() is False and nothing applies."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-dystress")
+    cpu_kernels._library.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            available = cpu_kernels.available()
+        assert not cpu_kernels.applies(_activations((2, 32, 8, 8)), _bn(32))
+    finally:
+        cpu_kernels._library.cache_clear()
+    if cpu_kernels._cpu_has_instructions():
+        assert not available
+        assert [str(w.message) for w in caught][0].startswith("dystress.cpu_kernels: no C++ compiler")
+    else:
+        assert not available and not caught  # nothing to build on this CPU
