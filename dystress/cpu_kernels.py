@@ -15,7 +15,8 @@ compiler to build it once per source version (``$CXX``, default ``c++``; into
 parameters and running statistics, bf16 channels-last input with a multiple of 16 channels and even
 height and width. Elsewhere the model runs PyTorch's modules. The two round differently: PyTorch
 rounds BatchNorm's output to bf16 before pooling and its gradients between the ops, this kernel only
-its outputs; both are within bf16 rounding of a float64 reference (``tests/test_cpu_kernels.py``).
+its outputs; both are within a few bf16 rounding steps of a float64 reference
+(``tests/test_cpu_kernels.py``). A NaN in a window gives a NaN output, as PyTorch's ops do.
 Like PyTorch's own kernels, which differ by instruction set and thread count, results are
 reproducible on one machine for one thread count, not across machines.
 
@@ -32,6 +33,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -41,12 +43,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["applies", "available", "batch_norm_pool_relu"]
+__all__ = ["applies", "available", "batch_norm_pool_relu", "why_not"]
 
 _SOURCE = r"""
 // BatchNorm (batch statistics) + 2x2 max-pool (stride 2) + ReLU on channels-last bf16 [N, H, W, C],
-// C a multiple of 16, H and W even; float32 parameters and statistics; OpenMP over images, each
-// thread's partial sums added in thread order (the same sums for the same thread count).
+// C a multiple of 16, H and W even; float32 parameters and statistics; OpenMP over images (a team of
+// exactly `threads`), each thread's partial sums added in thread order: the same sums for the same
+// thread count. A NaN in a window gives a NaN output (as PyTorch's max-pool and ReLU do).
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -60,14 +63,22 @@ static inline __m512 load_bf16(const uint16_t* p) {
 static inline void store_bf16(uint16_t* p, __m512 v) {  // round to nearest even
     _mm256_storeu_si256((__m256i*)p, (__m256i)_mm512_cvtneps_pbh(v));
 }
+static inline __mmask16 any_nan(__m512 a, __m512 b, __m512 d, __m512 e) {
+    return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(d, e, _CMP_UNORD_Q);
+}
 
 extern "C" {
 
-// out [N, H/2, W/2, C]; mean, var (biased), invstd [C]
+// out [N, H/2, W/2, C]; mean, var (biased), invstd, and the scale and shift of y = x * scale + shift
+// that the backward pass recomputes y with (the same floats, so the same maxima) [C]
 void bn_pool_relu_forward(const uint16_t* __restrict x, const float* weight, const float* bias, float eps,
                           int64_t N, int64_t H, int64_t W, int64_t C, int threads,
-                          uint16_t* __restrict out, float* mean, float* var, float* invstd) {
+                          uint16_t* __restrict out, float* mean, float* var, float* invstd,
+                          float* scale, float* shift) {
+    omp_set_dynamic(0);
     const int64_t count = N * H * W, OH = H / 2, OW = W / 2;
+    std::vector<float> origin(C);  // sums of x - (the first pixel): no cancellation when |mean| >> std
+    for (int64_t c = 0; c < C; c += 16) _mm512_storeu_ps(&origin[c], load_bf16(x + c));
     std::vector<double> sums(2 * C * threads, 0.0);
 #pragma omp parallel num_threads(threads)
     {
@@ -77,10 +88,10 @@ void bn_pool_relu_forward(const uint16_t* __restrict x, const float* weight, con
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < N * H; ++row) {
             for (int64_t c = 0; c < C; c += 16) {
-                __m512 a = _mm512_setzero_ps(), q = _mm512_setzero_ps();
+                __m512 a = _mm512_setzero_ps(), q = _mm512_setzero_ps(), o = _mm512_loadu_ps(&origin[c]);
                 const uint16_t* p = x + row * W * C + c;
                 for (int64_t j = 0; j < W; ++j) {
-                    __m512 v = load_bf16(p + j * C);
+                    __m512 v = _mm512_sub_ps(load_bf16(p + j * C), o);
                     a = _mm512_add_ps(a, v);
                     q = _mm512_fmadd_ps(v, v, q);
                 }
@@ -90,19 +101,18 @@ void bn_pool_relu_forward(const uint16_t* __restrict x, const float* weight, con
             for (int64_t c = 0; c < C; ++c) { s[c] += row_sum[c]; s[C + c] += row_sq[c]; }
         }
     }
-    std::vector<float> scale(C), shift(C);
     for (int64_t c = 0; c < C; ++c) {
         double total = 0.0, total_sq = 0.0;
         for (int t = 0; t < threads; ++t) {
             total += sums[2 * C * t + c];
             total_sq += sums[2 * C * t + C + c];
         }
-        const double m = total / count, v = std::fmax(total_sq / count - m * m, 0.0);
-        mean[c] = float(m); var[c] = float(v); invstd[c] = float(1.0 / std::sqrt(v + eps));
+        const double d = total / count, v = std::fmax(total_sq / count - d * d, 0.0);
+        mean[c] = float(origin[c] + d); var[c] = float(v); invstd[c] = float(1.0 / std::sqrt(v + eps));
         scale[c] = weight[c] * invstd[c];
         shift[c] = bias[c] - mean[c] * scale[c];
     }
-    const __m512 zero = _mm512_setzero_ps();
+    const __m512 zero = _mm512_setzero_ps(), nan = _mm512_set1_ps(NAN);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t n = 0; n < N; ++n)
         for (int64_t oh = 0; oh < OH; ++oh)
@@ -116,7 +126,8 @@ void bn_pool_relu_forward(const uint16_t* __restrict x, const float* weight, con
                     __m512 d = _mm512_fmadd_ps(load_bf16(p + W * C + c), sc, sh);
                     __m512 e = _mm512_fmadd_ps(load_bf16(p + W * C + C + c), sc, sh);
                     __m512 m = _mm512_max_ps(_mm512_max_ps(a, b), _mm512_max_ps(d, e));
-                    store_bf16(o + c, _mm512_max_ps(m, zero));
+                    __m512 r = _mm512_mask_mov_ps(_mm512_max_ps(m, zero), any_nan(a, b, d, e), nan);
+                    store_bf16(o + c, r);
                 }
             }
 }
@@ -124,15 +135,11 @@ void bn_pool_relu_forward(const uint16_t* __restrict x, const float* weight, con
 // grad_out [N, H/2, W/2, C] -> grad_x [N, H, W, C], grad_weight, grad_bias [C]. The gradient of a
 // window goes to its first maximum in row-major order (PyTorch's max-pool), where the maximum > 0.
 void bn_pool_relu_backward(const uint16_t* __restrict x, const uint16_t* __restrict grad_out,
-                           const float* weight, const float* bias, const float* mean, const float* invstd,
+                           const float* scale, const float* shift, const float* mean, const float* invstd,
                            int64_t N, int64_t H, int64_t W, int64_t C, int threads,
                            uint16_t* __restrict grad_x, float* grad_weight, float* grad_bias) {
+    omp_set_dynamic(0);
     const int64_t count = N * H * W, OH = H / 2, OW = W / 2;
-    std::vector<float> scale(C), shift(C);
-    for (int64_t c = 0; c < C; ++c) {
-        scale[c] = weight[c] * invstd[c];
-        shift[c] = bias[c] - mean[c] * scale[c];
-    }
     const __m512 zero = _mm512_setzero_ps();
     std::vector<double> sums(2 * C * threads, 0.0);
 #pragma omp parallel num_threads(threads)
@@ -221,7 +228,23 @@ _FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512bf16", "-mfma", "-fopenmp",
 _CPU_FLAGS = ("avx512f", "avx512bw", "avx512_bf16")
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _ARGTYPES = {
-    "bn_pool_relu_forward": [_P, _P, _P, ctypes.c_float, _I, _I, _I, _I, ctypes.c_int, _P, _P, _P, _P],
+    "bn_pool_relu_forward": [
+        _P,
+        _P,
+        _P,
+        ctypes.c_float,
+        _I,
+        _I,
+        _I,
+        _I,
+        ctypes.c_int,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+        _P,
+    ],
     "bn_pool_relu_backward": [_P, _P, _P, _P, _P, _P, _I, _I, _I, _I, ctypes.c_int, _P, _P, _P],
 }
 
@@ -245,35 +268,40 @@ def _cache_dir() -> Path:
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     """The kernel library, built once per source version and flags (atomically: runs side by side may
-    build it at once); ``None``, with one warning, where it cannot be built or loaded."""
+    build it at once) into a folder only this user can write; ``None`` where the CPU lacks the
+    instructions, and ``None`` with one warning where it cannot be built or loaded."""
     if not _cpu_has_instructions():
         return None
+    try:
+        return _build_and_load()
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
+        warnings.warn(
+            f"dystress.cpu_kernels: the fused CPU kernel could not be built or loaded ({error}); "
+            "PyTorch's kernels run instead (slower, other float rounding)",
+            stacklevel=2,
+        )
+        return None
+
+
+def _build_and_load() -> ctypes.CDLL:
     digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS)).encode()).hexdigest()[:16]
     target = _cache_dir() / f"cpu_kernels-{digest}.so"
     if not target.is_file():
-        compiler = shutil.which(os.environ.get("CXX", "c++"))
-        if compiler is None:
-            warnings.warn(
-                "dystress.cpu_kernels: no C++ compiler ($CXX, default c++) to build the fused CPU kernel; "
-                "PyTorch's kernels run instead (slower, other float rounding)",
-                stacklevel=3,
+        compiler = shlex.split(os.environ.get("CXX") or "c++")
+        if not compiler or shutil.which(compiler[0]) is None:
+            raise RuntimeError(
+                f"no C++ compiler {' '.join(compiler) or '(empty $CXX)'!r}: set $CXX or install c++"
             )
-            return None
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             source, built = Path(tmp, "cpu_kernels.cpp"), Path(tmp, target.name)
             source.write_text(_SOURCE, encoding="utf-8")
             done = subprocess.run(
-                [compiler, *_FLAGS, str(source), "-o", str(built)], capture_output=True, text=True
+                [*compiler, *_FLAGS, str(source), "-o", str(built)], capture_output=True, text=True
             )
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                warnings.warn(
-                    f"dystress.cpu_kernels: {compiler} could not build the fused CPU kernel ({last}); "
-                    "PyTorch's kernels run instead",
-                    stacklevel=3,
-                )
-                return None
+                raise RuntimeError(f"{' '.join(compiler)} failed: {last}")
             os.replace(built, target)
     library = ctypes.CDLL(str(target))
     for name, argtypes in _ARGTYPES.items():
@@ -288,26 +316,52 @@ def available() -> bool:
 
 
 def applies(x: Tensor, bn: nn.Module) -> bool:
-    """Whether :func:`batch_norm_pool_relu` computes ``relu(max_pool2d(bn(x), 2))`` for these inputs:
-    a training-mode BatchNorm2d with affine parameters and running statistics (a momentum), and bf16
-    channels-last CPU input [N, C, H, W] with C a multiple of 16 and H, W even, on a machine where the
-    kernel is :func:`available`."""
-    return (
-        isinstance(bn, nn.BatchNorm2d)
-        and bn.training
-        and bn.affine
-        and bn.track_running_stats
-        and bn.momentum is not None
-        and x.device.type == "cpu"
-        and x.dtype == torch.bfloat16
-        and x.ndim == 4
-        and x.shape[1] % 16 == 0
-        and x.shape[2] % 2 == 0
-        and x.shape[3] % 2 == 0
-        and x.shape[0] * x.shape[2] * x.shape[3] > 1
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and available()
-    )
+    """Whether :func:`batch_norm_pool_relu` computes ``relu(max_pool2d(bn(x), 2))`` for these inputs
+    (see :func:`why_not`)."""
+    return why_not(x, bn) is None
+
+
+def why_not(x: Tensor, bn: nn.Module) -> str | None:
+    """Why the kernel does not compute ``relu(max_pool2d(bn(x), 2))`` here, or ``None`` when it does:
+    it needs a plain ``nn.BatchNorm2d`` in training mode with float32 affine parameters on the CPU,
+    running statistics and a momentum; bf16 channels-last CPU input [N, C, H, W] with C = the
+    BatchNorm's features, a multiple of 16, H and W even; eager mode (not under torch.compile);
+    a machine where it is :func:`available`."""
+    checks = [
+        (type(bn) is nn.BatchNorm2d, "bn is not an nn.BatchNorm2d"),
+        (getattr(bn, "training", False), "bn is in eval mode (running statistics: PyTorch's modules)"),
+        (
+            getattr(bn, "affine", False) and getattr(bn, "track_running_stats", False),
+            "bn lacks affine parameters or running statistics",
+        ),
+        (getattr(bn, "momentum", None) is not None, "bn has no momentum (a cumulative average)"),
+        (
+            bn.weight is not None
+            and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in (bn.weight, bn.bias)),
+            "bn's parameters are not float32 on the CPU",
+        ),
+        (
+            x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.ndim == 4,
+            "x is not a bf16 CPU tensor [N, C, H, W]",
+        ),
+        (
+            x.ndim == 4 and x.shape[1] == bn.num_features and x.shape[1] % 16 == 0,
+            "x's channels are not bn's, a multiple of 16",
+        ),
+        (
+            x.ndim == 4
+            and x.shape[2] % 2 == 0
+            and x.shape[3] % 2 == 0
+            and x.shape[0] * x.shape[2] * x.shape[3] > 1,
+            "x's height and width are not even",
+        ),
+        (x.is_contiguous(memory_format=torch.channels_last), "x is not channels-last contiguous"),
+        (not torch.compiler.is_compiling(), "under torch.compile"),
+    ]
+    for ok, reason in checks:
+        if not ok:
+            return reason
+    return None if available() else "the kernel is not available on this machine"
 
 
 def _address(t: Tensor) -> ctypes.c_void_p:
@@ -320,26 +374,28 @@ class _BatchNormPoolReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:  # noqa: ANN001
         n, c, h, w = x.shape
-        weight, bias = weight.detach().float().contiguous(), bias.detach().float().contiguous()
-        out = torch.empty((n, c, h // 2, w // 2), dtype=x.dtype, memory_format=torch.channels_last)
-        mean, var, invstd = torch.empty(c), torch.empty(c), torch.empty(c)
+        weight, bias = weight.detach().contiguous(), bias.detach().contiguous()
+        out = torch.empty(
+            (n, c, h // 2, w // 2), dtype=x.dtype, device="cpu", memory_format=torch.channels_last
+        )
+        mean, var, invstd, scale, shift = torch.empty((5, c), dtype=torch.float32, device="cpu")
         _library().bn_pool_relu_forward(
             _address(x), _address(weight), _address(bias), eps, n, h, w, c, torch.get_num_threads(),
-            _address(out), _address(mean), _address(var), _address(invstd),
+            _address(out), _address(mean), _address(var), _address(invstd), _address(scale), _address(shift),
         )  # fmt: skip
-        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.save_for_backward(x, scale, shift, mean, invstd)
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, _mean: Tensor, _var: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # noqa: ANN001
-        x, weight, bias, mean, invstd = ctx.saved_tensors
+        x, scale, shift, mean, invstd = ctx.saved_tensors
         n, c, h, w = x.shape
         grad_out = grad_out.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         grad_x = torch.empty_like(x, memory_format=torch.channels_last)
-        grad_weight, grad_bias = torch.empty(c), torch.empty(c)
+        grad_weight, grad_bias = torch.empty((2, c), dtype=torch.float32, device="cpu")
         _library().bn_pool_relu_backward(
-            _address(x), _address(grad_out), _address(weight), _address(bias), _address(mean),
+            _address(x), _address(grad_out), _address(scale), _address(shift), _address(mean),
             _address(invstd), n, h, w, c, torch.get_num_threads(),
             _address(grad_x), _address(grad_weight), _address(grad_bias),
         )  # fmt: skip
@@ -347,11 +403,16 @@ class _BatchNormPoolReLU(torch.autograd.Function):
 
 
 def batch_norm_pool_relu(x: Tensor, bn: nn.BatchNorm2d) -> Tensor:
-    """``relu(max_pool2d(bn(x), 2))`` for a training-mode ``bn`` in one fused kernel (where
-    :func:`applies`): x [N, C, H, W] bf16 channels-last -> [N, C, H/2, W/2] bf16 channels-last.
+    """``relu(max_pool2d(bn(x), 2))`` for a training-mode ``bn`` in one fused kernel: x [N, C, H, W]
+    bf16 channels-last -> [N, C, H/2, W/2] bf16 channels-last; ``ValueError`` saying why where it
+    does not apply (:func:`why_not`).
 
     Updates ``bn``'s running statistics as ``nn.BatchNorm2d`` does (the unbiased batch variance,
-    ``momentum``, ``num_batches_tracked``); gradients flow to x, ``bn.weight`` and ``bn.bias``."""
+    ``momentum``, ``num_batches_tracked``); gradients flow to x, ``bn.weight`` and ``bn.bias``. Hooks
+    on ``bn`` do not run (the module is not called)."""
+    reason = why_not(x, bn)
+    if reason is not None:
+        raise ValueError(f"batch_norm_pool_relu does not apply: {reason}")
     out, mean, var = _BatchNormPoolReLU.apply(x, bn.weight, bn.bias, bn.eps)
     count = x.shape[0] * x.shape[2] * x.shape[3]
     with torch.no_grad():

@@ -63,17 +63,29 @@ class SmallCNN(nn.Module):
         layers = list(self.features)
         i = 0
         while i < len(layers):
-            if (
-                isinstance(layers[i], nn.BatchNorm2d)
-                and isinstance(layers[i + 1], nn.MaxPool2d)
-                and cpu_kernels.applies(x, layers[i])
-            ):
+            if _bn_pool_relu_at(layers, i) and cpu_kernels.applies(x, layers[i]):
                 x = cpu_kernels.batch_norm_pool_relu(x, layers[i])  # BN, pool and ReLU at once
                 i += 3
             else:
                 x = layers[i](x)
                 i += 1
         return self.pool(x).flatten(1)
+
+
+def _bn_pool_relu_at(layers: list[nn.Module], i: int) -> bool:
+    """Whether layers i, i+1, i+2 are a BatchNorm2d, a 2x2 stride-2 max-pool and a ReLU."""
+    if i + 2 >= len(layers) or not isinstance(layers[i], nn.BatchNorm2d):
+        return False
+    pool, relu = layers[i + 1], layers[i + 2]
+    return (
+        isinstance(pool, nn.MaxPool2d)
+        and pool.kernel_size in (2, (2, 2))
+        and pool.stride in (2, (2, 2))
+        and pool.padding in (0, (0, 0))
+        and pool.dilation in (1, (1, 1))
+        and not pool.ceil_mode
+        and isinstance(relu, nn.ReLU)
+    )
 
 
 def build_backbone(name: str, stem: str = "cifar") -> nn.Module:
