@@ -9,8 +9,8 @@ export DYSTRESS_RUNS ?= $(CURDIR)/runs
 OFFLINE_CIFAR10 ?= $(CURDIR)/../shared/data/make_cifar10.py
 
 # `make book` runs the study's points side by side: one per CPU core (at most 8), each with one thread
-# (on the 2-core development VM two quick runs of one thread train 1,774 pairs/s together, one run of
-# two threads 1,648, and a run's evaluation and start-up use one core anyway: 30 runs took 23-24 minutes);
+# (on the 2-core development VM two quick runs of one thread train 2,459 pairs/s together, one run of
+# two threads 2,189, and a run's evaluation and start-up use one core anyway: 30 runs took 16 minutes);
 # one at a time on a machine with an NVIDIA GPU. Set
 # DYSTRESS_PARALLEL to override (runs made with another count live in other folders: CPU sums depend on
 # the thread count).

@@ -23,7 +23,7 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
 
 - ``smoke``: seconds on a CPU (512 CIFAR-10 training images, a 4-layer CNN, 2 epochs, evaluated on a
   fixed 1,000-image test subset); for tests and CI.
-- ``quick``: the CPU default, about 1.5 minutes a run on one core: a fixed 10k-image CIFAR-10 subset, the
+- ``quick``: the CPU default, about a minute a run on one core: a fixed 10k-image CIFAR-10 subset, the
   small CNN, bf16 autocast (AMX), SGD momentum 0.9 lr 0.015 batch 256 cosine, 6 epochs (lr from a
   preliminary measurement of this network on the development machine, where 0.06 and above trained
   worse; this setup has no validation split, so that measurement used the kNN accuracy on test
@@ -31,7 +31,7 @@ Profiles (:data:`PROFILES`, :func:`get_profile`):
   every baseline), evaluated on the full
   test set with the 10k training images as the kNN bank. Sized so that the quick book (30 runs: three
   seeds for four CIFAR-10 points and for the two CIFAR-10-LT points, one for the others) builds in
-  about 26 minutes on 2 cores from a fresh clone.
+  about 20 minutes on 2 cores from a fresh clone (with the fused CPU kernel, ``dystress.cpu_kernels``).
 - ``long``: the quick configuration on all 50,000 CIFAR-10 training images for 20 epochs (3,900
   optimiser steps: 17 times quick's 234, 3.3 times those of the same configuration trained 6 epochs on
   the full set), with the full training set as the kNN bank. For the core comparison only (fixed tau
