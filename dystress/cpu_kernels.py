@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["applies", "available", "batch_norm_pool_relu", "why_not"]
 
@@ -77,7 +78,7 @@ void bn_pool_relu_forward(const uint16_t* __restrict x, const float* weight, con
                           float* scale, float* shift) {
     omp_set_dynamic(0);
     const int64_t count = N * H * W, OH = H / 2, OW = W / 2;
-    std::vector<float> origin(C);  // sums of x - (the first pixel): no cancellation when |mean| >> std
+    std::vector<float> origin(C);  // sums of x - (the first pixel): guards against |mean| >> std
     for (int64_t c = 0; c < C; c += 16) _mm512_storeu_ps(&origin[c], load_bf16(x + c));
     std::vector<double> sums(2 * C * threads, 0.0);
 #pragma omp parallel num_threads(threads)
@@ -107,7 +108,8 @@ void bn_pool_relu_forward(const uint16_t* __restrict x, const float* weight, con
             total += sums[2 * C * t + c];
             total_sq += sums[2 * C * t + C + c];
         }
-        const double d = total / count, v = std::fmax(total_sq / count - d * d, 0.0);
+        const double d = total / count, raw = total_sq / count - d * d;
+        const double v = raw < 0.0 ? 0.0 : raw;  // a NaN stays a NaN
         mean[c] = float(origin[c] + d); var[c] = float(v); invstd[c] = float(1.0 / std::sqrt(v + eps));
         scale[c] = weight[c] * invstd[c];
         shift[c] = bias[c] - mean[c] * scale[c];
@@ -268,13 +270,14 @@ def _cache_dir() -> Path:
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     """The kernel library, built once per source version and flags (atomically: runs side by side may
-    build it at once) into a folder only this user can write; ``None`` where the CPU lacks the
-    instructions, and ``None`` with one warning where it cannot be built or loaded."""
+    build it at once) into a folder only this user can write, and loaded only from there; ``None``
+    where the CPU lacks the instructions, and ``None`` with one warning where it cannot be built or
+    loaded."""
     if not _cpu_has_instructions():
         return None
     try:
         return _build_and_load()
-    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as error:
+    except (OSError, RuntimeError, ValueError, AttributeError, subprocess.SubprocessError) as error:
         warnings.warn(
             f"dystress.cpu_kernels: the fused CPU kernel could not be built or loaded ({error}); "
             "PyTorch's kernels run instead (slower, other float rounding)",
@@ -292,7 +295,7 @@ def _build_and_load() -> ctypes.CDLL:
             raise RuntimeError(
                 f"no C++ compiler {' '.join(compiler) or '(empty $CXX)'!r}: set $CXX or install c++"
             )
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_folder(target.parent)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             source, built = Path(tmp, "cpu_kernels.cpp"), Path(tmp, target.name)
             source.write_text(_SOURCE, encoding="utf-8")
@@ -303,11 +306,29 @@ def _build_and_load() -> ctypes.CDLL:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]
                 raise RuntimeError(f"{' '.join(compiler)} failed: {last}")
             os.replace(built, target)
+    _private_folder(target.parent)
+    _owned_and_private(target)  # a library someone else could have written is never loaded
     library = ctypes.CDLL(str(target))
     for name, argtypes in _ARGTYPES.items():
         getattr(library, name).argtypes = argtypes
         getattr(library, name).restype = None
     return library
+
+
+def _private_folder(folder: Path) -> None:
+    """Make ``folder`` (and its parents) if needed; it must be this user's and writable by no one else
+    (made so when this user owns it); ``RuntimeError`` otherwise."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o022:
+        folder.chmod(0o700)
+    _owned_and_private(folder)
+
+
+def _owned_and_private(path: Path) -> None:
+    """``RuntimeError`` unless ``path`` belongs to this user and no one else can write it."""
+    info = path.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise RuntimeError(f"{path} is not this user's alone (owner or group/other write permission)")
 
 
 def available() -> bool:
@@ -327,40 +348,26 @@ def why_not(x: Tensor, bn: nn.Module) -> str | None:
     running statistics and a momentum; bf16 channels-last CPU input [N, C, H, W] with C = the
     BatchNorm's features, a multiple of 16, H and W even; eager mode (not under torch.compile);
     a machine where it is :func:`available`."""
-    checks = [
-        (type(bn) is nn.BatchNorm2d, "bn is not an nn.BatchNorm2d"),
-        (getattr(bn, "training", False), "bn is in eval mode (running statistics: PyTorch's modules)"),
-        (
-            getattr(bn, "affine", False) and getattr(bn, "track_running_stats", False),
-            "bn lacks affine parameters or running statistics",
-        ),
-        (getattr(bn, "momentum", None) is not None, "bn has no momentum (a cumulative average)"),
-        (
-            bn.weight is not None
-            and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in (bn.weight, bn.bias)),
-            "bn's parameters are not float32 on the CPU",
-        ),
-        (
-            x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.ndim == 4,
-            "x is not a bf16 CPU tensor [N, C, H, W]",
-        ),
-        (
-            x.ndim == 4 and x.shape[1] == bn.num_features and x.shape[1] % 16 == 0,
-            "x's channels are not bn's, a multiple of 16",
-        ),
-        (
-            x.ndim == 4
-            and x.shape[2] % 2 == 0
-            and x.shape[3] % 2 == 0
-            and x.shape[0] * x.shape[2] * x.shape[3] > 1,
-            "x's height and width are not even",
-        ),
-        (x.is_contiguous(memory_format=torch.channels_last), "x is not channels-last contiguous"),
-        (not torch.compiler.is_compiling(), "under torch.compile"),
-    ]
-    for ok, reason in checks:
-        if not ok:
-            return reason
+    if type(bn) is not nn.BatchNorm2d:
+        return "bn is not an nn.BatchNorm2d"
+    if not bn.training:
+        return "bn is in eval mode (running statistics: PyTorch's modules)"
+    if not (bn.affine and bn.track_running_stats) or bn.weight is None or bn.bias is None:
+        return "bn lacks affine parameters or running statistics"
+    if bn.momentum is None:
+        return "bn has no momentum (a cumulative average)"
+    if not all(p.dtype == torch.float32 and p.device.type == "cpu" for p in (bn.weight, bn.bias)):
+        return "bn's parameters are not float32 on the CPU"
+    if not (isinstance(x, Tensor) and x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.ndim == 4):
+        return "x is not a bf16 CPU tensor [N, C, H, W]"
+    if x.shape[1] != bn.num_features or x.shape[1] % 16 != 0:
+        return "x's channels are not bn's, a multiple of 16"
+    if x.shape[2] % 2 != 0 or x.shape[3] % 2 != 0 or x.shape[0] * x.shape[2] * x.shape[3] < 2:
+        return "x's height and width are not even"
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return "x is not channels-last contiguous"
+    if torch.compiler.is_compiling():
+        return "under torch.compile"
     return None if available() else "the kernel is not available on this machine"
 
 
@@ -388,6 +395,7 @@ class _BatchNormPoolReLU(torch.autograd.Function):
         return out, mean, var
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor, _mean: Tensor, _var: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # noqa: ANN001
         x, scale, shift, mean, invstd = ctx.saved_tensors
         n, c, h, w = x.shape

@@ -84,6 +84,7 @@ def _bn_pool_relu_at(layers: list[nn.Module], i: int) -> bool:
         and pool.padding in (0, (0, 0))
         and pool.dilation in (1, (1, 1))
         and not pool.ceil_mode
+        and not pool.return_indices
         and isinstance(relu, nn.ReLU)
     )
 

@@ -122,6 +122,7 @@ def test_two_threads_give_the_same_floats_every_time_and_a_nan_stays_a_nan():
     x[0, 3, 5, 5] = float("nan")
     out = cpu_kernels.batch_norm_pool_relu(x, bn)
     assert out[:, 3].isnan().all() and not out[:, 4].isnan().any()
+    assert bn.running_var[3].isnan() and not bn.running_var[4].isnan()  # as nn.BatchNorm2d's
 
 
 @needs_kernel
@@ -152,6 +153,11 @@ def test_applies_only_to_what_it_computes():
     assert not cpu_kernels.applies(x, nn.BatchNorm2d(32, track_running_stats=False))
     assert not cpu_kernels.applies(x, nn.BatchNorm2d(32, momentum=None))  # a cumulative average
     assert not cpu_kernels.applies(x, nn.SyncBatchNorm(32))  # another module's forward
+    assert cpu_kernels.why_not(x, nn.ReLU()) == "bn is not an nn.BatchNorm2d"  # said, not raised
+    no_bias = _bn(32)
+    no_bias.bias = None
+    assert cpu_kernels.why_not(x, no_bias) == "bn lacks affine parameters or running statistics"
+    assert cpu_kernels.why_not(x[0], bn) == "x is not a bf16 CPU tensor [N, C, H, W]"
     with pytest.raises(ValueError, match="does not apply: bn is in eval mode"):
         cpu_kernels.batch_norm_pool_relu(x, bn.eval())  # eval mode: running statistics, PyTorch's modules
 
@@ -193,6 +199,28 @@ def test_the_small_cnn_trains_through_the_kernel_as_accurately_as_through_its_mo
     torch.testing.assert_close(
         fused.features[1].running_var, modules.features[1].running_var, rtol=1e-3, atol=0
     )
+
+
+@needs_kernel
+def test_a_library_others_could_write_is_never_loaded(monkeypatch, tmp_path):
+    """The cache folder is made private; a built library that is group- or other-writable is refused
+    (one warning, PyTorch's modules run)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "dystress").mkdir(mode=0o777)
+    (tmp_path / "dystress").chmod(0o777)
+    cpu_kernels._library.cache_clear()
+    try:
+        assert cpu_kernels.available()  # built into the folder, now 0700
+        assert (tmp_path / "dystress").stat().st_mode & 0o777 == 0o700
+        (library,) = (tmp_path / "dystress").glob("cpu_kernels-*.so")
+        library.chmod(0o666)
+        cpu_kernels._library.cache_clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert not cpu_kernels.available()
+        assert len(caught) == 1 and "is not this user's alone" in str(caught[0].message)
+    finally:
+        cpu_kernels._library.cache_clear()
 
 
 def test_without_a_compiler_the_modules_run(monkeypatch, tmp_path):
