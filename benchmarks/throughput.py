@@ -307,6 +307,16 @@ def main(argv: list[str] | None = None) -> None:
         train_step(model, loss_fn, optimizer, v0, v1, bf16, channels_last, config.view_forward == "separate")
 
     results: dict[str, float] = {}
+    aug = SimCLRAugmentation(32, mean=MEAN, std=STD).to(device)
+
+    def batches_of(loader_class: type) -> Iterator:
+        """The images' batches through ``loader_class``, epoch after epoch."""
+        loader = loader_class(images, torch.zeros(len(images), dtype=torch.long), bs, device=device)
+        return _cycle(lambda: iter(loader))
+
+    def barrier() -> None:
+        _wait_for_peers(args.barrier, args.barrier_n)
+
     engines = {
         "engine": ("engine (device data + batched aug)", DeviceBatchLoader),
         "host": ("engine, host data (HostBatchLoader) + batched aug", HostBatchLoader),
@@ -314,29 +324,18 @@ def main(argv: list[str] | None = None) -> None:
     for mode, (label, loader_class) in engines.items():
         if mode not in modes:
             continue
-        loader = loader_class(images, torch.zeros(len(images), dtype=torch.long), bs, device=device)
-        aug = SimCLRAugmentation(32, mean=MEAN, std=STD).to(device)
         g = torch.Generator(device=device).manual_seed(0)
-        batches = _cycle(lambda loader=loader: iter(loader))
+        batches = batches_of(loader_class)
 
-        def engine_step(batches: Iterator = batches, aug: SimCLRAugmentation = aug, g=g) -> None:
+        def engine_step(batches: Iterator = batches, g=g) -> None:
             x = next(batches)[0]
             run_step(*aug.two_views(x, g))
 
-        results[label] = _time(
-            engine_step,
-            args.steps,
-            args.warmup,
-            device,
-            lambda: _wait_for_peers(args.barrier, args.barrier_n),
-        )
+        results[label] = _time(engine_step, args.steps, args.warmup, device, barrier)
     if "graph" in modes:
-        loader = DeviceBatchLoader(images, torch.zeros(len(images), dtype=torch.long), bs, device=device)
-        aug = SimCLRAugmentation(32, mean=MEAN, std=STD).to(device)
-        batches = _cycle(lambda loader=loader: iter(loader))
-        replay = _graphed(lambda x: run_step(*aug.two_views(x)), batches, device)
+        replay = _graphed(lambda x: run_step(*aug.two_views(x)), batches_of(DeviceBatchLoader), device)
         results["engine step in one CUDA graph (aug + model + loss + SGD)"] = _time(
-            replay, args.steps, args.warmup, device, lambda: _wait_for_peers(args.barrier, args.barrier_n)
+            replay, args.steps, args.warmup, device, barrier
         )
     if "pil" in modes:
         ds = _PILPairs(np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()))
