@@ -289,13 +289,13 @@ def _library() -> ctypes.CDLL | None:
 def _build_and_load() -> ctypes.CDLL:
     digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS)).encode()).hexdigest()[:16]
     target = _cache_dir() / f"cpu_kernels-{digest}.so"
+    _private_folder(target.parent)
     if not target.is_file():
         compiler = shlex.split(os.environ.get("CXX") or "c++")
         if not compiler or shutil.which(compiler[0]) is None:
             raise RuntimeError(
                 f"no C++ compiler {' '.join(compiler) or '(empty $CXX)'!r}: set $CXX or install c++"
             )
-        _private_folder(target.parent)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             source, built = Path(tmp, "cpu_kernels.cpp"), Path(tmp, target.name)
             source.write_text(_SOURCE, encoding="utf-8")
@@ -306,7 +306,6 @@ def _build_and_load() -> ctypes.CDLL:
                 last = (done.stderr.strip().splitlines() or ["no message"])[-1]
                 raise RuntimeError(f"{' '.join(compiler)} failed: {last}")
             os.replace(built, target)
-    _private_folder(target.parent)
     _owned_and_private(target)  # a library someone else could have written is never loaded
     library = ctypes.CDLL(str(target))
     for name, argtypes in _ARGTYPES.items():
@@ -319,7 +318,8 @@ def _private_folder(folder: Path) -> None:
     """Make ``folder`` (and its parents) if needed; it must be this user's and writable by no one else
     (made so when this user owns it); ``RuntimeError`` otherwise."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o022:
+    info = folder.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o022:
         folder.chmod(0o700)
     _owned_and_private(folder)
 
