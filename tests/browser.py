@@ -105,7 +105,8 @@ def check_pages(pages: list[Path], browser: str | None = None, timeout: float = 
     if browser is None:
         raise FileNotFoundError(f"no Chromium found (tried {', '.join(BROWSERS)})")
     port = 9300 + (hash(str(pages[0])) % 500)
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can still write the throwaway profile while it is removed
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [
                 browser,
